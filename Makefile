@@ -1,0 +1,50 @@
+# Every routine task. `make run` and `make test` set up their own virtual environment.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PORT   ?= 8000
+HOST   ?= 127.0.0.1
+PYTEST_ARGS ?=
+
+.PHONY: venv run test lint typecheck pytest bench fmt migrate clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Migrate the SQLite database under ./var, seed the demo campaign, print an admin token, serve on $(PORT).
+run: venv
+	$(BIN)/leadflow quickstart
+	$(BIN)/leadflow serve --host $(HOST) --port $(PORT)
+
+## The whole suite: lint, format check, types, tests.
+test: venv lint typecheck pytest
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: venv
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+fmt: venv
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+migrate: venv
+	$(BIN)/leadflow migrate
+
+## Load benchmark against a local server on SQLite (127.0.0.1 only, bounded in time).
+bench: venv
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,82 @@
+"""Campaign performance computed from the leads themselves (one grouped scan per request)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from leadflow.campaigns import repository as repo
+from leadflow.campaigns.schemas import CampaignAnalytics, ContentPerformance, Metrics, Period
+from leadflow.campaigns.service import get_or_404
+from leadflow.errors import ApiError
+from leadflow.kit.clock import utcnow
+
+TOP_CONTENT = 5
+
+
+def _ratio(part: float, whole: float) -> float:
+    return round(part / whole, 4) if whole else 0.0
+
+
+async def campaign_analytics(
+    conn: AsyncConnection, campaign_id: str, start: date | None, end: date | None
+) -> CampaignAnalytics:
+    campaign = await get_or_404(conn, campaign_id)
+    today = utcnow().date()
+    if end is None:
+        end = today
+    if start is None:
+        first = await repo.first_lead_at(conn, campaign_id)
+        candidates = [d for d in (campaign.start_date, first.date() if first else None) if d is not None]
+        start = min(candidates) if candidates else end
+    if end < start:
+        raise ApiError(400, "VALIDATION_ERROR", "end is before start", field="end")
+    lower = datetime.combine(start, time.min, tzinfo=UTC)
+    upper = datetime.combine(end + timedelta(days=1), time.min, tzinfo=UTC)
+    rows = await repo.analytics_groups(conn, campaign_id, lower, upper)
+
+    total = qualified = score_sum = 0
+    revenue = Decimal(0)
+    sources: Counter[str] = Counter()
+    content_total: Counter[str] = Counter()
+    content_qualified: Counter[str] = Counter()
+    for row in rows:
+        n, q = int(row.total), int(row.qualified or 0)
+        total += n
+        qualified += q
+        score_sum += int(row.score_sum or 0)
+        revenue += Decimal(row.revenue or 0)
+        sources[row.source] += n
+        if row.utm_content:
+            content_total[row.utm_content] += n
+            content_qualified[row.utm_content] += q
+
+    budget = float(campaign.budget) if campaign.budget is not None else 0.0
+    ranked = sorted(
+        content_total,
+        key=lambda c: (-content_total[c], -_ratio(content_qualified[c], content_total[c]), c),
+    )[:TOP_CONTENT]
+    return CampaignAnalytics(
+        campaign_id=campaign_id,
+        period=Period(start=start, end=end),
+        metrics=Metrics(
+            total_leads=total,
+            qualified_leads=qualified,
+            conversion_rate=_ratio(qualified, total),
+            average_lead_score=round(score_sum / total, 1) if total else 0.0,
+            cost_per_lead=round(budget / total, 2) if total else 0.0,
+            revenue_generated=float(revenue),
+        ),
+        lead_sources=dict(sources.most_common()),
+        top_performing_content=[
+            ContentPerformance(
+                utm_content=c,
+                leads=content_total[c],
+                conversion_rate=_ratio(content_qualified[c], content_total[c]),
+            )
+            for c in ranked
+        ],
+    )

@@ -1,0 +1,169 @@
+"""Campaign endpoints: CRUD, campaign tokens and analytics."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+
+from leadflow.campaigns import repository as repo
+from leadflow.campaigns import service
+from leadflow.campaigns.analytics import campaign_analytics
+from leadflow.campaigns.schemas import (
+    CampaignAnalytics,
+    CampaignCreate,
+    CampaignList,
+    CampaignOut,
+    CampaignStatus,
+    CampaignUpdate,
+    CampaignWithToken,
+)
+from leadflow.errors import json_response, responses
+from leadflow.security.auth import require
+from leadflow.security.tokens import Principal
+
+router = APIRouter(prefix="/v1/api/campaigns", tags=["campaigns"])
+CampaignId = Annotated[str, Path(max_length=100, examples=["nextcloud-installation-2025"])]
+
+
+@router.get(
+    "",
+    response_model=CampaignList,
+    summary="List campaigns",
+    description="Newest first. Scope `campaigns:read`.",
+    responses=responses(400, 401, 403),
+)
+async def list_campaigns(
+    request: Request,
+    _: Principal = Depends(require("campaigns:read")),
+    status: CampaignStatus | None = None,
+) -> CampaignList:
+    async with request.app.state.engine.connect() as conn:
+        rows = await repo.list_all(conn, status)
+    return CampaignList(items=[service.to_out(r) for r in rows])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=CampaignWithToken,
+    summary="Create a campaign",
+    description="With `generate_token: true` the response carries the campaign token, once. "
+    "Scope `campaigns:write`.",
+    responses=responses(400, 401, 403, 409),
+)
+async def create_campaign(
+    request: Request, body: CampaignCreate, _: Principal = Depends(require("campaigns:write"))
+) -> CampaignWithToken:
+    async with request.app.state.engine.begin() as conn:
+        created = await service.create(conn, body)
+    request.app.state.campaigns.invalidate(body.id)
+    return created
+
+
+@router.get(
+    "/{campaign_id}",
+    response_model=CampaignOut,
+    summary="Get a campaign",
+    description="Scope `campaigns:read`.",
+    responses=responses(401, 403, 404),
+)
+async def get_campaign(
+    request: Request, campaign_id: CampaignId, _: Principal = Depends(require("campaigns:read"))
+) -> CampaignOut:
+    async with request.app.state.engine.connect() as conn:
+        return service.to_out(await service.get_or_404(conn, campaign_id))
+
+
+@router.patch(
+    "/{campaign_id}",
+    response_model=CampaignOut,
+    summary="Update a campaign",
+    description="Only the fields sent change. Pausing a campaign makes capture answer 409. "
+    "Scope `campaigns:write`.",
+    responses=responses(400, 401, 403, 404),
+)
+async def update_campaign(
+    request: Request,
+    campaign_id: CampaignId,
+    body: CampaignUpdate,
+    _: Principal = Depends(require("campaigns:write")),
+) -> CampaignOut:
+    async with request.app.state.engine.begin() as conn:
+        updated = await service.update(conn, campaign_id, body)
+    request.app.state.campaigns.invalidate(campaign_id)
+    return updated
+
+
+@router.delete(
+    "/{campaign_id}",
+    status_code=204,
+    summary="Delete a campaign",
+    description="Only a campaign without leads can be deleted (else 409). Scope `campaigns:write`.",
+    responses=responses(401, 403, 404, 409),
+)
+async def delete_campaign(
+    request: Request, campaign_id: CampaignId, _: Principal = Depends(require("campaigns:write"))
+) -> Response:
+    async with request.app.state.engine.begin() as conn:
+        await service.delete(conn, campaign_id)
+    request.app.state.campaigns.invalidate(campaign_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{campaign_id}/token",
+    response_model=CampaignWithToken,
+    summary="Create or rotate the campaign token",
+    description="The old token stops working at once; the new one is shown only here. "
+    "Scope `campaigns:write`.",
+    responses=responses(401, 403, 404),
+)
+async def rotate_token(
+    request: Request, campaign_id: CampaignId, _: Principal = Depends(require("campaigns:write"))
+) -> CampaignWithToken:
+    async with request.app.state.engine.begin() as conn:
+        result = await service.set_token(conn, campaign_id, enabled=True)
+    request.app.state.campaigns.invalidate(campaign_id)
+    return result
+
+
+@router.delete(
+    "/{campaign_id}/token",
+    response_model=CampaignOut,
+    summary="Remove the campaign token",
+    description="Submissions no longer need X-Campaign-Token. Scope `campaigns:write`.",
+    responses=responses(401, 403, 404),
+)
+async def remove_token(
+    request: Request, campaign_id: CampaignId, _: Principal = Depends(require("campaigns:write"))
+) -> CampaignOut:
+    async with request.app.state.engine.begin() as conn:
+        result = await service.set_token(conn, campaign_id, enabled=False)
+    request.app.state.campaigns.invalidate(campaign_id)
+    return CampaignOut(**result.model_dump(exclude={"token"}))
+
+
+@router.get(
+    "/{campaign_id}/analytics",
+    response_model=CampaignAnalytics,
+    summary="Campaign analytics",
+    description=(
+        "Performance over [start, end] (dates, inclusive; default: from the campaign's start or first "
+        "lead to today). qualified = marketing/sales qualified or customer; conversion_rate = "
+        "qualified / total; cost_per_lead = budget / total; revenue = closed-won deal values. "
+        "Scope `analytics:read`."
+    ),
+    responses=responses(400, 401, 403, 404),
+)
+async def analytics(
+    request: Request,
+    campaign_id: CampaignId,
+    _: Principal = Depends(require("analytics:read")),
+    start: Annotated[date | None, Query(description="First day, YYYY-MM-DD")] = None,
+    end: Annotated[date | None, Query(description="Last day, YYYY-MM-DD")] = None,
+) -> Response:
+    async with request.app.state.engine.connect() as conn:
+        body = await campaign_analytics(conn, campaign_id, start, end)
+    return json_response(body.model_dump(mode="json"))

@@ -1,0 +1,148 @@
+"""Campaign and analytics bodies."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+
+from leadflow.kit.text import clean_line
+
+CampaignType = Literal["service", "product", "consultation", "assessment"]
+CampaignStatus = Literal["draft", "active", "paused", "completed"]
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+def _origin(value: str) -> str:
+    text = value.strip().rstrip("/").lower()
+    if not text.startswith(("http://", "https://")) or "/" in text.split("://", 1)[1]:
+        raise ValueError("origins look like https://example.com (scheme and host, no path)")
+    return text
+
+
+class CampaignFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=255, examples=["Nextcloud Installation Q4"])
+    description: str | None = Field(None, max_length=5000)
+    campaign_type: CampaignType | None = Field(None, examples=["service"])
+    status: CampaignStatus | None = Field(None, examples=["active"])
+    start_date: date | None = None
+    end_date: date | None = None
+    budget: Decimal | None = Field(None, ge=0, max_digits=12, decimal_places=2, examples=[1147.5])
+    target_leads: int | None = Field(None, ge=0, le=10_000_000)
+    landing_page_url: str | None = Field(None, max_length=2048)
+    auto_assign: bool | None = None
+    assigned_to: str | None = Field(None, max_length=100)
+    notification_emails: list[EmailStr] | None = Field(None, max_length=50)
+    allowed_origins: list[str] | None = Field(
+        None,
+        max_length=50,
+        description="Origins allowed to submit from a browser; empty or null allows any origin.",
+        examples=[["https://nexlink.website"]],
+    )
+    services: list[str] | None = Field(
+        None,
+        max_length=200,
+        description="This campaign's service catalog, added to the global SERVICE_CATALOG for scoring.",
+        examples=[["Nextcloud Installation"]],
+    )
+
+    @field_validator("name", "assigned_to", mode="before")
+    @classmethod
+    def _clean(cls, value: object) -> object:
+        return clean_line(value) if isinstance(value, str) else value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else sorted({_origin(v) for v in value})
+
+    @field_validator("services")
+    @classmethod
+    def _services(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        cleaned = [clean_line(v) for v in value]
+        if any(v is None or len(v) > 100 for v in cleaned):
+            raise ValueError("service names are 1-100 characters")
+        return [v for v in cleaned if v]
+
+    @model_validator(mode="after")
+    def _dates(self) -> CampaignFields:
+        if self.start_date and self.end_date and self.end_date < self.start_date:
+            raise ValueError("end_date is before start_date")
+        return self
+
+
+class CampaignCreate(CampaignFields):
+    id: str = Field(pattern=ID_PATTERN, examples=["nextcloud-installation-2025"])
+    name: str = Field(min_length=1, max_length=255, examples=["Nextcloud Installation Q4"])
+    campaign_type: CampaignType = Field(examples=["service"])
+    generate_token: bool = Field(
+        False, description="Create an X-Campaign-Token that forms must send; it is shown only once."
+    )
+
+
+class CampaignUpdate(CampaignFields):
+    pass
+
+
+class CampaignOut(BaseModel):
+    id: str
+    name: str
+    description: str | None
+    campaign_type: CampaignType
+    status: CampaignStatus
+    start_date: date | None
+    end_date: date | None
+    budget: Decimal | None
+    target_leads: int | None
+    landing_page_url: str | None
+    auto_assign: bool
+    assigned_to: str | None
+    notification_emails: list[str]
+    allowed_origins: list[str]
+    services: list[str]
+    has_token: bool = Field(description="Whether submissions must carry X-Campaign-Token")
+    created_at: datetime
+    updated_at: datetime
+
+
+class CampaignWithToken(CampaignOut):
+    token: str | None = Field(None, description="The new campaign token; shown only in this response")
+
+
+class CampaignList(BaseModel):
+    items: list[CampaignOut]
+
+
+class Period(BaseModel):
+    start: date = Field(examples=["2025-10-01"])
+    end: date = Field(examples=["2025-10-03"])
+
+
+class Metrics(BaseModel):
+    total_leads: int = Field(examples=[45])
+    qualified_leads: int = Field(examples=[18])
+    conversion_rate: float = Field(examples=[0.4], description="qualified_leads / total_leads")
+    average_lead_score: float = Field(examples=[72])
+    cost_per_lead: float = Field(examples=[25.5], description="campaign budget / total_leads")
+    revenue_generated: float = Field(examples=[15000], description="Sum of deal_value of closed-won leads")
+
+
+class ContentPerformance(BaseModel):
+    utm_content: str = Field(examples=["ad-variant-a"])
+    leads: int = Field(examples=[25])
+    conversion_rate: float = Field(examples=[0.45])
+
+
+class CampaignAnalytics(BaseModel):
+    campaign_id: str = Field(examples=["nextcloud-installation-2025"])
+    period: Period
+    metrics: Metrics
+    lead_sources: dict[str, int] = Field(examples=[{"landing-page": 38, "modal": 7}])
+    top_performing_content: list[ContentPerformance]

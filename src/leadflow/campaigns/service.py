@@ -1,0 +1,176 @@
+"""Campaign rules: creation, updates, capture-time look-up (briefly cached) and token checks."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from leadflow.campaigns import repository as repo
+from leadflow.campaigns.schemas import CampaignCreate, CampaignOut, CampaignUpdate, CampaignWithToken
+from leadflow.errors import ApiError
+from leadflow.kit.clock import utcnow
+from leadflow.kit.models import AnyRow
+
+CAMPAIGN_TOKEN_PREFIX = "lfc_"  # noqa: S105 - a prefix, not a secret
+
+
+def hash_campaign_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_campaign_token() -> str:
+    return CAMPAIGN_TOKEN_PREFIX + secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureCampaign:
+    """What the capture path needs to know about a campaign."""
+
+    id: str
+    name: str
+    status: str
+    token_hash: str | None
+    allowed_origins: frozenset[str]
+    services: tuple[str, ...]
+
+    def token_ok(self, presented: str | None) -> bool:
+        if self.token_hash is None:
+            return True
+        if not presented:
+            return False
+        return hmac.compare_digest(hash_campaign_token(presented), self.token_hash)
+
+    def origin_ok(self, origin: str | None) -> bool:
+        if not self.allowed_origins or origin is None:
+            return True
+        return origin.rstrip("/").lower() in self.allowed_origins
+
+
+def to_capture(row: AnyRow) -> CaptureCampaign:
+    return CaptureCampaign(
+        id=row.id,
+        name=row.name,
+        status=row.status,
+        token_hash=row.token_hash,
+        allowed_origins=frozenset(row.allowed_origins or ()),
+        services=tuple(row.services or ()),
+    )
+
+
+class CampaignCache:
+    """Per-process read-through cache for the capture path (entries live ``ttl`` seconds).
+
+    Changes made through this process invalidate at once; other replicas see them within ``ttl``.
+    """
+
+    def __init__(self, engine: AsyncEngine, ttl: float) -> None:
+        self._engine = engine
+        self._ttl = ttl
+        self._entries: dict[str, tuple[float, CaptureCampaign | None]] = {}
+
+    def invalidate(self, campaign_id: str | None = None) -> None:
+        if campaign_id is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(campaign_id, None)
+
+    async def get(self, campaign_id: str) -> CaptureCampaign | None:
+        now = time.monotonic()
+        hit = self._entries.get(campaign_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        async with self._engine.connect() as conn:
+            row = await repo.get(conn, campaign_id)
+        value = to_capture(row) if row is not None else None
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[campaign_id] = (now + self._ttl, value)
+        return value
+
+    async def any_origin_allowed(self, origin: str) -> bool:
+        """For CORS pre-flight (no body, so no campaign yet): is any active campaign open to ``origin``?"""
+        async with self._engine.connect() as conn:
+            rows = await repo.list_all(conn, status="active")
+        origin = origin.rstrip("/").lower()
+        return any(not row.allowed_origins or origin in row.allowed_origins for row in rows)
+
+
+def to_out(row: AnyRow) -> CampaignOut:
+    data = dict(row._mapping)
+    data["notification_emails"] = data.get("notification_emails") or []
+    data["allowed_origins"] = data.get("allowed_origins") or []
+    data["services"] = data.get("services") or []
+    data["has_token"] = data.get("token_hash") is not None
+    return CampaignOut.model_validate(data)
+
+
+async def get_or_404(conn: AsyncConnection, campaign_id: str) -> AnyRow:
+    row = await repo.get(conn, campaign_id)
+    if row is None:
+        raise ApiError(404, "CAMPAIGN_NOT_FOUND", "Campaign not found", field="campaign_id")
+    return row
+
+
+async def create(conn: AsyncConnection, body: CampaignCreate) -> CampaignWithToken:
+    if await repo.get(conn, body.id) is not None:
+        raise ApiError(409, "CAMPAIGN_EXISTS", "A campaign with this id already exists", field="id")
+    values = body.model_dump(exclude={"generate_token"})
+    values["status"] = values["status"] or "active"
+    values["auto_assign"] = True if values["auto_assign"] is None else values["auto_assign"]
+    values["notification_emails"] = [str(e) for e in body.notification_emails or []]
+    token = new_campaign_token() if body.generate_token else None
+    values["token_hash"] = hash_campaign_token(token) if token else None
+    values["created_at"] = values["updated_at"] = utcnow()
+    try:
+        await repo.create(conn, values)
+    except IntegrityError as exc:
+        raise ApiError(409, "CAMPAIGN_EXISTS", "A campaign with this id already exists", field="id") from exc
+    row = await get_or_404(conn, body.id)
+    return CampaignWithToken(**to_out(row).model_dump(), token=token)
+
+
+async def update(conn: AsyncConnection, campaign_id: str, body: CampaignUpdate) -> CampaignOut:
+    row = await get_or_404(conn, campaign_id)
+    values = body.model_dump(exclude_unset=True)
+    for required in ("name", "campaign_type", "status", "auto_assign"):
+        if required in values and values[required] is None:
+            raise ApiError(400, "VALIDATION_ERROR", f"{required} cannot be null", field=required)
+    if "notification_emails" in values:
+        values["notification_emails"] = [str(e) for e in body.notification_emails or []]
+    start = values.get("start_date", row.start_date)
+    end = values.get("end_date", row.end_date)
+    if start and end and end < start:
+        raise ApiError(400, "VALIDATION_ERROR", "end_date is before start_date", field="end_date")
+    if values:
+        values["updated_at"] = utcnow()
+        await repo.update_fields(conn, campaign_id, values)
+    return to_out(await get_or_404(conn, campaign_id))
+
+
+async def set_token(conn: AsyncConnection, campaign_id: str, enabled: bool) -> CampaignWithToken:
+    await get_or_404(conn, campaign_id)
+    token = new_campaign_token() if enabled else None
+    await repo.update_fields(
+        conn,
+        campaign_id,
+        {"token_hash": hash_campaign_token(token) if token else None, "updated_at": utcnow()},
+    )
+    row = await get_or_404(conn, campaign_id)
+    return CampaignWithToken(**to_out(row).model_dump(), token=token)
+
+
+async def delete(conn: AsyncConnection, campaign_id: str) -> None:
+    await get_or_404(conn, campaign_id)
+    if await repo.has_leads(conn, campaign_id):
+        raise ApiError(
+            409,
+            "CAMPAIGN_HAS_LEADS",
+            "A campaign with leads cannot be deleted; set its status to completed instead",
+        )
+    await repo.remove(conn, campaign_id)

@@ -1,0 +1,266 @@
+"""The ``leadflow`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadflow.config import ConfigError, Settings, load_settings
+from leadflow.db import create_engine
+from leadflow.errors import ApiError
+
+app = typer.Typer(help="Leadflow: capture, score and route campaign leads.", no_args_is_help=True)
+campaigns_app = typer.Typer(help="Manage campaigns.", no_args_is_help=True)
+tokens_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
+app.add_typer(campaigns_app, name="campaigns")
+app.add_typer(tokens_app, name="tokens")
+
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except (ValidationError, ConfigError) as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _run(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    async def main() -> T:
+        engine = create_engine(settings)
+        try:
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except ApiError as exc:
+        typer.echo(f"error: {exc.error}: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    except ConfigError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _migrate(settings: Settings) -> None:
+    from leadflow.migrations.runner import upgrade
+
+    if settings.ensure_key_file():
+        typer.echo(
+            f"generated a development encryption key in {settings.encryption_key_file} (mode 0600); "
+            "set ENCRYPTION_KEY in production",
+            err=True,
+        )
+    _ = settings.encryption_keys  # refuse a weak or missing key before touching the database
+    path = settings.sqlite_path()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (and the development key file when none is set)."""
+    settings = _settings()
+    try:
+        _migrate(settings)
+    except ConfigError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo("database is at the latest schema")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (PORT, default 8000)")] = None,
+    workers: Annotated[int, typer.Option(help="Uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the API and its docs (/docs)."""
+    import uvicorn
+
+    from leadflow.observability.logging import configure_logging
+
+    settings = _settings()
+    try:
+        _ = settings.encryption_keys
+    except ConfigError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        "leadflow.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        access_log=False,
+        log_config=None,
+        proxy_headers=False,
+    )
+
+
+async def _create_campaign(engine: AsyncEngine, data: dict[str, Any]) -> Any:
+    from leadflow.campaigns import service
+    from leadflow.campaigns.schemas import CampaignCreate
+
+    body = CampaignCreate.model_validate(data)
+    async with engine.begin() as conn:
+        return await service.create(conn, body)
+
+
+@campaigns_app.command("create")
+def campaigns_create(
+    id: Annotated[str, typer.Option("--id", help="Campaign id (slug)")],
+    name: Annotated[str, typer.Option(help="Display name")],
+    type: Annotated[str, typer.Option("--type", help="service | product | consultation | assessment")],
+    budget: Annotated[str | None, typer.Option(help="Budget, e.g. 1500.00")] = None,
+    token: Annotated[
+        bool, typer.Option("--token", help="Require an X-Campaign-Token (printed once)")
+    ] = False,
+    origin: Annotated[
+        list[str] | None, typer.Option("--origin", help="Allowed browser origin (repeat)")
+    ] = None,
+    service_: Annotated[
+        list[str] | None, typer.Option("--service", help="Service in the catalog (repeat)")
+    ] = None,
+    status: Annotated[str, typer.Option(help="draft | active | paused | completed")] = "active",
+) -> None:
+    """Create a campaign."""
+    settings = _settings()
+    data: dict[str, Any] = {
+        "id": id,
+        "name": name,
+        "campaign_type": type,
+        "status": status,
+        "generate_token": token,
+        "allowed_origins": origin or None,
+        "services": service_ or None,
+    }
+    if budget is not None:
+        data["budget"] = Decimal(budget)
+    try:
+        created = _run(settings, lambda engine: _create_campaign(engine, data))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        typer.echo(f"invalid {'.'.join(map(str, first['loc']))}: {first['msg']}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"created campaign {created.id} ({created.status})")
+    if created.token:
+        typer.echo("campaign token (shown once; forms send it as X-Campaign-Token):")
+        typer.echo(created.token)
+
+
+@campaigns_app.command("list")
+def campaigns_list() -> None:
+    """List campaigns as JSON lines."""
+    from leadflow.campaigns import repository, service
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> list[Any]:
+        async with engine.connect() as conn:
+            return [service.to_out(r) for r in await repository.list_all(conn)]
+
+    for campaign in _run(settings, work):
+        typer.echo(campaign.model_dump_json(include={"id", "name", "campaign_type", "status", "has_token"}))
+
+
+@tokens_app.command("create")
+def tokens_create(
+    role: Annotated[str, typer.Option(help="admin | manager | sales | analyst | ingest")],
+    name: Annotated[str, typer.Option(help="What the token is for")],
+    subject: Annotated[
+        str | None, typer.Option(help="The person it stands for (e.g. a sales e-mail)")
+    ] = None,
+    expires_days: Annotated[int | None, typer.Option(help="Expire after this many days")] = None,
+) -> None:
+    """Create an API token; the token is printed on the last line (shown once)."""
+    from datetime import timedelta
+
+    from leadflow.security.tokens import create_token
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> Any:
+        async with engine.begin() as conn:
+            return await create_token(
+                conn,
+                name=name,
+                role=role,
+                subject=subject,
+                expires_in=timedelta(days=expires_days) if expires_days else None,
+            )
+
+    try:
+        created = _run(settings, work)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        f"created {created.role} token #{created.id} '{created.name}' (store it now, it is not shown again):"
+    )
+    typer.echo(created.token)
+
+
+@app.command()
+def demo(
+    leads: Annotated[int, typer.Option(help="How many demo leads to create")] = 300,
+    campaign_id: Annotated[str, typer.Option(help="The demo campaign's id")] = "nextcloud-installation-2025",
+) -> None:
+    """Seed a realistic demo campaign and a few hundred leads (idempotent for the campaign)."""
+    from leadflow.demo import seed
+
+    settings = _settings()
+    created = _run(settings, lambda engine: seed(engine, settings, campaign_id, leads))
+    typer.echo(f"demo campaign {campaign_id}: {created} leads added")
+
+
+@app.command()
+def quickstart(
+    leads: Annotated[int, typer.Option(help="Demo leads to seed when the demo campaign is new")] = 300,
+) -> None:
+    """Migrate, seed the demo campaign (first run only) and print a fresh admin token (last line)."""
+    from leadflow.demo import seed
+    from leadflow.security.tokens import create_token
+
+    settings = _settings()
+    try:
+        _migrate(settings)
+    except ConfigError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+    async def work(engine: AsyncEngine) -> tuple[int, str]:
+        added = await seed(engine, settings, "nextcloud-installation-2025", leads)
+        async with engine.begin() as conn:
+            token = await create_token(conn, name="quickstart", role="admin")
+        return added, token.token
+
+    added, token = _run(settings, work)
+    typer.echo(f"demo campaign nextcloud-installation-2025 ready ({added} leads added)")
+    typer.echo("admin API token (Authorization: Bearer ...):")
+    typer.echo(token)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
+__all__ = ["app", "json", "main"]

@@ -1,0 +1,188 @@
+"""Settings, read from the environment with the spec's variable names."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SERVICE_CATALOG = [
+    "Nextcloud Installation",
+    "Managed IT Services",
+    "Cloud Migration",
+    "Cybersecurity Assessment",
+    "Network Setup",
+    "Data Backup & Recovery",
+    "Microsoft 365 Setup",
+    "IT Consulting",
+    "Help Desk Support",
+]
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot be used (missing or weak key, bad database URL...)."""
+
+
+def normalise_database_url(url: str) -> str:
+    """Turn the plain URLs people write into SQLAlchemy async URLs.
+
+    ``sqlite:///var/leadflow.db`` -> ``sqlite+aiosqlite:///var/leadflow.db``,
+    ``postgres://`` / ``postgresql://`` -> ``postgresql+asyncpg://``,
+    ``mysql://`` / ``mariadb://`` -> ``mysql+aiomysql://``. A URL that already names a driver is kept.
+    """
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigError("DATABASE_URL must look like sqlite:///path, postgresql://... or mysql://...")
+    base, _, driver = scheme.partition("+")
+    base = base.lower()
+    if base in ("postgres", "postgresql"):
+        return f"postgresql+{driver or 'asyncpg'}://{rest}"
+    if base in ("mysql", "mariadb"):
+        return f"mysql+{driver or 'aiomysql'}://{rest}"
+    if base == "sqlite":
+        return f"sqlite+{driver or 'aiosqlite'}://{rest}"
+    raise ConfigError(f"unsupported database scheme {base!r} (use sqlite, postgresql or mysql)")
+
+
+def decode_key(value: str, name: str = "ENCRYPTION_KEY") -> bytes:
+    """Decode a 32-byte key written in standard base64; refuse anything else."""
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigError(f"{name} must be 32 random bytes in standard base64") from exc
+    if len(raw) != 32:
+        raise ConfigError(f"{name} must decode to exactly 32 bytes (got {len(raw)})")
+    return raw
+
+
+def is_weak_key(raw: bytes) -> bool:
+    """A key that cannot have come from a random generator (repeated or few distinct bytes)."""
+    return len(set(raw)) < 12
+
+
+def generate_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    leadflow_env: Literal["development", "test", "production"] = "development"
+    database_url: str = "sqlite:///var/leadflow.db"
+    redis_url: str | None = None
+    encryption_key: SecretStr | None = None
+    encryption_old_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    blind_index_key: SecretStr | None = None
+    encryption_key_file: Path = Path("var/encryption.key")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    hubspot_api_key: SecretStr | None = None
+    slack_webhook_url: SecretStr | None = None
+
+    default_phone_region: str = "US"
+    service_catalog: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_SERVICE_CATALOG)
+    )
+    qualifying_grades: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["A", "B"])
+    dedup_window_hours: float = 24.0
+    max_body_bytes: int = 64 * 1024
+    campaign_cache_seconds: float = 2.0
+    capture_batch_max: int = 256
+
+    @field_validator("service_catalog", "qualifying_grades", "encryption_old_keys", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("qualifying_grades")
+    @classmethod
+    def _grades(cls, value: list[str]) -> list[str]:
+        grades = [g.upper() for g in value]
+        bad = [g for g in grades if g not in {"A", "B", "C", "D"}]
+        if bad:
+            raise ValueError(f"unknown grades {bad}")
+        return grades
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, value: str) -> str:
+        return normalise_database_url(value)
+
+    @property
+    def production(self) -> bool:
+        return self.leadflow_env == "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @cached_property
+    def encryption_keys(self) -> list[bytes]:
+        """Primary key first, then old keys (still readable, never used to write)."""
+        primary = self._primary_key()
+        old = [decode_key(k.get_secret_value(), "ENCRYPTION_OLD_KEYS") for k in self.encryption_old_keys]
+        return [primary, *old]
+
+    def _primary_key(self) -> bytes:
+        if self.encryption_key is not None:
+            raw = decode_key(self.encryption_key.get_secret_value())
+            if self.production and is_weak_key(raw):
+                raise ConfigError("ENCRYPTION_KEY is weak: use 32 random bytes (leadflow keys generate)")
+            return raw
+        if self.production:
+            raise ConfigError("ENCRYPTION_KEY is required when LEADFLOW_ENV=production")
+        path = self.encryption_key_file
+        if path.exists():
+            return decode_key(path.read_text(), str(path))
+        raise ConfigError(
+            f"no ENCRYPTION_KEY and no key file at {path}: run `leadflow migrate` (it creates one) "
+            "or set ENCRYPTION_KEY"
+        )
+
+    def ensure_key_file(self) -> bool:
+        """Create the development key file (mode 0600) when no key is configured. True if created."""
+        if self.encryption_key is not None or self.production:
+            return False
+        path = self.encryption_key_file
+        if path.exists():
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(generate_key() + "\n")
+        return True
+
+    @cached_property
+    def blind_key(self) -> bytes | None:
+        if self.blind_index_key is None:
+            return None
+        return decode_key(self.blind_index_key.get_secret_value(), "BLIND_INDEX_KEY")
+
+    def sqlite_path(self) -> Path | None:
+        if not self.is_sqlite:
+            return None
+        _, _, rest = self.database_url.partition(":///")
+        if not rest or rest.startswith(":memory:"):
+            return None
+        return Path(rest.split("?", 1)[0])
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

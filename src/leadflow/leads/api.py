@@ -1,0 +1,287 @@
+"""Lead endpoints: public capture, status, and the authenticated management API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from pydantic import ValidationError
+
+from leadflow.errors import ApiError, json_response, responses, validation_error
+from leadflow.kit.ids import LEAD_ID_RE
+from leadflow.kit.pagination import decode_cursor
+from leadflow.leads import service
+from leadflow.leads.capture import RESPONSE_TIMES, prepare
+from leadflow.leads.repository import LeadFilter
+from leadflow.leads.schemas import (
+    CaptureRequest,
+    CaptureResponse,
+    Grade,
+    LeadDetail,
+    LeadPage,
+    LeadStatusResponse,
+    LeadUpdate,
+    Status,
+)
+from leadflow.security.auth import require
+from leadflow.security.tokens import Principal
+
+router = APIRouter(prefix="/v1/api", tags=["leads"])
+
+CORS_HEADERS = "Content-Type, X-Campaign-Token, Idempotency-Key, X-Request-ID"
+LeadId = Annotated[str, Path(description="The public lead id", examples=["lead_abc123def456"])]
+
+
+def _check_lead_id(lead_id: str) -> str:
+    if not LEAD_ID_RE.match(lead_id):
+        raise ApiError(404, "LEAD_NOT_FOUND", "Lead not found", field="lead_id")
+    return lead_id
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise ApiError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {limit} bytes")
+    return bytes(body)
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+async def _bearer_may_ingest(request: Request) -> bool:
+    auth = request.headers.get("authorization", "")
+    if not auth.lower().startswith("bearer "):
+        return False
+    principal = await request.app.state.tokens.resolve(auth[7:].strip())
+    return principal is not None and "leads:create" in principal.scopes
+
+
+@router.options("/leads", include_in_schema=False)
+async def capture_preflight(request: Request) -> Response:
+    origin = request.headers.get("origin")
+    if not origin or not await request.app.state.campaigns.any_origin_allowed(origin):
+        raise ApiError(403, "ORIGIN_NOT_ALLOWED", "This origin may not submit leads")
+    return Response(
+        status_code=204,
+        headers={
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": CORS_HEADERS,
+            "Access-Control-Max-Age": "600",
+            "Vary": "Origin",
+        },
+    )
+
+
+@router.post(
+    "/leads",
+    status_code=201,
+    response_model=CaptureResponse,
+    summary="Capture a lead",
+    description=(
+        "Public endpoint for campaign forms. Validates, normalises, de-duplicates (same e-mail and "
+        "campaign within 24 h answers 409 with the existing `lead_id`), scores and stores the lead, its "
+        "`created` activity and its processing job in one transaction before answering 201. "
+        "Send `Idempotency-Key` to make retries safe: a retry with the same key returns the original "
+        "response. Campaigns with a token require `X-Campaign-Token` (or a bearer token with the ingest "
+        "role); campaigns with allowed origins reject other browser `Origin`s."
+    ),
+    responses={
+        **responses(400, 401, 403, 404, 409, 413, 415, 503),
+        201: {
+            "description": "Stored (or the original answer to a retried Idempotency-Key)",
+            "headers": {"Access-Control-Allow-Origin": {"schema": {"type": "string"}}},
+        },
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CaptureRequest"}}},
+        }
+    },
+)
+async def capture(
+    request: Request,
+    x_campaign_token: Annotated[
+        str | None, Header(description="The campaign's token, when the campaign has one")
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", max_length=255, description="Makes retries return the first answer"),
+    ] = None,
+    origin: Annotated[str | None, Header(description="Browser origin of the form")] = None,
+) -> Response:
+    state = request.app.state
+    settings = state.settings
+    if not _is_json(request.headers.get("content-type")):
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json")
+    raw = await _read_body(request, settings.max_body_bytes)
+    try:
+        body = CaptureRequest.model_validate_json(
+            raw, context={"phone_region": settings.default_phone_region}
+        )
+    except ValidationError as exc:
+        raise validation_error(exc.errors(include_input=False)) from None
+
+    campaign = await state.campaigns.get(body.campaign_id)
+    if campaign is None:
+        raise ApiError(404, "CAMPAIGN_NOT_FOUND", "Unknown campaign", field="campaign_id")
+    if campaign.status != "active":
+        raise ApiError(409, "CAMPAIGN_INACTIVE", f"The campaign is {campaign.status}", field="campaign_id")
+    if not campaign.origin_ok(origin):
+        raise ApiError(403, "ORIGIN_NOT_ALLOWED", "This origin may not submit to this campaign")
+    if not campaign.token_ok(x_campaign_token) and not await _bearer_may_ingest(request):
+        raise ApiError(401, "INVALID_CAMPAIGN_TOKEN", "X-Campaign-Token is missing or wrong")
+    key = idempotency_key.strip() if idempotency_key else None
+
+    client = request.client.host if request.client else None
+    prepared = prepare(body, campaign, state.cipher, state.catalog, client, key or None)
+    outcome = await state.writer.submit(prepared)
+
+    cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else None
+    if outcome.kind == "duplicate":
+        raise ApiError(
+            409,
+            "DUPLICATE_SUBMISSION",
+            "This person already submitted this campaign's form in the last 24 hours",
+            field="contact.email",
+            headers=cors,
+            extra={"lead_id": outcome.public_id},
+        )
+    if outcome.kind == "key_conflict":
+        raise ApiError(
+            409,
+            "IDEMPOTENCY_KEY_REUSED",
+            "This Idempotency-Key was already used for a different submission",
+            field="Idempotency-Key",
+            headers=cors,
+        )
+    response = CaptureResponse(
+        lead_id=outcome.public_id,
+        next_steps={
+            "expected_response_time": RESPONSE_TIMES.get(outcome.grade, "24 hours"),
+            "contact_method": "email",
+            "tracking_enabled": outcome.tracking_enabled,
+        },
+    )
+    headers = dict(cors or {})
+    if outcome.kind == "replay":
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(response.model_dump(), 201, headers)
+
+
+@router.get(
+    "/leads/{lead_id}/status",
+    response_model=LeadStatusResponse,
+    summary="Lead status",
+    description="Status, assignee and next action of a lead (no personal data). Scope `leads:status`.",
+    responses=responses(401, 403, 404),
+)
+async def lead_status(
+    request: Request, lead_id: LeadId, _: Principal = Depends(require("leads:status"))
+) -> Response:
+    _check_lead_id(lead_id)
+    async with request.app.state.engine.connect() as conn:
+        body = await service.status(conn, lead_id)
+    return json_response(body.model_dump(mode="json"))
+
+
+@router.get(
+    "/leads",
+    response_model=LeadPage,
+    summary="List leads",
+    description="Newest first, with filters and cursor pagination. Scope `leads:read`.",
+    responses=responses(400, 401, 403),
+)
+async def list_leads(
+    request: Request,
+    _: Principal = Depends(require("leads:read")),
+    campaign_id: Annotated[str | None, Query(max_length=100)] = None,
+    status: Status | None = None,
+    grade: Grade | None = None,
+    assigned_to: Annotated[str | None, Query(max_length=100)] = None,
+    created_from: Annotated[
+        datetime | None, Query(description="Inclusive, ISO 8601 (UTC if no zone)")
+    ] = None,
+    created_to: Annotated[datetime | None, Query(description="Exclusive, ISO 8601 (UTC if no zone)")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the previous page")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> LeadPage:
+    def aware(value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+    flt = LeadFilter(campaign_id, status, grade, assigned_to, aware(created_from), aware(created_to))
+    before = decode_cursor(cursor)
+    async with request.app.state.engine.connect() as conn:
+        return await service.page(conn, request.app.state.cipher, flt, before, limit)
+
+
+@router.get(
+    "/leads/{lead_id}",
+    response_model=LeadDetail,
+    summary="Lead detail",
+    description="The whole lead, decrypted, with its score breakdown and activities. Scope `leads:read`.",
+    responses=responses(401, 403, 404),
+)
+async def lead_detail(
+    request: Request, lead_id: LeadId, _: Principal = Depends(require("leads:read"))
+) -> LeadDetail:
+    _check_lead_id(lead_id)
+    async with request.app.state.engine.connect() as conn:
+        return await service.detail(conn, request.app.state.cipher, lead_id)
+
+
+@router.patch(
+    "/leads/{lead_id}",
+    response_model=LeadDetail,
+    summary="Update a lead",
+    description=(
+        "Change status (allowed transitions only, else 409), assignment, follow-up date, qualification, "
+        "deal value (closed_won leads) or add a note. Each change is recorded as an activity. "
+        "Scope `leads:write`."
+    ),
+    responses=responses(400, 401, 403, 404, 409),
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {
+                    "examples": {
+                        "contacted": {"value": {"status": "contacted", "note": "Called, will send a quote"}},
+                        "won": {"value": {"status": "closed_won", "deal_value": 7500}},
+                    }
+                }
+            }
+        }
+    },
+)
+async def update_lead(
+    request: Request,
+    lead_id: LeadId,
+    body: LeadUpdate,
+    principal: Principal = Depends(require("leads:write")),
+) -> LeadDetail:
+    _check_lead_id(lead_id)
+    state = request.app.state
+    async with state.engine.begin() as conn:
+        await service.update(conn, state.cipher, lead_id, body, principal.actor)
+    async with state.engine.connect() as conn:
+        return await service.detail(conn, state.cipher, lead_id)
+
+
+def extra_schemas() -> dict[str, Any]:
+    """Component schemas referenced by hand-written request bodies."""
+    schema = CaptureRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    return {"CaptureRequest": schema, **defs}

@@ -1,0 +1,410 @@
+"""Lead capture: from a validated request to a durably stored lead, its activity and its outbox job.
+
+Requests are prepared concurrently (normalise, classify, encrypt) and then handed to one
+:class:`CaptureWriter` per process, which commits whatever has queued up in a single transaction
+(group commit). The first lead waits for nobody; while a commit is in flight the next ones queue and
+share the next commit, so throughput grows with load while each acknowledged lead is on disk before
+its response is sent. De-duplication, idempotency and the returning-visitor signal are decided inside
+that transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import structlog
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadflow.campaigns.service import CaptureCampaign
+from leadflow.enrichment.email_domain import classify_domain
+from leadflow.errors import ApiError
+from leadflow.kit.clock import utcnow
+from leadflow.kit.ids import new_lead_ids
+from leadflow.kit.text import email_index_form
+from leadflow.leads import repository as repo
+from leadflow.leads.schemas import CaptureRequest
+from leadflow.scoring import rules
+from leadflow.scoring.channels import classify
+from leadflow.security.crypto import FieldCipher
+
+log = structlog.get_logger("leadflow.capture")
+
+PROCESS_JOB = "lead.process"
+RESPONSE_TIMES = {"A": "2 hours", "B": "4 hours", "C": "24 hours", "D": "48 hours"}
+
+
+@dataclass(slots=True)
+class PreparedLead:
+    campaign: CaptureCampaign
+    values: dict[str, Any]
+    email_hash: str
+    score_input: rules.ScoreInput
+    returning_hint: bool
+    idempotency_key: str | None
+    tracking_enabled: bool
+    created_at: datetime | None = None  # only imports and the demo back-date a lead
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureOutcome:
+    kind: Literal["created", "duplicate", "replay", "key_conflict"]
+    public_id: str
+    grade: str
+    tracking_enabled: bool
+
+
+def prepare(
+    body: CaptureRequest,
+    campaign: CaptureCampaign,
+    cipher: FieldCipher,
+    catalog: frozenset[str],
+    client_ip: str | None,
+    idempotency_key: str | None,
+) -> PreparedLead:
+    """Everything about a lead that needs no database: normal forms, channel, encryption."""
+    contact, details, tracking, form = body.contact, body.lead_details, body.tracking, body.form_metadata
+    domain = contact.email.rsplit("@", 1)[1]
+    channel = classify(
+        tracking.utm_source,
+        tracking.utm_medium,
+        tracking.utm_campaign,
+        tracking.referrer_url,
+        tracking.landing_page_url,
+    )
+    optional = {
+        "phone": contact.phone,
+        "company": contact.company,
+        "service_interest": details.service_interest,
+        "urgency": details.urgency,
+        "message": details.message,
+        "budget_range": details.budget_range,
+        "timeline": details.timeline,
+    }
+    score_input = rules.ScoreInput(
+        email_kind=classify_domain(domain),
+        phone=contact.phone is not None,
+        company=contact.company is not None,
+        service_interest=details.service_interest,
+        urgency=details.urgency,
+        budget_range=details.budget_range,
+        filled_optional=frozenset(k for k, v in optional.items() if v),
+        time_on_page_seconds=tracking.time_on_page_seconds,
+        channel=channel.name,
+        service_catalog=catalog | rules.normalise_catalog(campaign.services),
+    )
+    submitted = form.timestamp
+    if submitted is not None and submitted.tzinfo is None:
+        submitted = submitted.replace(tzinfo=UTC)
+    enc = cipher.encrypt
+    values: dict[str, Any] = {
+        "first_name": enc(contact.first_name, "first_name"),
+        "last_name": enc(contact.last_name, "last_name"),
+        "email": enc(contact.email, "email"),
+        "email_domain": domain,
+        "phone": enc(contact.phone, "phone"),
+        "company": enc(contact.company, "company"),
+        "campaign_id": campaign.id,
+        "campaign_name": campaign.name,
+        "source": body.source,
+        "medium": channel.medium,
+        "channel": channel.name,
+        "utm_source": tracking.utm_source,
+        "utm_medium": tracking.utm_medium,
+        "utm_campaign": tracking.utm_campaign,
+        "utm_term": tracking.utm_term,
+        "utm_content": tracking.utm_content,
+        "service_interest": details.service_interest,
+        "urgency": details.urgency,
+        "message": enc(details.message, "message"),
+        "budget_range": details.budget_range,
+        "timeline": details.timeline,
+        "visitor_id": tracking.visitor_id,
+        "session_id": tracking.session_id,
+        "ip_address": enc(tracking.ip_address or client_ip, "ip_address"),
+        "user_agent": enc(tracking.user_agent, "user_agent"),
+        "referrer_url": tracking.referrer_url,
+        "landing_page_url": tracking.landing_page_url,
+        "time_on_page_seconds": tracking.time_on_page_seconds,
+        "visit_count": tracking.visit_count,
+        "form_type": form.form_type,
+        "form_version": form.form_version,
+        "consent_given": form.consent_given,
+        "submitted_at": submitted,
+        "status": "new",
+        "idempotency_key": idempotency_key,
+    }
+    returning_hint = bool(tracking.returning_visitor) or (tracking.visit_count or 0) > 1
+    return PreparedLead(
+        campaign=campaign,
+        values=values,
+        email_hash=cipher.blind_index(email_index_form(contact.email)),
+        score_input=score_input,
+        returning_hint=returning_hint,
+        idempotency_key=idempotency_key,
+        tracking_enabled=bool(tracking.visitor_id or tracking.session_id),
+    )
+
+
+@dataclass(slots=True)
+class _Known:
+    """What the batch knows about one (campaign, person): their newest lead so far."""
+
+    lead_id: int | None  # None while the lead is only in this batch
+    public_id: str
+    created_at: datetime
+    position: int | None = None  # its place in the batch, for a lead of this batch
+
+
+@dataclass(slots=True)
+class _Plan:
+    outcomes: list[CaptureOutcome | None] = field(default_factory=list)
+    lead_rows: list[dict[str, Any]] = field(default_factory=list)
+    lead_index: list[int] = field(default_factory=list)  # position in the batch of each lead row
+    # (lead id, or None and the batch position of a lead written in this batch, metadata)
+    duplicate_activities: list[tuple[int | None, int | None, dict[str, Any]]] = field(default_factory=list)
+
+
+class CaptureWriter:
+    """Group commit of captured leads: one transaction per drained batch."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        dedup_window: timedelta,
+        qualifying_grades: Sequence[str],
+        batch_max: int = 256,
+    ) -> None:
+        self._engine = engine
+        self._window = dedup_window
+        self._qualifying = frozenset(qualifying_grades)
+        self._batch_max = batch_max
+        self._queue: list[tuple[PreparedLead, asyncio.Future[CaptureOutcome]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.batches = 0
+        self.leads_written = 0
+
+    async def submit(self, item: PreparedLead) -> CaptureOutcome:
+        if self._closed:
+            raise ApiError(503, "SERVICE_UNAVAILABLE", "The service is shutting down; retry shortly")
+        future: asyncio.Future[CaptureOutcome] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        # The commit goes on even if the client goes away; the lead is then simply stored.
+        return await asyncio.shield(future)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch = self._queue[: self._batch_max]
+            del self._queue[: self._batch_max]
+            items = [item for item, _ in batch]
+            try:
+                results: list[CaptureOutcome | BaseException] = list(await self._write(items))
+            except Exception as exc:
+                log.warning("capture_batch_failed", size=len(items), exc_type=type(exc).__name__)
+                results = await self._write_one_by_one(items)
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    async def _write_one_by_one(self, items: list[PreparedLead]) -> list[CaptureOutcome | BaseException]:
+        results: list[CaptureOutcome | BaseException] = []
+        for item in items:
+            for attempt in range(3):
+                try:
+                    results.append((await self._write([item]))[0])
+                    break
+                except (IntegrityError, DBAPIError) as exc:
+                    # A concurrent replica won a race (idempotency key) or the database is busy: retry;
+                    # the re-check inside the transaction then sees the other writer's lead.
+                    if attempt == 2:
+                        log.error("capture_write_failed", exc_type=type(exc).__name__)
+                        results.append(
+                            ApiError(
+                                503, "SERVICE_UNAVAILABLE", "The lead could not be stored; retry shortly"
+                            )
+                        )
+                    await asyncio.sleep(0.05 * (attempt + 1))
+                except Exception as exc:
+                    log.error("capture_write_failed", exc_type=type(exc).__name__, exc_info=exc)
+                    results.append(
+                        ApiError(503, "SERVICE_UNAVAILABLE", "The lead could not be stored; retry shortly")
+                    )
+                    break
+        return results
+
+    async def _write(self, items: list[PreparedLead]) -> list[CaptureOutcome]:
+        now = utcnow()
+        async with self._engine.begin() as conn:
+            earlier = await repo.latest_by_email_hashes(conn, (i.email_hash for i in items))
+            visitors = await repo.seen_visitors(
+                conn, (i.values["visitor_id"] for i in items if i.values["visitor_id"])
+            )
+            keyed = [(i.campaign.id, i.idempotency_key) for i in items if i.idempotency_key]
+            by_key = {
+                (r.campaign_id, r.idempotency_key): r for r in await repo.by_idempotency_keys(conn, keyed)
+            }
+            plan = self._plan(items, earlier, visitors, by_key, now)
+            ids = await repo.insert_leads(conn, plan.lead_rows) if plan.lead_rows else []
+            activity_rows: list[dict[str, Any]] = []
+            job_rows: list[dict[str, Any]] = []
+            id_at = dict(zip(plan.lead_index, ids, strict=True))
+            for row, lead_id in zip(plan.lead_rows, ids, strict=True):
+                activity_rows.append(
+                    {
+                        "lead_id": lead_id,
+                        "activity_type": "created",
+                        "description": f"Lead captured from {row['source']} ({row['channel']})",
+                        "performed_by": "system",
+                        "metadata": {
+                            "score": row["lead_score"],
+                            "grade": row["lead_grade"],
+                            "channel": row["channel"],
+                            "previous_lead_id": row["previous_lead_id"],
+                        },
+                        "created_at": now,
+                    }
+                )
+                job_rows.append(
+                    {
+                        "kind": PROCESS_JOB,
+                        "payload": {"lead_id": lead_id, "public_id": row["public_id"]},
+                        "status": "pending",
+                        "attempts": 0,
+                        "max_attempts": 8,
+                        "run_at": now,
+                        "lead_id": lead_id,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+            for known_id, position, meta in plan.duplicate_activities:
+                activity_rows.append(
+                    {
+                        "lead_id": known_id if known_id is not None else id_at[position or 0],
+                        "activity_type": "duplicate_submission",
+                        "description": "The same person submitted this campaign's form again",
+                        "performed_by": "system",
+                        "metadata": meta,
+                        "created_at": now,
+                    }
+                )
+            await repo.insert_activities(conn, activity_rows)
+            await repo.insert_jobs(conn, job_rows)
+        self.batches += 1
+        self.leads_written += len(ids)
+        return [o for o in plan.outcomes if o is not None]
+
+    def _plan(
+        self,
+        items: list[PreparedLead],
+        earlier: Sequence[Any],
+        visitors: set[str],
+        by_key: dict[tuple[str, str], Any],
+        now: datetime,
+    ) -> _Plan:
+        plan = _Plan()
+        newest: dict[tuple[str, str], _Known] = {}
+        for row in earlier:  # newest first: keep the first seen per (campaign, person)
+            newest.setdefault(
+                (row.campaign_id, row.email_hash), _Known(row.id, row.public_id, row.created_at)
+            )
+        batch_keys: dict[tuple[str, str], tuple[str, str, str, bool]] = {}
+        seen_visitors = set(visitors)
+        horizon = now - self._window
+        for position, item in enumerate(items):
+            person = (item.campaign.id, item.email_hash)
+            key = (item.campaign.id, item.idempotency_key) if item.idempotency_key else None
+            if key is not None:
+                hit = by_key.get(key)
+                if hit is not None:
+                    kind: Literal["replay", "key_conflict"] = (
+                        "replay" if hit.email_hash == item.email_hash else "key_conflict"
+                    )
+                    plan.outcomes.append(
+                        CaptureOutcome(
+                            kind, hit.public_id, hit.lead_grade, bool(hit.visitor_id or hit.session_id)
+                        )
+                    )
+                    continue
+                if key in batch_keys:
+                    public_id, email_hash, grade, tracked = batch_keys[key]
+                    kind = "replay" if email_hash == item.email_hash else "key_conflict"
+                    plan.outcomes.append(CaptureOutcome(kind, public_id, grade, tracked))
+                    continue
+            known = newest.get(person)
+            if known is not None and known.created_at >= horizon:
+                plan.outcomes.append(CaptureOutcome("duplicate", known.public_id, "", item.tracking_enabled))
+                plan.duplicate_activities.append(
+                    (
+                        known.lead_id,
+                        known.position,
+                        {
+                            "source": item.values["source"],
+                            "channel": item.values["channel"],
+                            "utm_campaign": item.values["utm_campaign"],
+                            "utm_content": item.values["utm_content"],
+                        },
+                    )
+                )
+                continue
+            visitor = item.values["visitor_id"]
+            returning = item.returning_hint or (visitor is not None and visitor in seen_visitors)
+            if visitor:
+                seen_visitors.add(visitor)
+            inputs = item.score_input
+            result = rules.score(
+                rules.ScoreInput(
+                    email_kind=inputs.email_kind,
+                    phone=inputs.phone,
+                    company=inputs.company,
+                    service_interest=inputs.service_interest,
+                    urgency=inputs.urgency,
+                    budget_range=inputs.budget_range,
+                    filled_optional=inputs.filled_optional,
+                    time_on_page_seconds=inputs.time_on_page_seconds,
+                    returning_visitor=returning,
+                    channel=inputs.channel,
+                    service_catalog=inputs.service_catalog,
+                )
+            )
+            uuid, public_id = new_lead_ids()
+            row = dict(item.values)
+            row.update(
+                uuid=uuid,
+                public_id=public_id,
+                email_hash=item.email_hash,
+                returning_visitor=returning,
+                lead_score=result.total,
+                lead_grade=result.grade,
+                score_breakdown=result.breakdown(),
+                qualification_status="marketing_qualified"
+                if result.grade in self._qualifying
+                else "unqualified",
+                previous_lead_id=known.lead_id if known is not None else None,
+                created_at=item.created_at or now,
+                updated_at=item.created_at or now,
+            )
+            plan.lead_index.append(position)
+            plan.lead_rows.append(row)
+            newest[person] = _Known(None, public_id, now, position)
+            if key is not None:
+                batch_keys[key] = (public_id, item.email_hash, result.grade, item.tracking_enabled)
+            plan.outcomes.append(CaptureOutcome("created", public_id, result.grade, item.tracking_enabled))
+        return plan

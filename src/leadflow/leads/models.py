@@ -1,0 +1,149 @@
+"""The leads and lead_activities tables.
+
+Personal fields are stored as AES-256-GCM ciphertext (``LargeBinary``); ``email_hash`` is the HMAC
+blind index used for look-ups and de-duplication. Column names follow the spec.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from leadflow.kit.models import Base, BigId, UTCDateTime
+
+GRADES = ("A", "B", "C", "D")
+QUALIFICATION_STATUSES = ("unqualified", "marketing_qualified", "sales_qualified", "customer", "lost")
+STATUSES = ("new", "contacted", "qualified", "proposal", "closed_won", "closed_lost")
+SOURCES = ("landing-page", "modal", "contact-form", "embed", "manual", "import")
+PII_FIELDS = ("first_name", "last_name", "email", "phone", "company", "message", "ip_address", "user_agent")
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+    __table_args__ = (
+        CheckConstraint(f"lead_grade IN {GRADES}", name="lead_grade"),
+        CheckConstraint(f"qualification_status IN {QUALIFICATION_STATUSES}", name="qualification_status"),
+        CheckConstraint(f"status IN {STATUSES}", name="status"),
+        Index("idx_campaign", "campaign_id", "created_at"),
+        Index("idx_email", "email_hash", "campaign_id", "created_at"),
+        Index("idx_status", "status", "created_at"),
+        Index("idx_lead_score", "lead_score"),
+        Index("idx_created", "created_at"),
+        Index("idx_visitor", "visitor_id"),
+        Index("idx_assigned", "assigned_to", "status"),
+        Index("uq_leads_idempotency", "campaign_id", "idempotency_key", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    public_id: Mapped[str] = mapped_column(String(17), unique=True)
+
+    # Contact information (encrypted)
+    first_name: Mapped[bytes] = mapped_column(LargeBinary)
+    last_name: Mapped[bytes] = mapped_column(LargeBinary)
+    email: Mapped[bytes] = mapped_column(LargeBinary)
+    email_hash: Mapped[str] = mapped_column(String(64))
+    email_domain: Mapped[str | None] = mapped_column(String(255))
+    phone: Mapped[bytes | None] = mapped_column(LargeBinary)
+    company: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+    # Campaign attribution
+    campaign_id: Mapped[str] = mapped_column(String(100), ForeignKey("campaigns.id"))
+    campaign_name: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(100))
+    medium: Mapped[str | None] = mapped_column(String(100))
+    channel: Mapped[str | None] = mapped_column(String(50))
+    utm_source: Mapped[str | None] = mapped_column(String(255))
+    utm_medium: Mapped[str | None] = mapped_column(String(255))
+    utm_campaign: Mapped[str | None] = mapped_column(String(255))
+    utm_term: Mapped[str | None] = mapped_column(String(255))
+    utm_content: Mapped[str | None] = mapped_column(String(255))
+
+    # Lead details
+    service_interest: Mapped[str | None] = mapped_column(String(100))
+    urgency: Mapped[str | None] = mapped_column(String(50))
+    message: Mapped[bytes | None] = mapped_column(LargeBinary)
+    budget_range: Mapped[str | None] = mapped_column(String(50))
+    timeline: Mapped[str | None] = mapped_column(String(50))
+
+    # Technical tracking
+    visitor_id: Mapped[str | None] = mapped_column(String(255))
+    session_id: Mapped[str | None] = mapped_column(String(255))
+    ip_address: Mapped[bytes | None] = mapped_column(LargeBinary)
+    user_agent: Mapped[bytes | None] = mapped_column(LargeBinary)
+    referrer_url: Mapped[str | None] = mapped_column(Text)
+    landing_page_url: Mapped[str | None] = mapped_column(Text)
+    time_on_page_seconds: Mapped[int | None] = mapped_column(Integer)
+    visit_count: Mapped[int | None] = mapped_column(Integer)
+    returning_visitor: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    # Form metadata and consent
+    form_type: Mapped[str | None] = mapped_column(String(50))
+    form_version: Mapped[str | None] = mapped_column(String(50))
+    consent_given: Mapped[bool] = mapped_column(Boolean, default=False)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # Scoring
+    lead_score: Mapped[int] = mapped_column(Integer, default=0)
+    lead_grade: Mapped[str] = mapped_column(String(1), default="C")
+    score_breakdown: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    qualification_status: Mapped[str] = mapped_column(String(30), default="unqualified")
+
+    # Processing
+    status: Mapped[str] = mapped_column(String(20), default="new")
+    assigned_to: Mapped[str | None] = mapped_column(String(100))
+    follow_up_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deal_value: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
+    previous_lead_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    contacted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+ACTIVITY_TYPES = (
+    "created",
+    "duplicate_submission",
+    "email_sent",
+    "call_made",
+    "meeting_scheduled",
+    "proposal_sent",
+    "status_changed",
+    "note_added",
+    "assigned",
+    "follow_up_scheduled",
+    "deal_value_set",
+    "updated",
+)
+
+
+class LeadActivity(Base):
+    __tablename__ = "lead_activities"
+    __table_args__ = (Index("idx_lead_activities", "lead_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    lead_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), ForeignKey("leads.id", ondelete="CASCADE")
+    )
+    activity_type: Mapped[str] = mapped_column(String(50))
+    description: Mapped[str | None] = mapped_column(Text)
+    performed_by: Mapped[str | None] = mapped_column(String(100))
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,163 @@
+"""API tokens: creation, look-up by hash, roles and the scopes each role grants."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from leadflow.kit.clock import utcnow
+from leadflow.kit.models import table_of
+from leadflow.security.models import ROLES, ApiToken
+
+TOKEN_PREFIX = "lf_"  # noqa: S105 - a prefix, not a secret
+
+SCOPES: dict[str, frozenset[str]] = {
+    "admin": frozenset(
+        {
+            "leads:create",
+            "leads:read",
+            "leads:write",
+            "leads:status",
+            "campaigns:read",
+            "campaigns:write",
+            "analytics:read",
+            "admin",
+        }
+    ),
+    "manager": frozenset(
+        {
+            "leads:create",
+            "leads:read",
+            "leads:write",
+            "leads:status",
+            "campaigns:read",
+            "campaigns:write",
+            "analytics:read",
+        }
+    ),
+    "sales": frozenset({"leads:read", "leads:write", "leads:status", "campaigns:read"}),
+    "analyst": frozenset({"leads:status", "campaigns:read", "analytics:read"}),
+    "ingest": frozenset({"leads:create"}),
+}
+assert set(SCOPES) == set(ROLES)
+
+tokens = table_of(ApiToken)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    token_id: int
+    name: str
+    role: str
+    subject: str | None
+    expires_at: datetime | None
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return SCOPES[self.role]
+
+    @property
+    def actor(self) -> str:
+        return self.subject or f"token:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class NewToken:
+    token: str
+    id: int
+    name: str
+    role: str
+
+
+async def create_token(
+    conn: AsyncConnection,
+    *,
+    name: str,
+    role: str,
+    subject: str | None = None,
+    expires_in: timedelta | None = None,
+) -> NewToken:
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = utcnow()
+    result = await conn.execute(
+        insert(tokens).values(
+            name=name,
+            role=role,
+            subject=subject,
+            token_hash=hash_token(secret),
+            prefix=secret[:10],
+            created_at=now,
+            expires_at=now + expires_in if expires_in else None,
+        )
+    )
+    pk = result.inserted_primary_key
+    assert pk is not None
+    return NewToken(token=secret, id=int(pk[0]), name=name, role=role)
+
+
+class TokenStore:
+    """Resolves bearer tokens; caches hits briefly and records last use at most once a minute."""
+
+    def __init__(self, engine: AsyncEngine, ttl: float = 10.0) -> None:
+        self._engine = engine
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._last_touch: dict[int, float] = {}
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+    async def resolve(self, token: str) -> Principal | None:
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            return None
+        digest = hash_token(token)
+        now_mono = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now_mono:
+            principal = cached[1]
+        else:
+            principal = await self._load(digest)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (now_mono + self._ttl, principal)
+        if principal is None:
+            return None
+        if principal.expires_at is not None and principal.expires_at <= utcnow():
+            return None
+        if now_mono - self._last_touch.get(principal.token_id, 0.0) > 60:
+            self._last_touch[principal.token_id] = now_mono
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    update(tokens).where(tokens.c.id == principal.token_id).values(last_used_at=utcnow())
+                )
+        return principal
+
+    async def _load(self, digest: str) -> Principal | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        tokens.c.id,
+                        tokens.c.name,
+                        tokens.c.role,
+                        tokens.c.subject,
+                        tokens.c.expires_at,
+                        tokens.c.revoked_at,
+                    ).where(tokens.c.token_hash == digest)
+                )
+            ).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        return Principal(row.id, row.name, row.role, row.subject, row.expires_at)
