@@ -35,7 +35,7 @@ def normalise_database_url(url: str) -> str:
 
     ``sqlite:///var/leadflow.db`` -> ``sqlite+aiosqlite:///var/leadflow.db``,
     ``postgres://`` / ``postgresql://`` -> ``postgresql+asyncpg://``,
-    ``mysql://`` / ``mariadb://`` -> ``mysql+aiomysql://``. A URL that already names a driver is kept.
+    ``mysql://`` / ``mariadb://`` -> ``mysql+asyncmy://``. A URL that already names a driver is kept.
     """
     url = url.strip()
     scheme, sep, rest = url.partition("://")
@@ -46,7 +46,7 @@ def normalise_database_url(url: str) -> str:
     if base in ("postgres", "postgresql"):
         return f"postgresql+{driver or 'asyncpg'}://{rest}"
     if base in ("mysql", "mariadb"):
-        return f"mysql+{driver or 'aiomysql'}://{rest}"
+        return f"mysql+{driver or 'asyncmy'}://{rest}"
     if base == "sqlite":
         return f"sqlite+{driver or 'aiosqlite'}://{rest}"
     raise ConfigError(f"unsupported database scheme {base!r} (use sqlite, postgresql or mysql)")

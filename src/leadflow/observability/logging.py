@@ -7,6 +7,7 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -14,6 +15,20 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_EMAIL = re.compile(r"[^\s@'\"<>(),;:]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# Libraries that log SQL parameters or URLs at debug/info level: never below WARNING.
+QUIET_LOGGERS = ("aiosqlite", "sqlalchemy", "asyncio", "httpx", "httpcore", "asyncmy", "asyncpg", "multipart")
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, str) and "@" in value:
+        return _EMAIL.sub("[redacted-email]", value)
+    return value
+
+
+def redact_emails(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    """Defence in depth: an e-mail address that reaches a log line anyway is masked."""
+    return {key: _redact(value) for key, value in event_dict.items()}
 
 
 def _dumps(obj: Any, default: Any = None) -> str:
@@ -42,6 +57,7 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            redact_emails,
             structlog.processors.JSONRenderer(serializer=_dumps),
         ],
     )
@@ -58,6 +74,8 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
 
 
 access_log = structlog.get_logger("leadflow.access")

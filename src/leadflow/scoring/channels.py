@@ -50,7 +50,6 @@ SOCIAL_SITES = frozenset(
         "lnkd.in",
         "twitter",
         "t.co",
-        "x",
         "x.com",
         "tiktok",
         "pinterest",
@@ -66,7 +65,6 @@ SOCIAL_SITES = frozenset(
         "wechat",
         "weibo",
         "discord",
-        "youtube-social",
         "meetup",
         "xing",
         "line",
@@ -126,23 +124,31 @@ class Channel:
     points: int
 
 
+_SUFFIX_LABELS = frozenset({"com", "co", "org", "net", "ac", "gov", "edu", "ne", "or", "go", "gob"})
+
+
 def _host_key(host: str) -> set[str]:
-    """Names a host may match by: the host, without ``www.``, and its second-level label."""
+    """Names a host may match by: the host itself (without ``www.``/``m.``) and its brand label.
+
+    The brand is the label left of the public suffix: google.com, google.co.uk and news.google.com
+    all give ``google``; ``ask.metafilter.com`` gives ``metafilter`` (not ``ask``).
+    """
     host = host.lower().strip(".")
     host = host.removeprefix("www.").removeprefix("m.")
     keys = {host}
     labels = host.split(".")
-    # google.com, google.co.uk, news.google.com -> google
-    for label in labels:
-        if label not in {"com", "co", "org", "net", "uk", "de", "fr", "jp", "in", "io", "search"}:
-            keys.add(label)
+    if len(labels) >= 2:
+        rest = labels[:-1]  # drop the top-level domain
+        while len(rest) > 1 and rest[-1] in _SUFFIX_LABELS:
+            rest = rest[:-1]
+        keys.add(rest[-1])
     return keys
 
 
 def _in(source: str, sites: frozenset[str]) -> bool:
     if not source:
         return False
-    return bool(_host_key(source) & sites) or source in sites
+    return source in sites or bool(_host_key(source) & sites)
 
 
 def _referrer_host(url: str | None) -> str:

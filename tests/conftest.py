@@ -1,0 +1,261 @@
+"""Fixtures: a migrated database per test (SQLite by default; PostgreSQL/MySQL when configured)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from leadflow.app import create_app
+from leadflow.config import Settings, normalise_database_url
+from leadflow.migrations.runner import upgrade_async
+from leadflow.security.tokens import create_token
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parent.parent
+TEST_KEY = base64.b64encode(bytes(range(32))).decode()
+TABLES = ("lead_activities", "jobs", "leads", "campaigns", "api_tokens")
+
+EXAMPLE_LEAD: dict[str, Any] = {
+    "campaign_id": "nextcloud-installation-2025",
+    "source": "landing-page",
+    "contact": {
+        "firstName": "John",
+        "lastName": "Doe",
+        "email": "john.doe@company.com",
+        "phone": "+1-555-123-4567",
+        "company": "Acme Corp",
+    },
+    "lead_details": {
+        "service_interest": "Nextcloud Installation",
+        "urgency": "High (Same day)",
+        "message": "Need Nextcloud setup for 50 users ASAP",
+        "budget_range": "$5000-$10000",
+        "timeline": "Within 2 weeks",
+    },
+    "tracking": {
+        "visitor_id": "vis_123456789",
+        "session_id": "sess_987654321",
+        "utm_source": "google",
+        "utm_medium": "cpc",
+        "utm_campaign": "nextcloud-q4-2025",
+        "utm_term": "nextcloud installation",
+        "utm_content": "ad-variant-a",
+        "referrer_url": "https://google.com/search?q=nextcloud+installation",
+        "landing_page_url": "https://nexlink.website/campaigns/nextcloud-installation.html",
+        "user_agent": "Mozilla/5.0...",
+        "ip_address": "192.168.1.1",
+    },
+    "form_metadata": {
+        "form_type": "campaign_landing",
+        "form_version": "v2.1",
+        "consent_given": True,
+        "timestamp": "2025-10-03T10:30:00Z",
+    },
+}
+
+
+def example_lead(**contact: Any) -> dict[str, Any]:
+    """The spec's example request, with contact fields overridden."""
+    body = copy.deepcopy(EXAMPLE_LEAD)
+    body["contact"].update(contact)
+    return body
+
+
+def shared_dir() -> Path:
+    return Path(os.environ.get("LEADFLOW_SHARED_DIR", REPO.parent / "shared")).resolve()
+
+
+@pytest.fixture
+def shared() -> Path:
+    path = shared_dir()
+    if not path.is_dir():
+        pytest.skip(f"shared test data not found at {path} (set LEADFLOW_SHARED_DIR)")
+    return path
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from sync code, even while an event loop runs in this thread."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _server_url(env: str) -> str | None:
+    """A backend URL from the environment; in CI a missing one is an error, not a skip."""
+    url = os.environ.get(env)
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"{env} is not set but CI is: the backend suites must run in CI")
+        pytest.skip(f"{env} not set")
+    return url
+
+
+async def _admin(url: str, sql: str) -> None:
+    engine = create_async_engine(normalise_database_url(url), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+@dataclass
+class ServerDb:
+    url: str  # async SQLAlchemy URL of a fresh, migrated database for this test session
+
+
+def _fresh_database(env: str) -> Iterator[ServerDb]:
+    base = normalise_database_url(_server_url(env) or "")
+    name = f"leadflow_t_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    try:
+        run_async(_admin(base, f"CREATE DATABASE {name}"))
+    except Exception as exc:  # the server is configured but not reachable
+        pytest.fail(f"{env} is set but the server is not usable: {type(exc).__name__}: {exc}")
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    run_async(upgrade_async(url))
+    try:
+        yield ServerDb(url)
+    finally:
+        run_async(_admin(base, f"DROP DATABASE {name}"))
+
+
+@pytest.fixture(scope="session")
+def postgres_db() -> Iterator[ServerDb]:
+    yield from _fresh_database("LEADFLOW_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(scope="session")
+def mysql_db() -> Iterator[ServerDb]:
+    yield from _fresh_database("LEADFLOW_TEST_MYSQL_URL")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file per session; each test gets a copy (schema from Alembic, not create_all)."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    run_async(upgrade_async(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+async def _truncate(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for table in TABLES:
+                await conn.execute(text(f"DELETE FROM {table}"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which database a test runs on; override with parametrize(..., indirect=True)."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        template = request.getfixturevalue("sqlite_template")
+        target = tmp_path / "leadflow.db"
+        shutil.copy(template, target)
+        return f"sqlite+aiosqlite:///{target}"
+    server: ServerDb = request.getfixturevalue(f"{backend}_db")
+    await _truncate(server.url)
+    return server.url
+
+
+@pytest.fixture
+def settings_factory(database_url: str, tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "encryption_key": TEST_KEY,
+            "leadflow_env": "test",
+            "encryption_key_file": tmp_path / "unused.key",
+            "campaign_cache_seconds": 0.0,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(settings_factory: Callable[..., Settings]) -> Settings:
+    return settings_factory()
+
+
+@dataclass
+class Harness:
+    """A running app with an HTTP client and direct database access."""
+
+    app: Any
+    client: httpx.AsyncClient
+    engine: AsyncEngine
+    settings: Settings
+
+    async def token(self, role: str, subject: str | None = None) -> dict[str, str]:
+        async with self.engine.begin() as conn:
+            created = await create_token(conn, name=f"test-{role}", role=role, subject=subject)
+        return {"Authorization": f"Bearer {created.token}"}
+
+    async def scalar(self, sql: str, **params: Any) -> Any:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(text(sql), params)).scalar()
+
+    async def execute(self, sql: str, **params: Any) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(text(sql), params)
+
+
+@pytest.fixture
+async def harness(settings: Settings) -> AsyncIterator[Harness]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield Harness(app, client, app.state.engine, settings)
+
+
+@pytest.fixture
+async def client(harness: Harness) -> httpx.AsyncClient:
+    return harness.client
+
+
+@pytest.fixture
+async def admin(harness: Harness) -> dict[str, str]:
+    return await harness.token("admin")
+
+
+@pytest.fixture
+async def campaign(harness: Harness, admin: dict[str, str]) -> dict[str, Any]:
+    """The spec's campaign, active, with its service in the catalog."""
+    response = await harness.client.post(
+        "/v1/api/campaigns",
+        headers=admin,
+        json={
+            "id": "nextcloud-installation-2025",
+            "name": "Nextcloud Installation 2025",
+            "campaign_type": "service",
+            "budget": 1147.5,
+            "services": ["Nextcloud Installation"],
+        },
+    )
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()
+    return data

@@ -1,0 +1,60 @@
+"""Settings: database URLs people write, key handling."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from leadflow.config import ConfigError, Settings, decode_key, is_weak_key, normalise_database_url
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("sqlite:///var/leadflow.db", "sqlite+aiosqlite:///var/leadflow.db"),
+        ("sqlite:////abs/path.db", "sqlite+aiosqlite:////abs/path.db"),
+        ("postgresql://u:p@h:5432/db", "postgresql+asyncpg://u:p@h:5432/db"),
+        ("postgres://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("mysql://user:pass@host:3306/db", "mysql+asyncmy://user:pass@host:3306/db"),
+        ("mariadb://user@host/db", "mysql+asyncmy://user@host/db"),
+        ("postgresql+asyncpg://h/db", "postgresql+asyncpg://h/db"),
+    ],
+)
+def test_database_urls(given: str, expected: str) -> None:
+    assert normalise_database_url(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["oracle://x/y", "just-a-path.db", ""])
+def test_unsupported_database_urls(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        normalise_database_url(bad)
+
+
+def test_key_decoding() -> None:
+    good = base64.b64encode(bytes(range(32))).decode()
+    assert decode_key(good) == bytes(range(32))
+    for bad in ("32-byte-secret-key", base64.b64encode(b"short").decode(), "!!!"):
+        with pytest.raises(ConfigError):
+            decode_key(bad)
+    assert is_weak_key(b"\x00" * 32)
+    assert not is_weak_key(bytes(range(32)))
+
+
+def test_lists_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SERVICE_CATALOG", "Cloud Backup, VoIP Setup")
+    monkeypatch.setenv("QUALIFYING_GRADES", "a")
+    monkeypatch.setenv("DATABASE_URL", "mysql://root@127.0.0.1/test")
+    settings = Settings()
+    assert settings.service_catalog == ["Cloud Backup", "VoIP Setup"]
+    assert settings.qualifying_grades == ["A"]
+    assert settings.database_url == "mysql+asyncmy://root@127.0.0.1/test"
+
+
+def test_key_file_is_used_in_development(tmp_path: Path) -> None:
+    settings = Settings(encryption_key_file=tmp_path / "k.key")
+    with pytest.raises(ConfigError):
+        _ = settings.encryption_keys
+    assert settings.ensure_key_file()
+    assert len(Settings(encryption_key_file=tmp_path / "k.key").encryption_keys[0]) == 32
