@@ -87,12 +87,53 @@ class Settings(BaseSettings):
     port: int = 8000
     log_level: str = "INFO"
 
+    # --- processing pipeline -------------------------------------------------------------------
+    worker_concurrency: int = 16
+    worker_poll_seconds: float = 0.5
+    worker_lease_seconds: float = 60.0
+    public_base_url: str = "http://127.0.0.1:8000"
+    fallback_owner: str | None = None  # e-mail of the owner when no team member is eligible
+    geoip_city_db: Path | None = None
+    mx_check: bool = False
+    dns_timeout_seconds: float = 1.5
+    dns_nameservers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- integrations (a connector without credentials is off) ---------------------------------
+    http_timeout_seconds: float = 10.0
+    slack_webhook_url: SecretStr | None = None
+    teams_webhook_url: SecretStr | None = None
     smtp_host: str | None = None
     smtp_port: int = 587
     smtp_user: str | None = None
     smtp_password: SecretStr | None = None
+    smtp_from: str = "noreply@nexlink.website"
+    smtp_starttls: bool = True
+    smtp_use_tls: bool = False
+    email_transport: Literal["smtp", "sendgrid"] = "smtp"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from_number: str | None = None
+    twilio_base_url: str = "https://api.twilio.com"
+    sms_alert_to: str | None = None  # number texted when the assignee has no phone
     hubspot_api_key: SecretStr | None = None
-    slack_webhook_url: SecretStr | None = None
+    hubspot_base_url: str = "https://api.hubapi.com"
+    salesforce_instance_url: str | None = None
+    salesforce_token_url: str = "https://login.salesforce.com/services/oauth2/token"  # noqa: S105
+    salesforce_client_id: str | None = None
+    salesforce_client_secret: SecretStr | None = None
+    salesforce_api_version: str = "v60.0"
+    mailchimp_api_key: SecretStr | None = None
+    mailchimp_list_id: str | None = None
+    mailchimp_base_url: str | None = None  # default: https://<dc>.api.mailchimp.com from the key
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+    sendgrid_list_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ga4_measurement_id: str | None = None
+    ga4_api_secret: SecretStr | None = None
+    ga4_base_url: str = "https://www.google-analytics.com"
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    sequence_enabled: bool = True  # automated e-mail sequence to consenting leads
 
     default_phone_region: str = "US"
     service_catalog: Annotated[list[str], NoDecode] = Field(
@@ -104,7 +145,14 @@ class Settings(BaseSettings):
     campaign_cache_seconds: float = 2.0
     capture_batch_max: int = 256
 
-    @field_validator("service_catalog", "qualifying_grades", "encryption_old_keys", mode="before")
+    @field_validator(
+        "service_catalog",
+        "qualifying_grades",
+        "encryption_old_keys",
+        "dns_nameservers",
+        "sendgrid_list_ids",
+        mode="before",
+    )
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):

@@ -12,15 +12,27 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
-_SPACES = re.compile(r"[ \t\r\n\f\v\u00a0]+")
+_SPACES = re.compile(r"\s+")
+_BLOCK_END = re.compile(r"<\s*(?:br|hr)\s*/?\s*>|</\s*(?:p|div|li|h[1-6]|tr|td|th|blockquote|pre)\s*>", re.I)
 _MULTI_BLANK = re.compile(r"\n{3,}")
 
 
-def strip_html(value: str) -> str:
-    if "<" not in value and "&" not in value:
-        return value
-    # nh3 (ammonia) removes every tag and the content of script/style; unescape its entity output.
-    return html.unescape(nh3.clean(value, tags=set()))
+def strip_html(value: str, block_separator: str = " ") -> str:
+    """Plain text from text that may hold HTML: no tags, no script/style content, entities decoded.
+
+    Block ends (``<br>``, ``</p>``...) become ``block_separator`` so words do not run together.
+    Decoding entities can reveal markup that was encoded (``&lt;b&gt;``); that is stripped too, until
+    the text is stable, so the result never contains a tag.
+    """
+    for _ in range(4):
+        if "<" not in value and "&" not in value:
+            return value
+        # nh3 (ammonia) removes every tag and the content of script/style; its output is escaped.
+        cleaned = html.unescape(nh3.clean(_BLOCK_END.sub(block_separator, value), tags=set()))
+        if cleaned == value:
+            return cleaned
+        value = cleaned
+    return value.replace("<", "").replace(">", "")
 
 
 def clean_line(value: str | None) -> str | None:
@@ -37,7 +49,7 @@ def clean_text(value: str | None) -> str | None:
     """Multi-line text (a message): like :func:`clean_line` but keeps single line breaks."""
     if value is None:
         return None
-    text = unicodedata.normalize("NFC", strip_html(value)).replace("\r\n", "\n").replace("\r", "\n")
+    text = unicodedata.normalize("NFC", strip_html(value, "\n")).replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text)
     lines = [" ".join(line.split()) for line in text.split("\n")]
     text = _MULTI_BLANK.sub("\n\n", "\n".join(lines)).strip()

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -117,6 +118,25 @@ class Lead(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     contacted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+    # Enrichment (worker)
+    email_kind: Mapped[str | None] = mapped_column(String(20))
+    company_domain: Mapped[str | None] = mapped_column(String(255))
+    geo_country: Mapped[str | None] = mapped_column(String(2))
+    geo_region: Mapped[str | None] = mapped_column(String(100))
+    geo_city: Mapped[str | None] = mapped_column(String(100))
+    enrichment: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    enriched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    assigned_member_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), ForeignKey("team_members.id", ondelete="SET NULL")
+    )
+
+    # Privacy
+    privacy_regime: Mapped[str | None] = mapped_column(String(10))  # gdpr | ccpa
+    do_not_sell: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    consent_notice_version: Mapped[str | None] = mapped_column(String(50))
+    anonymized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
 
 ACTIVITY_TYPES = (
     "created",
@@ -131,6 +151,13 @@ ACTIVITY_TYPES = (
     "follow_up_scheduled",
     "deal_value_set",
     "updated",
+    "enriched",
+    "scored",
+    "notification_sent",
+    "synced",
+    "delivery_failed",
+    "reminder_due",
+    "anonymized",
 )
 
 

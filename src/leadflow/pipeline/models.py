@@ -34,5 +34,38 @@ class Job(Base):
     lead_id: Mapped[int | None] = mapped_column(
         BigInteger().with_variant(Integer(), "sqlite"), ForeignKey("leads.id", ondelete="CASCADE")
     )
+    # Enqueueing the same logical job twice (a re-run fan-out) is a no-op thanks to this key.
+    dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class JobAttempt(Base):
+    """One try of a job: what was sent where, what came back, how long it took."""
+
+    __tablename__ = "job_attempts"
+    __table_args__ = (Index("idx_job_attempts_job", "job_id", "attempt"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), ForeignKey("jobs.id", ondelete="CASCADE")
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str | None] = mapped_column(String(100))
+    outcome: Mapped[str] = mapped_column(String(20))  # success | retry | dead | permanent
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MaintenanceState(Base):
+    """Progress of resumable background tasks (key rotation re-encryption, retention runs...)."""
+
+    __tablename__ = "maintenance_state"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

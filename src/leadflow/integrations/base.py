@@ -1,0 +1,156 @@
+"""The one Protocol every connector implements, and what it is given.
+
+A connector turns a processed lead into one delivery (a Slack message, a CRM upsert, an SMS...).
+It raises :class:`RetriableError` for failures worth retrying (timeouts, 429, 5xx; ``retry_after`` from
+the vendor's ``Retry-After``) and :class:`PermanentError` for contract errors (4xx) that no retry fixes.
+The worker records every attempt, backs off, and dead-letters after the connector's attempt limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import httpx
+
+from leadflow.config import Settings
+
+
+class DeliveryError(Exception):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        response_excerpt: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.response_excerpt = response_excerpt
+
+
+class RetriableError(DeliveryError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        response_excerpt: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, response_excerpt=response_excerpt)
+        self.retry_after = retry_after
+
+
+class PermanentError(DeliveryError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A successful delivery: what the vendor answered, and its id for the thing created, if any."""
+
+    status_code: int | None = None
+    response_excerpt: str | None = None
+    external_id: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Assignee:
+    name: str
+    email: str
+    phone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeadView:
+    """A processed lead, decrypted, as connectors see it (built by the worker for each delivery)."""
+
+    id: int
+    lead_id: str  # public id, lead_ + 12 hex
+    first_name: str
+    last_name: str
+    email: str
+    phone: str | None
+    company: str | None
+    campaign_id: str
+    campaign_name: str
+    source: str
+    channel: str | None
+    medium: str | None
+    utm_source: str | None
+    utm_medium: str | None
+    utm_campaign: str | None
+    utm_term: str | None
+    utm_content: str | None
+    service_interest: str | None
+    urgency: str | None
+    urgency_level: str | None  # high | medium | low | None
+    message: str | None
+    budget_range: str | None
+    timeline: str | None
+    visitor_id: str | None
+    session_id: str | None
+    lead_score: int
+    lead_grade: str
+    qualification_status: str
+    status: str
+    consent_given: bool
+    do_not_sell: bool
+    privacy_regime: str | None
+    geo_country: str | None
+    geo_region: str | None
+    geo_city: str | None
+    company_domain: str | None
+    email_kind: str | None
+    deal_value: Decimal | None
+    created_at: datetime
+    assignee: Assignee | None = None
+    campaign_settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+    def integration_settings(self, name: str) -> dict[str, Any]:
+        """The campaign's overrides for one connector (``campaigns.settings["integrations"][name]``)."""
+        value = (self.campaign_settings.get("integrations") or {}).get(name)
+        return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryContext:
+    settings: Settings
+    http: httpx.AsyncClient
+    job_id: int
+    attempt: int
+    # Stable per (lead, connector): vendors that accept one use it to drop repeated deliveries.
+    dedup_key: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """One integration. Instances are cheap; the registry builds one per use from settings."""
+
+    name: ClassVar[str]
+    max_attempts: ClassVar[int]
+
+    def configured(self) -> bool:
+        """Credentials present. A connector without them is off (never a silent success)."""
+        ...
+
+    def wants(self, lead: LeadView) -> bool:
+        """Whether this lead should get this delivery (grade, urgency, consent, campaign override...)."""
+        ...
+
+    async def deliver(self, lead: LeadView, ctx: DeliveryContext) -> Outcome: ...
+
+
+def campaign_toggle(lead: LeadView, name: str) -> bool | None:
+    """A campaign's explicit on/off for a connector (``{"enabled": false}``), or None when not set."""
+    enabled = lead.integration_settings(name).get("enabled")
+    return enabled if isinstance(enabled, bool) else None

@@ -1,0 +1,66 @@
+"""Shared HTTP handling for connectors: one status-code policy, Retry-After, trimmed responses."""
+
+from __future__ import annotations
+
+import email.utils
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from leadflow.integrations.base import Outcome, PermanentError, RetriableError
+
+EXCERPT = 500
+
+
+def excerpt(text: str | None, limit: int = EXCERPT) -> str | None:
+    if text is None:
+        return None
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def check(response: httpx.Response, *, external_id: str | None = None) -> Outcome:
+    """Map a vendor response to an Outcome or raise Retriable/Permanent errors."""
+    body = excerpt(response.text)
+    code = response.status_code
+    if 200 <= code < 300:
+        return Outcome(status_code=code, response_excerpt=body, external_id=external_id)
+    if code in (408, 425, 429) or code >= 500:
+        raise RetriableError(
+            f"{response.request.method} {response.request.url.host} answered {code}",
+            status_code=code,
+            response_excerpt=body,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+    raise PermanentError(
+        f"{response.request.method} {response.request.url.host} refused the request ({code})",
+        status_code=code,
+        response_excerpt=body,
+    )
+
+
+async def send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """Send a request; network failures and timeouts are retriable."""
+    try:
+        return await client.request(method, url, **kwargs)
+    except httpx.TimeoutException as exc:
+        raise RetriableError(f"timeout talking to {httpx.URL(url).host}") from exc
+    except httpx.TransportError as exc:
+        raise RetriableError(f"network error talking to {httpx.URL(url).host}: {type(exc).__name__}") from exc
