@@ -22,6 +22,7 @@ from leadflow.leads.api import router as leads_router
 from leadflow.leads.capture import CaptureWriter
 from leadflow.observability.health import router as health_router
 from leadflow.observability.logging import RequestContextMiddleware
+from leadflow.routing.api import router as routing_router
 from leadflow.scoring.rules import normalise_catalog
 from leadflow.security.crypto import FieldCipher
 from leadflow.security.tokens import TokenStore
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(leads_router)
     app.include_router(campaigns_router)
+    app.include_router(routing_router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -16,12 +15,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from leadflow.config import ConfigError, Settings, load_settings
 from leadflow.db import create_engine
 from leadflow.errors import ApiError
+from leadflow.leads.cli import leads_app
+from leadflow.routing.cli import members_app, rules_app
 
 app = typer.Typer(help="Leadflow: capture, score and route campaign leads.", no_args_is_help=True)
 campaigns_app = typer.Typer(help="Manage campaigns.", no_args_is_help=True)
 tokens_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
 app.add_typer(campaigns_app, name="campaigns")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(members_app, name="members")
+app.add_typer(rules_app, name="rules")
+app.add_typer(leads_app, name="leads")
 
 T = TypeVar("T")
 
@@ -262,5 +266,3 @@ def main() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-
-__all__ = ["app", "json", "main"]

@@ -49,13 +49,23 @@ class PermanentError(DeliveryError):
 
 
 @dataclass(frozen=True, slots=True)
+class FollowUp:
+    """Schedule the same connector again later with this payload (e-mail sequences)."""
+
+    delay_seconds: float
+    payload: dict[str, Any]
+    key: str  # appended to the job's dedup key, so each step is enqueued once
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """A successful delivery: what the vendor answered, and its id for the thing created, if any."""
 
     status_code: int | None = None
     response_excerpt: str | None = None
     external_id: str | None = None
-    detail: str | None = None
+    detail: str | None = None  # short, no personal data: goes into the lead's activity
+    follow_up: FollowUp | None = None
 
 
 @dataclass(frozen=True, slots=True)
