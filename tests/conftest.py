@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import io
+import logging
 import os
 import shutil
 import uuid
@@ -28,7 +30,19 @@ from leadflow.security.tokens import create_token
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 TEST_KEY = base64.b64encode(bytes(range(32))).decode()
-TABLES = ("lead_activities", "jobs", "leads", "campaigns", "api_tokens")
+TABLES = (
+    "lead_activities",
+    "job_attempts",
+    "jobs",
+    "leads",
+    "campaigns",
+    "api_tokens",
+    "routing_rules",
+    "team_members",
+    "audit_log",
+    "privacy_tombstones",
+    "maintenance_state",
+)
 
 EXAMPLE_LEAD: dict[str, Any] = {
     "campaign_id": "nextcloud-installation-2025",
@@ -69,11 +83,45 @@ EXAMPLE_LEAD: dict[str, Any] = {
 }
 
 
+# Every e-mail address and phone number the suite submits; no log line may ever contain one.
+SUBMITTED_PII: set[str] = {"john.doe@company.com", "+1-555-123-4567", "+15551234567"}
+
+
 def example_lead(**contact: Any) -> dict[str, Any]:
     """The spec's example request, with contact fields overridden."""
     body = copy.deepcopy(EXAMPLE_LEAD)
     body["contact"].update(contact)
+    for key in ("email", "phone"):
+        value = body["contact"].get(key)
+        if isinstance(value, str) and len(value) > 5:
+            SUBMITTED_PII.add(value)
+            SUBMITTED_PII.add(value.lower())
     return body
+
+
+class _RecordAll(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # The raw record, before any redaction: what the code tried to log.
+        self.lines.append(f"{record.getMessage()} {record.args!r} {record.exc_text or ''}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_personal_data_in_logs() -> Iterator[None]:
+    """Across the whole suite, no submitted e-mail address or phone number reaches a log record."""
+    from leadflow.observability.logging import configure_logging
+
+    configure_logging("DEBUG", io.StringIO())
+    recorder = _RecordAll()
+    root = logging.getLogger()
+    root.addHandler(recorder)
+    yield
+    root.removeHandler(recorder)
+    leaked = sorted({pii for pii in SUBMITTED_PII for line in recorder.lines if pii in line})
+    assert not leaked, f"personal data in {len(recorder.lines)} log records: {leaked[:5]}"
 
 
 def shared_dir() -> Path:
@@ -188,6 +236,9 @@ def settings_factory(database_url: str, tmp_path: Path) -> Callable[..., Setting
             "leadflow_env": "test",
             "encryption_key_file": tmp_path / "unused.key",
             "campaign_cache_seconds": 0.0,
+            "run_worker": False,
+            "rate_limit_per_ip": "100000/minute",
+            "lockout_threshold": 100000,
         }
         values.update(overrides)
         return Settings(**values)

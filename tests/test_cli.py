@@ -115,3 +115,18 @@ def test_quickstart_prints_admin_token_last(cli_env: dict[str, str], tmp_path: P
     result = _run(["quickstart", "--leads", "5"], cli_env, tmp_path)
     assert result.stdout.strip().splitlines()[-1].startswith("lf_")
     assert "5 leads added" in result.stdout
+
+
+def test_tokens_list_and_revoke(cli_env: dict[str, str], tmp_path: Path) -> None:
+    _run(["migrate"], cli_env, tmp_path)
+    secret = _run(
+        ["tokens", "create", "--role", "sales", "--name", "amy", "--subject", "amy@x.io"], cli_env, tmp_path
+    )
+    token = secret.stdout.strip().splitlines()[-1]
+    listed = _run(["tokens", "list"], cli_env, tmp_path).stdout
+    assert '"role":"sales"' in listed and '"subject":"amy@x.io"' in listed
+    assert token not in listed and token[12:] not in listed
+    assert _run(["tokens", "revoke", "1"], cli_env, tmp_path).stdout.strip() == "token #1 revoked"
+    assert '"revoked_at":null' not in _run(["tokens", "list"], cli_env, tmp_path).stdout
+    again = _run(["tokens", "revoke", "1"], cli_env, tmp_path, check=False)
+    assert again.returncode == 1

@@ -47,3 +47,10 @@ async def test_json_logs_with_request_id_and_no_personal_data(
     assert any(line["request_id"] == "req-123" and line["status"] == 201 for line in access)
     for needle in (email, email.lower(), "Private.Person", "415 555 0199", "4155550199", name, "secret-corp"):
         assert needle not in output, needle
+
+
+async def test_nul_bytes_in_urls_are_refused(harness: Harness, admin: dict[str, str]) -> None:
+    for url in ("/v1/api/leads?assigned_to=a%00b", "/v1/api/campaigns/x%00y", "/v1/api/audit?actor=%00"):
+        response = await harness.client.get(url, headers=admin)
+        assert response.status_code == 400, url
+        assert response.json()["error"] == "VALIDATION_ERROR"

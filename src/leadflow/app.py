@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow import __version__
 from leadflow.campaigns.api import router as campaigns_router
@@ -22,9 +24,14 @@ from leadflow.leads.api import router as leads_router
 from leadflow.leads.capture import CaptureWriter
 from leadflow.observability.health import router as health_router
 from leadflow.observability.logging import RequestContextMiddleware
+from leadflow.pipeline.api import router as jobs_router
+from leadflow.privacy.api import router as privacy_router
 from leadflow.routing.api import router as routing_router
 from leadflow.scoring.rules import normalise_catalog
+from leadflow.security.api import router as security_router
+from leadflow.security.clientip import parse_networks
 from leadflow.security.crypto import FieldCipher
+from leadflow.security.ratelimit import Guard
 from leadflow.security.tokens import TokenStore
 
 log = structlog.get_logger("leadflow.app")
@@ -41,6 +48,31 @@ reports how each campaign performs.
 """
 
 
+async def _start_worker(
+    engine: AsyncEngine, settings: Settings, stop: asyncio.Event
+) -> tuple[asyncio.Task[None], Callable[[], None]]:
+    """One worker inside the API process (the embedded default: `make run` needs nothing else)."""
+    from leadflow.pipeline.runtime import build_worker, worker_context
+    from leadflow.pipeline.scheduler import ensure_periodic
+
+    ready: asyncio.Future[Callable[[], None]] = asyncio.get_running_loop().create_future()
+
+    async def run() -> None:
+        try:
+            async with worker_context(engine, settings) as ctx:
+                await ensure_periodic(engine)
+                worker = build_worker(ctx)
+                ready.set_result(worker.wake)
+                await worker.run(stop)
+        except Exception as exc:
+            log.error("worker_crashed", exc_type=type(exc).__name__, exc_info=exc)
+            if not ready.done():
+                ready.set_exception(exc)
+
+    task = asyncio.create_task(run())
+    return task, await ready
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     # Fail fast on a missing or weak key (before serving anything).
@@ -55,17 +87,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.catalog = normalise_catalog(settings.service_catalog)
         app.state.campaigns = CampaignCache(engine, settings.campaign_cache_seconds)
         app.state.tokens = TokenStore(engine)
+        app.state.guard = Guard(settings)
         app.state.writer = CaptureWriter(
             engine,
             dedup_window=timedelta(hours=settings.dedup_window_hours),
             qualifying_grades=settings.qualifying_grades,
             batch_max=settings.capture_batch_max,
         )
-        log.info("started", version=__version__, database=engine.dialect.name, env=settings.leadflow_env)
+        stop = asyncio.Event()
+        worker_task: asyncio.Task[None] | None = None
+        app.state.wake_worker = lambda: None
+        if settings.run_worker:
+            worker_task, app.state.wake_worker = await _start_worker(engine, settings, stop)
+        app.state.writer.on_commit = lambda: app.state.wake_worker()
+        log.info(
+            "started",
+            version=__version__,
+            database=engine.dialect.name,
+            env=settings.leadflow_env,
+            worker=settings.run_worker,
+        )
         try:
             yield
         finally:
             await app.state.writer.close()
+            stop.set()
+            if worker_task is not None:
+                await asyncio.gather(worker_task, return_exceptions=True)
             await engine.dispose()
             log.info("stopped")
 
@@ -76,11 +124,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, trusted_proxies=parse_networks(settings.trusted_proxies))
     app.include_router(health_router)
     app.include_router(leads_router)
     app.include_router(campaigns_router)
     app.include_router(routing_router)
+    app.include_router(jobs_router)
+    app.include_router(security_router)
+    app.include_router(privacy_router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -89,6 +140,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(extra_schemas())
+        # Payload validation answers 400 in the error shape (never FastAPI's 422).
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                answers = operation.get("responses", {})
+                if answers.pop("422", None) is not None and "400" not in answers:
+                    answers["400"] = {
+                        "description": "Invalid input (VALIDATION_ERROR)",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+                        },
+                    }
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema["components"]["schemas"].pop(name, None)
         app.openapi_schema = schema
         return schema
 

@@ -16,7 +16,10 @@ from leadflow.config import ConfigError, Settings, load_settings
 from leadflow.db import create_engine
 from leadflow.errors import ApiError
 from leadflow.leads.cli import leads_app
+from leadflow.pipeline.cli import jobs_app, worker
+from leadflow.privacy.cli import privacy_app
 from leadflow.routing.cli import members_app, rules_app
+from leadflow.security.cli import keys_app
 
 app = typer.Typer(help="Leadflow: capture, score and route campaign leads.", no_args_is_help=True)
 campaigns_app = typer.Typer(help="Manage campaigns.", no_args_is_help=True)
@@ -26,6 +29,10 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(members_app, name="members")
 app.add_typer(rules_app, name="rules")
 app.add_typer(leads_app, name="leads")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(privacy_app, name="privacy")
+app.add_typer(keys_app, name="keys")
+app.command("worker")(worker)
 
 T = TypeVar("T")
 
@@ -84,14 +91,41 @@ def migrate() -> None:
     typer.echo("database is at the latest schema")
 
 
+def _tls13_config_class() -> type[Any]:
+    import ssl
+
+    import uvicorn
+
+    class TLS13Config(uvicorn.Config):
+        """uvicorn's config, with HTTPS limited to TLS 1.3 (the spec's data-in-transit requirement)."""
+
+        def load(self) -> None:
+            super().load()
+            if self.ssl is not None:
+                self.ssl.minimum_version = ssl.TLSVersion.TLSv1_3
+
+    return TLS13Config
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (PORT, default 8000)")] = None,
-    workers: Annotated[int, typer.Option(help="Uvicorn worker processes")] = 1,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Do not run the in-process worker (run `leadflow worker`)")
+    ] = False,
+    ssl_certfile: Annotated[
+        str | None, typer.Option(help="PEM certificate: serve HTTPS, TLS 1.3 only")
+    ] = None,
+    ssl_keyfile: Annotated[str | None, typer.Option(help="PEM private key for --ssl-certfile")] = None,
 ) -> None:
-    """Serve the API and its docs (/docs)."""
+    """Serve the API, its docs (/docs) and, unless --no-worker, one background worker."""
+    import os
+
     import uvicorn
+
+    if no_worker:
+        os.environ["RUN_WORKER"] = "false"
 
     from leadflow.observability.logging import configure_logging
 
@@ -101,17 +135,23 @@ def serve(
     except ConfigError as exc:
         typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    if bool(ssl_certfile) != bool(ssl_keyfile):
+        typer.echo("error: --ssl-certfile and --ssl-keyfile go together", err=True)
+        raise typer.Exit(2)
     configure_logging(settings.log_level)
-    uvicorn.run(
+    TLS13Config = _tls13_config_class()
+    config = TLS13Config(
         "leadflow.app:create_app",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
-        workers=workers,
         access_log=False,
         log_config=None,
         proxy_headers=False,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
+    uvicorn.Server(config).run()
 
 
 async def _create_campaign(engine: AsyncEngine, data: dict[str, Any]) -> Any:
@@ -197,14 +237,18 @@ def tokens_create(
     settings = _settings()
 
     async def work(engine: AsyncEngine) -> Any:
+        from leadflow.security.audit import CLI, record
+
         async with engine.begin() as conn:
-            return await create_token(
+            created = await create_token(
                 conn,
                 name=name,
                 role=role,
                 subject=subject,
                 expires_in=timedelta(days=expires_days) if expires_days else None,
             )
+            await record(conn, CLI, "token.create", "token", str(created.id), {"role": role, "name": name})
+            return created
 
     try:
         created = _run(settings, work)
@@ -215,6 +259,64 @@ def tokens_create(
         f"created {created.role} token #{created.id} '{created.name}' (store it now, it is not shown again):"
     )
     typer.echo(created.token)
+
+
+@tokens_app.command("list")
+def tokens_list() -> None:
+    """List API tokens (never the secrets) as JSON lines."""
+    from sqlalchemy import select
+
+    from leadflow.security.tokens import tokens
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> list[Any]:
+        async with engine.connect() as conn:
+            query = select(
+                tokens.c.id,
+                tokens.c.name,
+                tokens.c.role,
+                tokens.c.subject,
+                tokens.c.prefix,
+                tokens.c.created_at,
+                tokens.c.expires_at,
+                tokens.c.revoked_at,
+                tokens.c.last_used_at,
+            ).order_by(tokens.c.id)
+            return list((await conn.execute(query)).all())
+
+    import orjson
+
+    for row in _run(settings, work):
+        typer.echo(orjson.dumps(dict(row._mapping)).decode())
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id (from tokens list)")]) -> None:
+    """Revoke a token; it stops working within seconds on every server."""
+    from sqlalchemy import update
+
+    from leadflow.kit.clock import utcnow
+    from leadflow.security.audit import CLI, record
+    from leadflow.security.tokens import tokens
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> int:
+        async with engine.begin() as conn:
+            result = await conn.execute(
+                update(tokens)
+                .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+            if result.rowcount:
+                await record(conn, CLI, "token.revoke", "token", str(token_id))
+            return int(result.rowcount or 0)
+
+    if _run(settings, work) == 0:
+        typer.echo(f"error: no active token #{token_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"token #{token_id} revoked")
 
 
 @app.command()

@@ -6,6 +6,7 @@ import base64
 import binascii
 import os
 import secrets
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -72,6 +73,39 @@ def generate_key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+@dataclass(frozen=True)
+class KeyFile:
+    """The development key file: the primary key on its first line, then ``old=`` and ``blind=`` lines."""
+
+    keys: list[bytes]
+    blind: bytes | None
+
+    @classmethod
+    def parse(cls, text: str, name: str) -> KeyFile:
+        primary: bytes | None = None
+        old: list[bytes] = []
+        blind: bytes | None = None
+        for line in (raw.strip() for raw in text.splitlines()):
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("old="):
+                old.append(decode_key(line[4:], name))
+            elif line.startswith("blind="):
+                blind = decode_key(line[6:], name)
+            elif primary is None:
+                primary = decode_key(line, name)
+        if primary is None:
+            raise ConfigError(f"{name} holds no key")
+        return cls([primary, *old], blind)
+
+    def render(self) -> str:
+        lines = [base64.b64encode(self.keys[0]).decode()]
+        lines += [f"old={base64.b64encode(k).decode()}" for k in self.keys[1:]]
+        if self.blind is not None:
+            lines.append(f"blind={base64.b64encode(self.blind).decode()}")
+        return "\n".join(lines) + "\n"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 
@@ -87,7 +121,23 @@ class Settings(BaseSettings):
     port: int = 8000
     log_level: str = "INFO"
 
+    # --- abuse protection ----------------------------------------------------------------------
+    rate_limit_per_ip: str = "100/minute"
+    rate_limit_per_campaign: str = "1000/hour"
+    lockout_threshold: int = 10  # failures within the window before the first lock-out
+    lockout_window_seconds: float = 600.0
+    lockout_base_seconds: float = 30.0  # doubles with each further failure
+    lockout_max_seconds: float = 3600.0
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)  # CIDRs
+    bot_min_fill_seconds: float = 2.0
+    reject_disposable_emails: bool = False
+
+    # --- privacy ---------------------------------------------------------------------------------
+    retention_days: int = Field(2555, ge=1, le=2557)  # the spec's maximum: 7 years
+    retention_action: Literal["anonymize", "delete"] = "anonymize"
+
     # --- processing pipeline -------------------------------------------------------------------
+    run_worker: bool = True  # `leadflow serve` runs one in-process worker unless --no-worker
     worker_concurrency: int = 16
     worker_poll_seconds: float = 0.5
     worker_lease_seconds: float = 60.0
@@ -151,6 +201,7 @@ class Settings(BaseSettings):
         "encryption_old_keys",
         "dns_nameservers",
         "sendgrid_list_ids",
+        "trusted_proxies",
         mode="before",
     )
     @classmethod
@@ -184,21 +235,25 @@ class Settings(BaseSettings):
     @cached_property
     def encryption_keys(self) -> list[bytes]:
         """Primary key first, then old keys (still readable, never used to write)."""
-        primary = self._primary_key()
-        old = [decode_key(k.get_secret_value(), "ENCRYPTION_OLD_KEYS") for k in self.encryption_old_keys]
-        return [primary, *old]
-
-    def _primary_key(self) -> bytes:
         if self.encryption_key is not None:
-            raw = decode_key(self.encryption_key.get_secret_value())
-            if self.production and is_weak_key(raw):
+            primary = decode_key(self.encryption_key.get_secret_value())
+            if self.production and is_weak_key(primary):
                 raise ConfigError("ENCRYPTION_KEY is weak: use 32 random bytes (leadflow keys generate)")
-            return raw
+            old = [decode_key(k.get_secret_value(), "ENCRYPTION_OLD_KEYS") for k in self.encryption_old_keys]
+            if old and self.blind_index_key is None:
+                raise ConfigError(
+                    "ENCRYPTION_OLD_KEYS is set but BLIND_INDEX_KEY is not: pin the blind index key that "
+                    "`leadflow keys rotate` printed, or look-ups and de-duplication break"
+                )
+            return [primary, *old]
+        return self.key_file().keys
+
+    def key_file(self) -> KeyFile:
         if self.production:
             raise ConfigError("ENCRYPTION_KEY is required when LEADFLOW_ENV=production")
         path = self.encryption_key_file
         if path.exists():
-            return decode_key(path.read_text(), str(path))
+            return KeyFile.parse(path.read_text(), str(path))
         raise ConfigError(
             f"no ENCRYPTION_KEY and no key file at {path}: run `leadflow migrate` (it creates one) "
             "or set ENCRYPTION_KEY"
@@ -219,9 +274,12 @@ class Settings(BaseSettings):
 
     @cached_property
     def blind_key(self) -> bytes | None:
-        if self.blind_index_key is None:
-            return None
-        return decode_key(self.blind_index_key.get_secret_value(), "BLIND_INDEX_KEY")
+        """The pinned blind-index key; None means "derive it from the primary key" (no rotation yet)."""
+        if self.blind_index_key is not None:
+            return decode_key(self.blind_index_key.get_secret_value(), "BLIND_INDEX_KEY")
+        if self.encryption_key is None and self.encryption_key_file.exists():
+            return self.key_file().blind
+        return None
 
     def sqlite_path(self) -> Path | None:
         if not self.is_sqlite:

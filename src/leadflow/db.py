@@ -32,6 +32,10 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
         options.update(pool_size=8, max_overflow=8)
     else:
         options.update(pool_size=10, max_overflow=20, pool_recycle=1800)
+        if url.startswith("mysql"):
+            # READ COMMITTED (PostgreSQL's default) rather than REPEATABLE READ: fewer gap locks between
+            # captures and the worker, and reads see other transactions' commits.
+            options.update(isolation_level="READ COMMITTED")
     options.update(kwargs)
     engine = create_async_engine(url, **options)
     if settings.is_sqlite:

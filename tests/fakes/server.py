@@ -14,7 +14,7 @@ import socket
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs
 
 import uvicorn
@@ -63,6 +63,7 @@ class FakeVendor:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.scripted: deque[Reply] = deque()
+        self._stalls: deque[float] = deque()
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -78,6 +79,11 @@ class FakeVendor:
         """Serve these replies, in order, to the next requests (before normal handling)."""
         with self._lock:
             self.scripted.extend(replies)
+
+    def stall(self, seconds: float, count: int = 1) -> None:
+        """Hold the next ``count`` requests for ``seconds`` before answering (timeouts, killed clients)."""
+        with self._lock:
+            self._stalls.extend([seconds] * count)
 
     @property
     def accepted(self) -> list[Recorded]:
@@ -95,6 +101,9 @@ class FakeVendor:
         with self._lock:
             self.requests.append(recorded)
             scripted = self.scripted.popleft() if self.scripted else None
+            delay = self._stalls.popleft() if self._stalls else 0.0
+        if delay:
+            await asyncio.sleep(delay)
         if scripted is not None:
             return scripted.response()
         try:
@@ -104,7 +113,7 @@ class FakeVendor:
         recorded.accepted = 200 <= reply.status < 300
         return reply.response()
 
-    def __enter__(self) -> FakeVendor:
+    def __enter__(self) -> Self:
         app = Starlette(
             routes=[Route("/{path:path}", self._endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])]
         )

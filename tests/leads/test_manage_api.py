@@ -166,8 +166,13 @@ async def test_list_filters_and_cursor_pagination(
 
 
 @pytest.mark.parametrize("role", ["sales", "manager", "admin"])
-async def test_roles_that_may_manage_leads(harness: Harness, campaign: dict[str, Any], role: str) -> None:
+async def test_roles_that_may_manage_leads(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str], role: str
+) -> None:
     lead_id = await _capture(harness)
+    await harness.client.patch(
+        f"/v1/api/leads/{lead_id}", headers=admin, json={"assigned_to": f"{role}@nexlink.website"}
+    )
     headers = await harness.token(role, subject=f"{role}@nexlink.website")
     response = await harness.client.patch(f"/v1/api/leads/{lead_id}", headers=headers, json={"note": "hi"})
     assert response.status_code == 200

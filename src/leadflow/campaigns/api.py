@@ -20,6 +20,7 @@ from leadflow.campaigns.schemas import (
     CampaignWithToken,
 )
 from leadflow.errors import json_response, responses
+from leadflow.security.audit import Actor, record
 from leadflow.security.auth import require
 from leadflow.security.tokens import Principal
 
@@ -54,10 +55,11 @@ async def list_campaigns(
     responses=responses(400, 401, 403, 409),
 )
 async def create_campaign(
-    request: Request, body: CampaignCreate, _: Principal = Depends(require("campaigns:write"))
+    request: Request, body: CampaignCreate, principal: Principal = Depends(require("campaigns:write"))
 ) -> CampaignWithToken:
     async with request.app.state.engine.begin() as conn:
         created = await service.create(conn, body)
+        await record(conn, Actor.from_request(request, principal), "campaign.create", "campaign", body.id)
     request.app.state.campaigns.invalidate(body.id)
     return created
 
@@ -88,10 +90,18 @@ async def update_campaign(
     request: Request,
     campaign_id: CampaignId,
     body: CampaignUpdate,
-    _: Principal = Depends(require("campaigns:write")),
+    principal: Principal = Depends(require("campaigns:write")),
 ) -> CampaignOut:
     async with request.app.state.engine.begin() as conn:
         updated = await service.update(conn, campaign_id, body)
+        await record(
+            conn,
+            Actor.from_request(request, principal),
+            "campaign.update",
+            "campaign",
+            campaign_id,
+            {"fields": sorted(body.model_fields_set)},
+        )
     request.app.state.campaigns.invalidate(campaign_id)
     return updated
 
@@ -104,10 +114,11 @@ async def update_campaign(
     responses=responses(401, 403, 404, 409),
 )
 async def delete_campaign(
-    request: Request, campaign_id: CampaignId, _: Principal = Depends(require("campaigns:write"))
+    request: Request, campaign_id: CampaignId, principal: Principal = Depends(require("campaigns:write"))
 ) -> Response:
     async with request.app.state.engine.begin() as conn:
         await service.delete(conn, campaign_id)
+        await record(conn, Actor.from_request(request, principal), "campaign.delete", "campaign", campaign_id)
     request.app.state.campaigns.invalidate(campaign_id)
     return Response(status_code=204)
 
@@ -121,10 +132,13 @@ async def delete_campaign(
     responses=responses(401, 403, 404),
 )
 async def rotate_token(
-    request: Request, campaign_id: CampaignId, _: Principal = Depends(require("campaigns:write"))
+    request: Request, campaign_id: CampaignId, principal: Principal = Depends(require("campaigns:write"))
 ) -> CampaignWithToken:
     async with request.app.state.engine.begin() as conn:
         result = await service.set_token(conn, campaign_id, enabled=True)
+        await record(
+            conn, Actor.from_request(request, principal), "campaign.token_rotate", "campaign", campaign_id
+        )
     request.app.state.campaigns.invalidate(campaign_id)
     return result
 
@@ -137,10 +151,13 @@ async def rotate_token(
     responses=responses(401, 403, 404),
 )
 async def remove_token(
-    request: Request, campaign_id: CampaignId, _: Principal = Depends(require("campaigns:write"))
+    request: Request, campaign_id: CampaignId, principal: Principal = Depends(require("campaigns:write"))
 ) -> CampaignOut:
     async with request.app.state.engine.begin() as conn:
         result = await service.set_token(conn, campaign_id, enabled=False)
+        await record(
+            conn, Actor.from_request(request, principal), "campaign.token_remove", "campaign", campaign_id
+        )
     request.app.state.campaigns.invalidate(campaign_id)
     return CampaignOut(**result.model_dump(exclude={"token"}))
 

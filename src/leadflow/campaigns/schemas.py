@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
-from leadflow.kit.text import clean_line
+from leadflow.kit.text import clean_line, clean_text
 
 CampaignType = Literal["service", "product", "consultation", "assessment"]
 CampaignStatus = Literal["draft", "active", "paused", "completed"]
@@ -51,10 +51,15 @@ class CampaignFields(BaseModel):
         examples=[["Nextcloud Installation"]],
     )
 
-    @field_validator("name", "assigned_to", mode="before")
+    @field_validator("name", "assigned_to", "landing_page_url", mode="before")
     @classmethod
     def _clean(cls, value: object) -> object:
         return clean_line(value) if isinstance(value, str) else value
+
+    @field_validator("description", mode="before")
+    @classmethod
+    def _clean_text(cls, value: object) -> object:
+        return clean_text(value) if isinstance(value, str) else value
 
     @field_validator("allowed_origins")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from disposable_email_domains import blocklist as _DISPOSABLE
@@ -23,3 +24,29 @@ def classify_domain(domain: str) -> EmailKind:
     if any(d in _FREE for d in candidates):
         return "free"
     return "business"
+
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def normalise_domain(domain: str) -> str | None:
+    """The domain in lower case without a trailing dot, or ``None`` when it cannot be a mail domain.
+
+    Accepts internationalised names (checked through their IDNA form). Rejects empty strings, single
+    labels, IP literals, anything holding ``@``, spaces or other characters a host name cannot have.
+    """
+    if not isinstance(domain, str):
+        return None
+    name = domain.strip().lower().removesuffix(".")
+    if not name or len(name) > 253:
+        return None
+    try:
+        ascii_name = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    labels = ascii_name.split(".")
+    if len(ascii_name) > 253 or len(labels) < 2:
+        return None
+    if not all(_LABEL.match(label) for label in labels) or labels[-1].isdigit():
+        return None
+    return name

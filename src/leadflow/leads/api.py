@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import ValidationError
 
+from leadflow.campaigns.service import CaptureCampaign
+from leadflow.config import Settings
+from leadflow.enrichment.email_domain import classify_domain
 from leadflow.errors import ApiError, json_response, responses, validation_error
 from leadflow.kit.ids import LEAD_ID_RE
 from leadflow.kit.pagination import decode_cursor
@@ -24,13 +28,24 @@ from leadflow.leads.schemas import (
     LeadUpdate,
     Status,
 )
+from leadflow.observability import metrics
+from leadflow.security.audit import Actor, record, record_now
 from leadflow.security.auth import require
+from leadflow.security.ratelimit import Guard, rate_limited
 from leadflow.security.tokens import Principal
 
 router = APIRouter(prefix="/v1/api", tags=["leads"])
+log = structlog.get_logger("leadflow.leads")
 
 CORS_HEADERS = "Content-Type, X-Campaign-Token, Idempotency-Key, X-Request-ID"
 LeadId = Annotated[str, Path(description="The public lead id", examples=["lead_abc123def456"])]
+
+
+def _scope(principal: Principal) -> str | None:
+    """Sales users see only the leads assigned to them (their token's subject); others see all."""
+    if principal.role == "sales":
+        return principal.subject or ""  # no subject: matches no lead (assignees are never empty)
+    return None
 
 
 def _check_lead_id(lead_id: str) -> str:
@@ -66,6 +81,61 @@ async def _bearer_may_ingest(request: Request) -> bool:
     return principal is not None and "leads:create" in principal.scopes
 
 
+FAILURES = frozenset({400, 401, 403, 413, 415})
+
+
+async def _accept(
+    request: Request, campaign_token: str | None, origin: str | None
+) -> tuple[CaptureRequest, CaptureCampaign]:
+    """Everything a client can get wrong: body, campaign, token, origin (failures count to lock-out)."""
+    state = request.app.state
+    settings = state.settings
+    if not _is_json(request.headers.get("content-type")):
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json")
+    raw = await _read_body(request, settings.max_body_bytes)
+    try:
+        body = CaptureRequest.model_validate_json(
+            raw, context={"phone_region": settings.default_phone_region}
+        )
+    except ValidationError as exc:
+        raise validation_error(exc.errors(include_input=False)) from None
+    campaign = await state.campaigns.get(body.campaign_id)
+    if campaign is None:
+        raise ApiError(404, "CAMPAIGN_NOT_FOUND", "Unknown campaign", field="campaign_id")
+    if campaign.status != "active":
+        raise ApiError(409, "CAMPAIGN_INACTIVE", f"The campaign is {campaign.status}", field="campaign_id")
+    if not campaign.origin_ok(origin):
+        raise ApiError(403, "ORIGIN_NOT_ALLOWED", "This origin may not submit to this campaign")
+    if not campaign.token_ok(campaign_token) and not await _bearer_may_ingest(request):
+        raise ApiError(401, "INVALID_CAMPAIGN_TOKEN", "X-Campaign-Token is missing or wrong")
+    return body, campaign
+
+
+def _reject_bots(body: CaptureRequest, settings: Settings) -> None:
+    """Honeypot, minimum fill time and (optionally) disposable addresses. Rejected spam is counted only."""
+    form = body.form_metadata
+    reason = None
+    if form.honeypot:
+        reason = "honeypot"
+    else:
+        fill = form.fill_time_seconds
+        if fill is None and form.started_at is not None and form.timestamp is not None:
+            fill = (form.timestamp - form.started_at).total_seconds()
+        if fill is not None and fill < settings.bot_min_fill_seconds:
+            reason = "too_fast"
+    if reason is not None:
+        metrics.LEADS_CAPTURED.labels(f"spam_{reason}").inc()
+        log.info("spam_rejected", reason=reason, campaign_id=body.campaign_id)
+        raise ApiError(400, "SUBMISSION_REJECTED", "The submission was rejected as automated")
+    if settings.reject_disposable_emails:
+        domain = body.contact.email.rsplit("@", 1)[1]
+        if classify_domain(domain) == "disposable":
+            metrics.LEADS_CAPTURED.labels("spam_disposable").inc()
+            raise ApiError(
+                400, "DISPOSABLE_EMAIL", "Disposable e-mail addresses are not accepted", field="contact.email"
+            )
+
+
 @router.options("/leads", include_in_schema=False)
 async def capture_preflight(request: Request) -> Response:
     origin = request.headers.get("origin")
@@ -97,7 +167,7 @@ async def capture_preflight(request: Request) -> Response:
         "role); campaigns with allowed origins reject other browser `Origin`s."
     ),
     responses={
-        **responses(400, 401, 403, 404, 409, 413, 415, 503),
+        **responses(400, 401, 403, 404, 409, 413, 415, 429, 503),
         201: {
             "description": "Stored (or the original answer to a retried Idempotency-Key)",
             "headers": {"Access-Control-Allow-Origin": {"schema": {"type": "string"}}},
@@ -123,29 +193,27 @@ async def capture(
 ) -> Response:
     state = request.app.state
     settings = state.settings
-    if not _is_json(request.headers.get("content-type")):
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json")
-    raw = await _read_body(request, settings.max_body_bytes)
+    guard: Guard = state.guard
+    ip = request.scope["state"].get("client_ip") or "unknown"
+    await guard.raise_if_locked(ip)
+    verdict = await guard.check_ip(ip)
+    if not verdict.allowed:
+        raise rate_limited(verdict, "per client address")
     try:
-        body = CaptureRequest.model_validate_json(
-            raw, context={"phone_region": settings.default_phone_region}
-        )
-    except ValidationError as exc:
-        raise validation_error(exc.errors(include_input=False)) from None
-
-    campaign = await state.campaigns.get(body.campaign_id)
-    if campaign is None:
-        raise ApiError(404, "CAMPAIGN_NOT_FOUND", "Unknown campaign", field="campaign_id")
-    if campaign.status != "active":
-        raise ApiError(409, "CAMPAIGN_INACTIVE", f"The campaign is {campaign.status}", field="campaign_id")
-    if not campaign.origin_ok(origin):
-        raise ApiError(403, "ORIGIN_NOT_ALLOWED", "This origin may not submit to this campaign")
-    if not campaign.token_ok(x_campaign_token) and not await _bearer_may_ingest(request):
-        raise ApiError(401, "INVALID_CAMPAIGN_TOKEN", "X-Campaign-Token is missing or wrong")
+        body, campaign = await _accept(request, x_campaign_token, origin)
+    except ApiError as exc:
+        if exc.status in FAILURES:
+            await guard.record_failure(ip)
+        raise
+    verdict = await guard.check_campaign(campaign.id)
+    if not verdict.allowed:
+        raise rate_limited(verdict, "per campaign")
+    _reject_bots(body, settings)
     key = idempotency_key.strip() if idempotency_key else None
 
-    client = request.client.host if request.client else None
-    prepared = prepare(body, campaign, state.cipher, state.catalog, client, key or None)
+    prepared = prepare(
+        body, campaign, state.cipher, state.catalog, ip if ip != "unknown" else None, key or None
+    )
     outcome = await state.writer.submit(prepared)
 
     cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else None
@@ -205,7 +273,7 @@ async def lead_status(
 )
 async def list_leads(
     request: Request,
-    _: Principal = Depends(require("leads:read")),
+    principal: Principal = Depends(require("leads:read")),
     campaign_id: Annotated[str | None, Query(max_length=100)] = None,
     status: Status | None = None,
     grade: Grade | None = None,
@@ -222,10 +290,27 @@ async def list_leads(
     def aware(value: datetime | None) -> datetime | None:
         return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
-    flt = LeadFilter(campaign_id, status, grade, assigned_to, aware(created_from), aware(created_to))
+    flt = LeadFilter(
+        campaign_id,
+        status,
+        grade,
+        assigned_to,
+        aware(created_from),
+        aware(created_to),
+        only_assigned_to=_scope(principal),
+    )
     before = decode_cursor(cursor)
     async with request.app.state.engine.connect() as conn:
-        return await service.page(conn, request.app.state.cipher, flt, before, limit)
+        result = await service.page(conn, request.app.state.cipher, flt, before, limit)
+    await record_now(
+        request.app.state.engine,
+        Actor.from_request(request, principal),
+        "lead.list",
+        "lead",
+        None,
+        {"lead_ids": [item.lead_id for item in result.items]},
+    )
+    return result
 
 
 @router.get(
@@ -236,11 +321,17 @@ async def list_leads(
     responses=responses(401, 403, 404),
 )
 async def lead_detail(
-    request: Request, lead_id: LeadId, _: Principal = Depends(require("leads:read"))
+    request: Request, lead_id: LeadId, principal: Principal = Depends(require("leads:read"))
 ) -> LeadDetail:
     _check_lead_id(lead_id)
     async with request.app.state.engine.connect() as conn:
-        return await service.detail(conn, request.app.state.cipher, lead_id)
+        result = await service.detail(
+            conn, request.app.state.cipher, lead_id, only_assigned_to=_scope(principal)
+        )
+    await record_now(
+        request.app.state.engine, Actor.from_request(request, principal), "lead.read", "lead", lead_id
+    )
+    return result
 
 
 @router.patch(
@@ -274,10 +365,13 @@ async def update_lead(
 ) -> LeadDetail:
     _check_lead_id(lead_id)
     state = request.app.state
+    scope = _scope(principal)
+    actor = Actor.from_request(request, principal)
     async with state.engine.begin() as conn:
-        await service.update(conn, state.cipher, lead_id, body, principal.actor)
+        await service.update(conn, state.cipher, lead_id, body, principal.actor, only_assigned_to=scope)
+        await record(conn, actor, "lead.update", "lead", lead_id, {"fields": sorted(body.model_fields_set)})
     async with state.engine.connect() as conn:
-        return await service.detail(conn, state.cipher, lead_id)
+        return await service.detail(conn, state.cipher, lead_id, only_assigned_to=scope)
 
 
 def extra_schemas() -> dict[str, Any]:

@@ -11,7 +11,7 @@ that transaction.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -28,6 +28,8 @@ from leadflow.kit.ids import new_lead_ids
 from leadflow.kit.text import email_index_form
 from leadflow.leads import repository as repo
 from leadflow.leads.schemas import CaptureRequest
+from leadflow.privacy.regions import regime
+from leadflow.privacy.repository import previously_erased
 from leadflow.scoring import rules
 from leadflow.scoring.channels import classify
 from leadflow.security.crypto import FieldCipher
@@ -134,6 +136,11 @@ def prepare(
         "form_type": form.form_type,
         "form_version": form.form_version,
         "consent_given": form.consent_given,
+        "consent_at": utcnow() if form.consent_given else None,
+        "consent_notice_version": form.consent_notice_version if form.consent_given else None,
+        "do_not_sell": form.do_not_sell,
+        "privacy_regime": regime(contact.country, contact.region) if contact.country else None,
+        "email_kind": score_input.email_kind,
         "submitted_at": submitted,
         "status": "new",
         "idempotency_key": idempotency_key,
@@ -189,6 +196,7 @@ class CaptureWriter:
         self._closed = False
         self.batches = 0
         self.leads_written = 0
+        self.on_commit: Callable[[], None] | None = None  # e.g. wake the in-process worker
 
     async def submit(self, item: PreparedLead) -> CaptureOutcome:
         if self._closed:
@@ -261,11 +269,23 @@ class CaptureWriter:
                 (r.campaign_id, r.idempotency_key): r for r in await repo.by_idempotency_keys(conn, keyed)
             }
             plan = self._plan(items, earlier, visitors, by_key, now)
+            erased = await previously_erased(conn, sorted({r["email_hash"] for r in plan.lead_rows}))
             ids = await repo.insert_leads(conn, plan.lead_rows) if plan.lead_rows else []
             activity_rows: list[dict[str, Any]] = []
             job_rows: list[dict[str, Any]] = []
             id_at = dict(zip(plan.lead_index, ids, strict=True))
             for row, lead_id in zip(plan.lead_rows, ids, strict=True):
+                if row["email_hash"] in erased:
+                    activity_rows.append(
+                        {
+                            "lead_id": lead_id,
+                            "activity_type": "previously_erased",
+                            "description": "This person asked for erasure before; check consent before contacting",
+                            "performed_by": "system",
+                            "metadata": None,
+                            "created_at": now,
+                        }
+                    )
                 activity_rows.append(
                     {
                         "lead_id": lead_id,
@@ -309,6 +329,8 @@ class CaptureWriter:
             await repo.insert_jobs(conn, job_rows)
         self.batches += 1
         self.leads_written += len(ids)
+        if ids and self.on_commit is not None:
+            self.on_commit()
         return [o for o in plan.outcomes if o is not None]
 
     def _plan(

@@ -2,6 +2,83 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Annotated, TextIO
+
 import typer
 
 leads_app = typer.Typer(help="Work with leads (CSV export, the CRM fallback).", no_args_is_help=True)
+
+
+def _open_private(path: Path) -> tuple[TextIO, bool]:
+    """The output, and whether it is a regular file (created or truncated, owner-only: it holds
+    personal data). A device or pipe (``/dev/stdout``, a FIFO) is written as it is."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    if regular:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode on O_TRUNC: tighten it
+    return os.fdopen(fd, "w", newline="", encoding="utf-8"), regular
+
+
+@leads_app.command("export")
+def export(
+    campaign: Annotated[str | None, typer.Option("--campaign", help="Only this campaign id")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Created on/after: YYYY-MM-DD (UTC day) or ISO datetime")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Created up to: YYYY-MM-DD (inclusive day) or ISO datetime (exclusive)")
+    ] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="CSV file to write, or - for stdout")] = "-",
+) -> None:
+    """Export leads as CSV (decrypted; spreadsheet-safe), newest first. The count goes to stderr."""
+    from leadflow.cli import _run, _settings
+    from leadflow.integrations.csv_export import ExportFilter, export_csv, parse_bound
+    from leadflow.security.crypto import DecryptionError
+
+    try:
+        flt = ExportFilter(
+            campaign_id=campaign,
+            since=parse_bound(since, end=False) if since else None,
+            until=parse_bound(until, end=True) if until else None,
+        )
+    except ValueError as exc:
+        typer.echo(f"invalid date: {exc} (use YYYY-MM-DD or an ISO datetime)", err=True)
+        raise typer.Exit(2) from exc
+    if flt.since and flt.until and flt.since >= flt.until:
+        typer.echo("--since must be before --until", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+
+    def write(out: TextIO, destination: str) -> int:
+        try:
+            return _run(settings, lambda engine: export_csv(engine, settings, out, flt, destination))
+        except DecryptionError as exc:
+            typer.echo(
+                f"cannot decrypt the leads ({exc}): is ENCRYPTION_KEY the key they were written with?",
+                err=True,
+            )
+            raise typer.Exit(1) from exc
+
+    if output == "-":
+        count = write(sys.stdout, "stdout")
+    else:
+        path = Path(output)
+        try:
+            handle, regular = _open_private(path)
+        except OSError as exc:
+            typer.echo(f"cannot write {path}: {exc.strerror}", err=True)
+            raise typer.Exit(1) from exc
+        try:
+            with handle:
+                count = write(handle, str(path))
+        except BaseException:
+            if regular:
+                with contextlib.suppress(OSError):
+                    path.unlink()  # no half-written export of personal data left behind
+            raise
+    typer.echo(f"exported {count} leads", err=True)

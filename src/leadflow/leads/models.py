@@ -48,6 +48,7 @@ class Lead(Base):
         Index("idx_created", "created_at"),
         Index("idx_visitor", "visitor_id"),
         Index("idx_assigned", "assigned_to", "status"),
+        Index("idx_assigned_member", "assigned_member_id", "status"),
         Index("uq_leads_idempotency", "campaign_id", "idempotency_key", unique=True),
     )
 

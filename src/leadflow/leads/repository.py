@@ -103,6 +103,7 @@ class LeadFilter:
     assigned_to: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    only_assigned_to: str | None = None  # a sales user's own leads
 
 
 async def list_page(
@@ -121,6 +122,8 @@ async def list_page(
         conditions.append(leads.c.created_at >= flt.created_from)
     if flt.created_to:
         conditions.append(leads.c.created_at < flt.created_to)
+    if flt.only_assigned_to is not None:
+        conditions.append(leads.c.assigned_to == flt.only_assigned_to)
     if before_id is not None:
         conditions.append(leads.c.id < before_id)
     query = select(leads).where(and_(True, *conditions)).order_by(leads.c.id.desc()).limit(limit)
@@ -145,3 +148,7 @@ async def lock_for_update(conn: AsyncConnection, public_id: str) -> AnyRow | Non
 
 async def update_lead(conn: AsyncConnection, lead_id: int, values: dict[str, Any]) -> None:
     await conn.execute(update(leads).where(leads.c.id == lead_id).values(**values))
+
+
+async def get_by_id(conn: AsyncConnection, lead_id: int) -> AnyRow | None:
+    return (await conn.execute(select(leads).where(leads.c.id == lead_id))).first()

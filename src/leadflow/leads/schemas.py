@@ -35,6 +35,18 @@ class Contact(BaseModel):
     email: str = Field(max_length=255, examples=["john.doe@company.com"])
     phone: str | None = Field(None, max_length=50, examples=["+1-555-123-4567"])
     company: str | None = Field(None, max_length=255, examples=["Acme Corp"])
+    country: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z]{2}$",
+        description="ISO 3166-1 country the person gives; decides GDPR/CCPA before GeoIP does",
+        examples=["US"],
+    )
+    region: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9]{1,3}$",
+        description="ISO 3166-2 subdivision code without the country (e.g. CA for California)",
+        examples=["CA"],
+    )
 
     @field_validator("first_name", "last_name", "company", "phone", mode="before")
     @classmethod
@@ -135,8 +147,26 @@ class FormMetadata(BaseModel):
     form_version: str | None = Field(None, max_length=50, examples=["v2.1"])
     consent_given: bool = Field(False, examples=[True])
     timestamp: datetime | None = Field(None, examples=["2025-10-03T10:30:00Z"])
+    consent_notice_version: str | None = Field(
+        None,
+        max_length=50,
+        description="Version of the privacy notice shown with the consent box",
+        examples=["2025-09"],
+    )
+    do_not_sell: bool = Field(False, description="CCPA: do not sell or share my personal information")
+    honeypot: str | None = Field(
+        None,
+        max_length=1000,
+        description="Bot trap: a hidden form field people leave empty. Any value rejects the submission.",
+    )
+    started_at: datetime | None = Field(
+        None, description="When the form was shown (for the minimum fill time)"
+    )
+    fill_time_seconds: float | None = Field(
+        None, ge=0, le=86400, description="Seconds between showing and submitting the form (embed script)"
+    )
 
-    @field_validator("form_type", "form_version", mode="before")
+    @field_validator("form_type", "form_version", "consent_notice_version", mode="before")
     @classmethod
     def _clean(cls, value: object) -> object:
         return _line(value)

@@ -90,9 +90,15 @@ async def status(conn: AsyncConnection, public_id: str) -> LeadStatusResponse:
     )
 
 
-async def detail(conn: AsyncConnection, cipher: FieldCipher, public_id: str) -> LeadDetail:
+def _visible(row: AnyRow | None, only_assigned_to: str | None) -> bool:
+    return row is not None and (only_assigned_to is None or row.assigned_to == only_assigned_to)
+
+
+async def detail(
+    conn: AsyncConnection, cipher: FieldCipher, public_id: str, *, only_assigned_to: str | None = None
+) -> LeadDetail:
     row = await repo.get_by_public_id(conn, public_id)
-    if row is None:
+    if row is None or not _visible(row, only_assigned_to):
         raise ApiError(404, "LEAD_NOT_FOUND", "Lead not found", field="lead_id")
     data = decrypt_row(cipher, row)
     data["previous_lead_id"] = await repo.public_id_of(conn, row.previous_lead_id)
@@ -148,11 +154,17 @@ def _activity_out(cipher: FieldCipher, a: AnyRow) -> Activity:
 
 
 async def update(
-    conn: AsyncConnection, cipher: FieldCipher, public_id: str, body: LeadUpdate, actor: str
+    conn: AsyncConnection,
+    cipher: FieldCipher,
+    public_id: str,
+    body: LeadUpdate,
+    actor: str,
+    *,
+    only_assigned_to: str | None = None,
 ) -> None:
     """Apply a salesperson's change; every change becomes an activity. Raises 409 on a bad transition."""
     row = await repo.lock_for_update(conn, public_id)
-    if row is None:
+    if row is None or not _visible(row, only_assigned_to):
         raise ApiError(404, "LEAD_NOT_FOUND", "Lead not found", field="lead_id")
     now = utcnow()
     changes = body.model_dump(exclude_unset=True)

@@ -14,6 +14,8 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from leadflow.security.clientip import Network, client_ip
+
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _EMAIL = re.compile(r"[^\s@'\"<>(),;:]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 # Libraries that log SQL parameters or URLs at debug/info level: never below WARNING.
@@ -81,6 +83,38 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
 access_log = structlog.get_logger("leadflow.access")
 
 
+def _has_nul(scope: Scope) -> bool:
+    """NUL bytes in the path or query: no database accepts them in text, so refuse early."""
+    query: bytes = scope.get("query_string", b"")
+    path: str = scope.get("path", "")
+    return (
+        b"%00" in query
+        or b"\x00" in query
+        or "\x00" in path
+        or "%00" in scope.get("raw_path", b"").decode("latin-1")
+    )
+
+
+async def _reject_nul(send: Send) -> None:
+    body = orjson.dumps(
+        {
+            "success": False,
+            "error": "VALIDATION_ERROR",
+            "message": "NUL characters are not allowed in the URL",
+            "field": None,
+            "code": 400,
+        }
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 400,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class RequestContextMiddleware:
     """Pure ASGI middleware: request id (X-Request-ID in and out), one access line per request.
 
@@ -88,20 +122,26 @@ class RequestContextMiddleware:
     the status and the duration are logged.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, trusted_proxies: tuple[Network, ...] = ()) -> None:
         self.app = app
+        self.trusted = trusted_proxies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         incoming = ""
+        forwarded = None
         for key, value in scope["headers"]:
             if key == b"x-request-id":
                 incoming = value.decode("latin-1")
-                break
+            elif key == b"x-forwarded-for":
+                forwarded = value.decode("latin-1")
         request_id = incoming if _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        peer = scope["client"][0] if scope.get("client") else None
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["client_ip"] = client_ip(peer, forwarded, self.trusted)
         structlog.contextvars.bind_contextvars(request_id=request_id)
         start = time.perf_counter()
         status = 500
@@ -115,6 +155,9 @@ class RequestContextMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        if _has_nul(scope):
+            await _reject_nul(send_with_id)
+            return
         try:
             await self.app(scope, receive, send_with_id)
         finally:

@@ -18,8 +18,12 @@ async def optional_principal(
 ) -> Principal | None:
     if credentials is None:
         return None
+    guard = request.app.state.guard
+    ip = request.scope.get("state", {}).get("client_ip") or "unknown"
+    await guard.raise_if_locked(ip)
     principal: Principal | None = await request.app.state.tokens.resolve(credentials.credentials)
     if principal is None:
+        await guard.record_failure(ip)  # guessing tokens gets an address locked out
         raise ApiError(401, "UNAUTHORIZED", "The API token is invalid, expired or revoked")
     request.state.principal = principal
     return principal

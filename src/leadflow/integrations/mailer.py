@@ -1,0 +1,319 @@
+"""Outgoing e-mail: Jinja2 rendering and one transport chosen by ``EMAIL_TRANSPORT``.
+
+``smtp`` sends with aiosmtplib (implicit TLS with ``SMTP_USE_TLS``, otherwise STARTTLS is *required*
+when ``SMTP_STARTTLS`` is on, so a server that stops offering it cannot downgrade us to plain text;
+login when ``SMTP_USER``/``SMTP_PASSWORD`` are set). ``sendgrid`` posts to SendGrid's v3 mail send.
+
+Failures follow the connector contract: refused connections, timeouts and 4xx SMTP replies are
+retriable, 5xx SMTP replies (and a server lacking a required extension) are permanent; HTTP answers go
+through :func:`leadflow.integrations.http.check`. SMTP replies often quote the recipient's address, so
+e-mail addresses are redacted from every message and excerpt we keep.
+
+Every message carries ``Message-ID`` and ``X-Leadflow-Dedup`` derived from the delivery's dedup key:
+a retry of the same delivery sends the same ids, so mail systems (and people) can recognise it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from email.message import EmailMessage
+from functools import lru_cache
+from typing import Any, Literal
+
+import aiosmtplib
+import httpx
+import jinja2
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from leadflow.config import Settings
+from leadflow.integrations.base import DeliveryError, Outcome, PermanentError, RetriableError
+from leadflow.integrations.http import check, excerpt, send
+
+DEDUP_HEADER = "X-Leadflow-Dedup"
+_EMAIL = re.compile(r"[^\s<>\"'(),;:@]+@[^\s<>\"'(),;:@]+\.[A-Za-z0-9-]+")
+_LINE_BREAKS = re.compile(r"[\r\n\t]+")
+
+
+def redact_emails(text: str) -> str:
+    return _EMAIL.sub("<email>", text)
+
+
+def one_line(text: str) -> str:
+    """Header-safe text: no line breaks (no header injection), whitespace collapsed."""
+    return " ".join(_LINE_BREAKS.sub(" ", text).split())
+
+
+# --- templates ----------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def template_environment() -> jinja2.Environment:
+    """Templates shipped in ``leadflow/integrations/templates``: HTML autoescaped, ``.txt`` verbatim."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("leadflow.integrations", "templates"),
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html", "xml"), disabled_extensions=("txt",), default=True
+        ),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+
+
+def render(name: str, **context: Any) -> Rendered:
+    """``{name}.subject.txt``, ``{name}.txt`` and ``{name}.html`` rendered with ``context``."""
+    env = template_environment()
+    return Rendered(
+        subject=one_line(env.get_template(f"{name}.subject.txt").render(**context)),
+        text=env.get_template(f"{name}.txt").render(**context),
+        html=env.get_template(f"{name}.html").render(**context),
+    )
+
+
+# --- the message --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingEmail:
+    to: str
+    subject: str
+    text: str
+    html: str
+    dedup_key: str  # the delivery's dedup key (plus the step for sequences)
+    to_name: str | None = None
+    reply_to: str | None = None
+    category: str = "leadflow"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def dedup_token(dedup_key: str) -> str:
+    """Opaque and stable: the same delivery always yields the same token; no ids leak into mail."""
+    return hashlib.sha256(dedup_key.encode()).hexdigest()[:40]
+
+
+def message_id(dedup_key: str, sender: str) -> str:
+    domain = sender.rpartition("@")[2] or "leadflow.invalid"
+    return f"<{dedup_token(dedup_key)}@{domain}>"
+
+
+class SmtpConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    port: int
+    username: str | None = None
+    password: SecretStr | None = None
+    starttls: bool = True
+    use_tls: bool = False
+    timeout: float = 10.0
+
+
+class SendGridMailConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    api_key: SecretStr
+    base_url: str = "https://api.sendgrid.com"
+    timeout: float = 10.0
+
+
+class MailConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    transport: Literal["smtp", "sendgrid"]
+    sender: str
+    sender_name: str | None = None
+    smtp: SmtpConfig | None = None
+    sendgrid: SendGridMailConfig | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MailConfig:
+        sender_name, sender = email.utils.parseaddr(settings.smtp_from)
+        smtp = None
+        if settings.smtp_host and settings.smtp_host.strip():
+            password = settings.smtp_password
+            smtp = SmtpConfig(
+                host=settings.smtp_host.strip(),
+                port=settings.smtp_port,
+                username=settings.smtp_user or None,
+                password=password if password is not None and password.get_secret_value() else None,
+                starttls=settings.smtp_starttls,
+                use_tls=settings.smtp_use_tls,
+                timeout=settings.http_timeout_seconds,
+            )
+        sendgrid = None
+        key = settings.sendgrid_api_key
+        if key is not None and key.get_secret_value().strip():
+            sendgrid = SendGridMailConfig(
+                api_key=key, base_url=settings.sendgrid_base_url, timeout=settings.http_timeout_seconds
+            )
+        return cls(
+            transport=settings.email_transport,
+            sender=sender,
+            sender_name=sender_name or None,
+            smtp=smtp,
+            sendgrid=sendgrid,
+        )
+
+    @property
+    def usable(self) -> bool:
+        if "@" not in self.sender:
+            return False
+        if self.transport == "sendgrid":
+            return self.sendgrid is not None
+        if self.smtp is None:
+            return False
+        # A user without a password (or the reverse) is a half-done configuration, not anonymous relay.
+        return (self.smtp.username is None) == (self.smtp.password is None)
+
+
+class Mailer:
+    """Sends one :class:`OutgoingEmail` through the configured transport."""
+
+    def __init__(self, settings: Settings, http: httpx.AsyncClient | None = None) -> None:
+        self.settings = settings
+        self.http = http
+        self.config = MailConfig.from_settings(settings)
+
+    def configured(self) -> bool:
+        return self.config.usable
+
+    async def send(self, msg: OutgoingEmail) -> Outcome:
+        if not self.configured():
+            raise PermanentError(f"e-mail transport {self.config.transport!r} is not configured")
+        if self.config.transport == "sendgrid":
+            return await self._send_sendgrid(msg)
+        return await self._send_smtp(msg)
+
+    # -- SMTP ------------------------------------------------------------------------------------------
+    def build_mime(self, msg: OutgoingEmail) -> EmailMessage:
+        mime = EmailMessage()
+        try:
+            mime["From"] = Address(display_name=self.config.sender_name or "", addr_spec=self.config.sender)
+            mime["To"] = Address(display_name=one_line(msg.to_name or ""), addr_spec=msg.to)
+            if msg.reply_to:
+                mime["Reply-To"] = Address(addr_spec=msg.reply_to)
+        except (ValueError, IndexError) as exc:
+            raise PermanentError(f"invalid e-mail address ({type(exc).__name__})") from None
+        mime["Subject"] = one_line(msg.subject)
+        mime["Date"] = email.utils.formatdate(usegmt=True)
+        mime["Message-ID"] = message_id(msg.dedup_key, self.config.sender)
+        mime[DEDUP_HEADER] = dedup_token(msg.dedup_key)
+        for name, value in msg.headers.items():
+            mime[name] = one_line(value)
+        mime.set_content(msg.text)
+        mime.add_alternative(msg.html, subtype="html")
+        return mime
+
+    async def _send_smtp(self, msg: OutgoingEmail) -> Outcome:
+        smtp = self.config.smtp
+        assert smtp is not None
+        mime = self.build_mime(msg)
+        try:
+            _, reply = await aiosmtplib.send(
+                mime,
+                hostname=smtp.host,
+                port=smtp.port,
+                username=smtp.username,
+                password=smtp.password.get_secret_value() if smtp.password else None,
+                use_tls=smtp.use_tls,
+                start_tls=False if smtp.use_tls else smtp.starttls,
+                timeout=smtp.timeout,
+            )
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise smtp_failure(exc, smtp.host) from None
+        return Outcome(
+            response_excerpt=excerpt(redact_emails(reply)),
+            external_id=str(mime["Message-ID"]),
+            detail="e-mail sent via smtp",
+        )
+
+    # -- SendGrid --------------------------------------------------------------------------------------
+    def sendgrid_body(self, msg: OutgoingEmail) -> dict[str, Any]:
+        to: dict[str, str] = {"email": msg.to}
+        if msg.to_name:
+            to["name"] = one_line(msg.to_name)
+        sender: dict[str, str] = {"email": self.config.sender}
+        if self.config.sender_name:
+            sender["name"] = self.config.sender_name
+        token = dedup_token(msg.dedup_key)
+        body: dict[str, Any] = {
+            "personalizations": [{"to": [to], "custom_args": {"leadflow_dedup": token}}],
+            "from": sender,
+            "subject": one_line(msg.subject),
+            # SendGrid requires text/plain before text/html.
+            "content": [{"type": "text/plain", "value": msg.text}, {"type": "text/html", "value": msg.html}],
+            "headers": {
+                "Message-ID": message_id(msg.dedup_key, self.config.sender),
+                DEDUP_HEADER: token,
+                **{name: one_line(value) for name, value in msg.headers.items()},
+            },
+            "categories": [msg.category],
+        }
+        if msg.reply_to:
+            body["reply_to"] = {"email": msg.reply_to}
+        return body
+
+    async def _send_sendgrid(self, msg: OutgoingEmail) -> Outcome:
+        config = self.config.sendgrid
+        assert config is not None
+        url = f"{config.base_url.rstrip('/')}/v3/mail/send"
+        kwargs: dict[str, Any] = {
+            "json": self.sendgrid_body(msg),
+            "headers": {"Authorization": f"Bearer {config.api_key.get_secret_value()}"},
+        }
+        if self.http is not None:
+            response = await send(self.http, "POST", url, **kwargs)
+        else:
+            async with httpx.AsyncClient(timeout=config.timeout) as client:
+                response = await send(client, "POST", url, **kwargs)
+        try:
+            outcome = check(response, external_id=response.headers.get("x-message-id"))
+        except DeliveryError as exc:
+            if exc.response_excerpt:
+                exc.response_excerpt = redact_emails(exc.response_excerpt)
+            raise
+        return Outcome(
+            status_code=outcome.status_code,
+            response_excerpt=outcome.response_excerpt,
+            external_id=outcome.external_id,
+            detail="e-mail sent via sendgrid",
+        )
+
+
+def smtp_failure(exc: BaseException, host: str) -> DeliveryError:
+    """Map an aiosmtplib/OS error to the connector contract (no addresses in what we keep)."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [r.code for r in exc.recipients]
+        text = redact_emails("; ".join(f"{r.code} {r.message}" for r in exc.recipients))
+        code = max(codes) if codes else None
+        if code is not None and code >= 500:
+            return PermanentError(
+                f"{host} refused the recipient: {text}", status_code=code, response_excerpt=text
+            )
+        return RetriableError(
+            f"{host} deferred the recipient: {text}", status_code=code, response_excerpt=text
+        )
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        text = excerpt(redact_emails(f"{exc.code} {exc.message}")) or ""
+        if exc.code >= 500:
+            return PermanentError(f"{host} answered {text}", status_code=exc.code, response_excerpt=text)
+        return RetriableError(f"{host} answered {text}", status_code=exc.code, response_excerpt=text)
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
+        return RetriableError(f"timeout talking to {host}")
+    if isinstance(exc, aiosmtplib.SMTPConnectError | aiosmtplib.SMTPServerDisconnected | OSError):
+        return RetriableError(f"cannot talk to {host}: {type(exc).__name__}")
+    # SMTPNotSupported, "STARTTLS/AUTH extension not supported": configuration, not luck.
+    return PermanentError(f"{host}: {redact_emails(str(exc))}")

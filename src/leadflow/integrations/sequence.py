@@ -1,0 +1,135 @@
+"""Automated e-mail sequence to the lead (only with consent).
+
+Step 0 acknowledges the request right away; each delivery returns a :class:`FollowUp` for the next
+step, so the worker schedules it as its own job: step 1 two days after step 0, step 2 on day five.
+The worker rebuilds the lead for every step and :meth:`EmailSequenceConnector.deliver` checks again,
+so the sequence stops as soon as the lead leaves ``new``/``contacted`` (a salesperson took over),
+consent is withdrawn, or the sequence is switched off.
+
+Replies go to the assigned team member when there is one. Every mail offers an opt-out by reply
+and carries ``List-Unsubscribe``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from leadflow.config import Settings
+from leadflow.integrations.base import (
+    DeliveryContext,
+    FollowUp,
+    LeadView,
+    Outcome,
+    PermanentError,
+    campaign_toggle,
+)
+from leadflow.integrations.mailer import Mailer, OutgoingEmail, render
+
+DAY = 86_400.0
+ACTIVE_STATUSES = frozenset({"new", "contacted"})
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    template: str
+    day: int  # days after step 0
+
+
+STEPS: tuple[Step, ...] = (Step("sequence_0", 0), Step("sequence_1", 2), Step("sequence_2", 5))
+
+
+class SequenceConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = True
+
+
+def step_of(payload: dict[str, Any]) -> int:
+    step = payload.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise PermanentError(f"invalid sequence step {step!r}")
+    return step
+
+
+def follow_up_after(step: int) -> FollowUp | None:
+    """The job for the step after ``step``, or None after the last one."""
+    following = step + 1
+    if following >= len(STEPS):
+        return None
+    delay = (STEPS[following].day - STEPS[step].day) * DAY
+    return FollowUp(delay_seconds=delay, payload={"step": following}, key=f"step{following}")
+
+
+class EmailSequenceConnector:
+    name: ClassVar[str] = "sequence"
+    max_attempts: ClassVar[int] = 6
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.config = SequenceConfig(enabled=settings.sequence_enabled)
+
+    def configured(self) -> bool:
+        # Credentials only. SEQUENCE_ENABLED=false is a switch checked by wants() and deliver(): steps
+        # already queued then end quietly instead of dead-lettering as "not configured".
+        return Mailer(self.settings).configured()
+
+    def stop_reason(self, lead: LeadView) -> str | None:
+        """Why this lead must not get (more of) the sequence; None when it may."""
+        if not self.config.enabled:
+            return "sequence disabled"
+        if not lead.consent_given:
+            return "no consent"
+        if not lead.email:
+            return "no e-mail address"
+        if lead.status not in ACTIVE_STATUSES:
+            return f"lead status is {lead.status}"
+        if campaign_toggle(lead, self.name) is False:
+            return "disabled for the campaign"
+        return None
+
+    def wants(self, lead: LeadView) -> bool:
+        return self.stop_reason(lead) is None
+
+    def compose(self, lead: LeadView, step: int, dedup_key: str) -> OutgoingEmail:
+        assignee = lead.assignee
+        service = lead.service_interest
+        rendered = render(
+            STEPS[step].template,
+            first_name=lead.first_name or "there",
+            service=service,
+            topic=service or "our services",
+            assignee_name=assignee.name if assignee else None,
+            signature=assignee.name if assignee else "The team",
+            urgent=lead.urgency_level == "high",
+        )
+        sender = Mailer(self.settings).config.sender
+        return OutgoingEmail(
+            to=lead.email,
+            to_name=lead.full_name or None,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            dedup_key=f"{dedup_key}#step{step}",
+            reply_to=assignee.email if assignee else None,
+            category=f"lead-sequence-{step}",
+            headers={"List-Unsubscribe": f"<mailto:{sender}?subject=unsubscribe>"},
+        )
+
+    async def deliver(self, lead: LeadView, ctx: DeliveryContext) -> Outcome:
+        step = step_of(ctx.payload)
+        if step >= len(STEPS):
+            return Outcome(detail="sequence finished")
+        reason = self.stop_reason(lead)
+        if reason is not None:
+            return Outcome(detail=f"sequence stopped before step {step}: {reason}")
+        sent = await Mailer(self.settings, ctx.http).send(self.compose(lead, step, ctx.dedup_key))
+        return Outcome(
+            status_code=sent.status_code,
+            response_excerpt=sent.response_excerpt,
+            external_id=sent.external_id,
+            detail=f"sequence step {step} sent",
+            follow_up=follow_up_after(step),
+        )

@@ -1,0 +1,77 @@
+"""E-mail notification to the team member a lead is assigned to (SMTP or SendGrid, see ``mailer``).
+
+Two kinds: the new-lead notification (the fan-out job), and a reminder when the job's payload says
+``{"reason": "follow_up_due"}`` (queued by the scheduler when a lead's follow-up date has passed).
+
+The message has the same summary as the chat notifications (name, company, score/grade, service,
+urgency, campaign) plus budget and timeline, and a link to the lead. The lead's e-mail address, phone
+and message are not copied into the mail: they are read through the link, where access is
+authorised and audited.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from leadflow.config import Settings
+from leadflow.integrations.base import DeliveryContext, LeadView, Outcome, PermanentError, campaign_toggle
+from leadflow.integrations.mailer import Mailer, OutgoingEmail, render
+from leadflow.integrations.slack import lead_facts, lead_url
+
+REMINDER = "follow_up_due"  # payload reason used by the pipeline scheduler
+# RFC 3834: tell auto-responders (out-of-office) not to answer; Exchange honours the second header.
+AUTOMATED_HEADERS = {"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All"}
+
+
+class EmailNotificationConnector:
+    name: ClassVar[str] = "email"
+    max_attempts: ClassVar[int] = 8
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def configured(self) -> bool:
+        return Mailer(self.settings).configured()
+
+    def wants(self, lead: LeadView) -> bool:
+        if lead.assignee is None or not lead.assignee.email:
+            return False
+        return campaign_toggle(lead, self.name) is not False
+
+    def compose(self, lead: LeadView, dedup_key: str, reason: str | None = None) -> OutgoingEmail:
+        assignee = lead.assignee
+        if assignee is None:
+            raise PermanentError("the lead has no assignee to notify")
+        rendered = render(
+            "reminder" if reason == REMINDER else "notification",
+            lead=lead,
+            assignee=assignee,
+            facts=lead_facts(lead),
+            url=lead_url(self.settings, lead),
+        )
+        return OutgoingEmail(
+            to=assignee.email,
+            to_name=assignee.name,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            dedup_key=dedup_key,
+            category="lead-reminder" if reason == REMINDER else "lead-notification",
+            headers=AUTOMATED_HEADERS,
+        )
+
+    async def deliver(self, lead: LeadView, ctx: DeliveryContext) -> Outcome:
+        if lead.assignee is None or not lead.assignee.email:
+            # Unassigned since the job was queued: nobody to tell, and no retry changes that.
+            return Outcome(detail="no assignee; nothing sent")
+        reason = ctx.payload.get("reason")
+        message = self.compose(lead, ctx.dedup_key, reason if isinstance(reason, str) else None)
+        mailer = Mailer(self.settings, ctx.http)
+        sent = await mailer.send(message)
+        kind = "reminder" if reason == REMINDER else "notification"
+        return Outcome(
+            status_code=sent.status_code,
+            response_excerpt=sent.response_excerpt,
+            external_id=sent.external_id,
+            detail=f"{kind} e-mail sent to the assignee via {mailer.config.transport}",
+        )

@@ -1,0 +1,101 @@
+"""``leadflow jobs`` and ``leadflow worker``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+jobs_app = typer.Typer(help="Inspect and replay background jobs.", no_args_is_help=True)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Annotated[str | None, typer.Option(help="pending | running | done | dead")] = None,
+    kind: Annotated[str | None, typer.Option(help="Job kind, e.g. deliver")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many")] = 50,
+) -> None:
+    """List jobs, newest first, as JSON lines."""
+    from leadflow.cli import _run, _settings
+    from leadflow.pipeline import service
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> Any:
+        async with engine.connect() as conn:
+            return await service.page(conn, status, kind, None, limit)
+
+    for job in _run(settings, work).items:
+        typer.echo(job.model_dump_json(exclude={"payload"}))
+
+
+@jobs_app.command("retry")
+def jobs_retry(job_id: Annotated[int, typer.Argument(help="Job id")]) -> None:
+    """Put one dead job back in the queue."""
+    from leadflow.cli import _run, _settings
+    from leadflow.pipeline import service
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> Any:
+        async with engine.begin() as conn:
+            return await service.retry(conn, job_id)
+
+    job = _run(settings, work)
+    typer.echo(f"job {job.id} requeued ({job.kind})")
+
+
+@jobs_app.command("retry-dead")
+def jobs_retry_dead(kind: Annotated[str | None, typer.Option(help="Only this kind")] = None) -> None:
+    """Put every dead job back in the queue."""
+    from leadflow.cli import _run, _settings
+    from leadflow.kit.clock import utcnow
+    from leadflow.pipeline import repository
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> int:
+        async with engine.begin() as conn:
+            return await repository.retry_dead(conn, kind, utcnow())
+
+    typer.echo(f"{_run(settings, work)} dead jobs requeued")
+
+
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Jobs run at once (WORKER_CONCURRENCY)")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Process what is due, then exit")] = False,
+    lease: Annotated[float | None, typer.Option(help="Lease seconds (WORKER_LEASE_SECONDS)")] = None,
+) -> None:
+    """Run a background worker: enrichment, routing, notifications and integrations."""
+    from leadflow.cli import _settings
+    from leadflow.db import create_engine
+    from leadflow.observability.logging import configure_logging
+    from leadflow.pipeline.runtime import build_worker, run_worker, worker_context
+    from leadflow.pipeline.scheduler import ensure_periodic
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+
+    async def main() -> None:
+        engine = create_engine(settings)
+        try:
+            if once:
+                async with worker_context(engine, settings) as ctx:
+                    done = await build_worker(
+                        ctx, concurrency=concurrency, lease_seconds=lease
+                    ).run_until_idle(300)
+                typer.echo(f"{done} jobs processed")
+                return
+            await ensure_periodic(engine)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await run_worker(engine, settings, stop, concurrency=concurrency, lease_seconds=lease)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())

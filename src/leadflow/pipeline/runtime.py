@@ -1,0 +1,53 @@
+"""Building and running a worker (``leadflow worker`` and the one inside ``leadflow serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadflow.config import Settings
+from leadflow.pipeline.processing import handlers
+from leadflow.pipeline.scheduler import periodic_handlers
+from leadflow.pipeline.worker import Worker, WorkerContext, default_worker_id
+from leadflow.scoring.rules import normalise_catalog
+from leadflow.security.crypto import FieldCipher
+
+
+@asynccontextmanager
+async def worker_context(
+    engine: AsyncEngine, settings: Settings, worker_id: str | None = None
+) -> AsyncIterator[WorkerContext]:
+    from leadflow.enrichment.service import Enricher
+
+    enricher = Enricher(settings)
+    timeout = httpx.Timeout(settings.http_timeout_seconds)
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
+        try:
+            yield WorkerContext(
+                engine=engine,
+                settings=settings,
+                cipher=FieldCipher(settings.encryption_keys, settings.blind_key),
+                http=http,
+                worker_id=worker_id or default_worker_id(),
+                services={"enricher": enricher, "catalog": normalise_catalog(settings.service_catalog)},
+            )
+        finally:
+            enricher.close()
+
+
+def build_worker(ctx: WorkerContext, **options: float | int | None) -> Worker:
+    return Worker(ctx, {**handlers(), **periodic_handlers()}, **options)  # type: ignore[arg-type]
+
+
+async def run_worker(
+    engine: AsyncEngine, settings: Settings, stop: asyncio.Event, **options: float | int | None
+) -> None:
+    from leadflow.pipeline.scheduler import ensure_periodic
+
+    async with worker_context(engine, settings) as ctx:
+        await ensure_periodic(engine)
+        await build_worker(ctx, **options).run(stop)

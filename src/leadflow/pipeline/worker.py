@@ -1,0 +1,264 @@
+"""The outbox worker: claims due jobs with a lease, runs their handler, retries or dead-letters.
+
+Any number of workers on any number of hosts share the queue on PostgreSQL and MySQL (claims use
+``SELECT … FOR UPDATE SKIP LOCKED``); SQLite runs one worker. A worker that dies mid-job simply stops
+renewing nothing: its lease (``locked_until``) runs out and another worker takes the job again, so every
+job finishes; deliveries are idempotent at the receiver (upserts, dedup keys), which makes a repeated
+attempt harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadflow.config import Settings
+from leadflow.integrations.base import DeliveryError, PermanentError, RetriableError
+from leadflow.integrations.http import excerpt
+from leadflow.kit.clock import utcnow
+from leadflow.kit.models import AnyRow
+from leadflow.observability import metrics
+from leadflow.pipeline import repository as repo
+from leadflow.pipeline.retry import next_run_at
+from leadflow.security.crypto import FieldCipher
+
+log = structlog.get_logger("leadflow.worker")
+
+
+@dataclass(slots=True)
+class WorkerContext:
+    """What handlers get: shared clients built once per worker."""
+
+    engine: AsyncEngine
+    settings: Settings
+    cipher: FieldCipher
+    http: httpx.AsyncClient
+    worker_id: str
+    services: dict[str, Any] = field(default_factory=dict)  # e.g. the enricher
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerResult:
+    status_code: int | None = None
+    response_excerpt: str | None = None
+    connector: str = ""
+
+
+Handler = Callable[[AnyRow, WorkerContext], Awaitable[HandlerResult]]
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Worker:
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        handlers: Mapping[str, Handler],
+        *,
+        concurrency: int | None = None,
+        lease_seconds: float | None = None,
+        poll_seconds: float | None = None,
+    ) -> None:
+        settings = ctx.settings
+        self.ctx = ctx
+        self.handlers = dict(handlers)
+        self.concurrency = concurrency or settings.worker_concurrency
+        if settings.is_sqlite:
+            self.concurrency = min(self.concurrency, 32)
+        self.lease = timedelta(seconds=lease_seconds or settings.worker_lease_seconds)
+        self.poll = poll_seconds if poll_seconds is not None else settings.worker_poll_seconds
+        self._running: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self.processed = 0
+
+    def wake(self) -> None:
+        """Tell an idle worker there is new work (capture calls this in the same process)."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("worker_started", worker=self.ctx.worker_id, concurrency=self.concurrency)
+        last_stats = 0.0
+        while not stop.is_set():
+            try:
+                claimed = await self.tick()
+            except Exception as exc:  # the database went away: keep the loop alive
+                log.error("worker_tick_failed", exc_type=type(exc).__name__, exc_info=exc)
+                claimed = 0
+            if time.monotonic() - last_stats > 5:
+                last_stats = time.monotonic()
+                await self._publish_stats()
+            if claimed == 0:
+                self._wake.clear()
+                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+                await asyncio.wait(waiters, timeout=self.poll, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waiters:
+                    waiter.cancel()
+        await self.drain()
+        log.info("worker_stopped", worker=self.ctx.worker_id, processed=self.processed)
+
+    async def drain(self) -> None:
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def run_until_idle(self, max_seconds: float = 30.0) -> int:
+        """Process until nothing is due and nothing runs (tests, ``leadflow worker --once``)."""
+        deadline = time.monotonic() + max_seconds
+        before = self.processed
+        while time.monotonic() < deadline:
+            claimed = await self.tick()
+            if claimed == 0 and not self._running:
+                break
+            if claimed == 0:
+                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+        await self.drain()
+        return self.processed - before
+
+    async def tick(self) -> int:
+        free = self.concurrency - len(self._running)
+        if free <= 0:
+            await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+            return 1
+        now = utcnow()
+        async with self.ctx.engine.begin() as conn:
+            rows = await repo.claim(conn, self.ctx.worker_id, free, self.lease, now)
+        for row in rows:
+            task = asyncio.create_task(self._run_one(row))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return len(rows)
+
+    async def _run_one(self, job: AnyRow) -> None:
+        started = utcnow()
+        clock = time.perf_counter()
+        handler = self.handlers.get(job.kind)
+        connector = str((job.payload or {}).get("connector", ""))
+        result: HandlerResult | None = None
+        error: BaseException | None = None
+        try:
+            if handler is None:
+                raise PermanentError(f"no handler for job kind {job.kind!r}")
+            result = await asyncio.wait_for(handler(job, self.ctx), timeout=self.lease.total_seconds() * 0.8)
+        except TimeoutError:
+            error = RetriableError("the job ran longer than its lease allows")
+        except Exception as exc:
+            error = exc
+        duration = time.perf_counter() - clock
+        metrics.JOB_DURATION.labels(job.kind, connector).observe(duration)
+        try:
+            await self._record(job, started, duration, result, error)
+        except Exception as exc:
+            log.error("job_record_failed", job_id=job.id, exc_type=type(exc).__name__, exc_info=exc)
+        self.processed += 1
+
+    async def _record(
+        self,
+        job: AnyRow,
+        started: datetime,
+        duration: float,
+        result: HandlerResult | None,
+        error: BaseException | None,
+    ) -> None:
+        now = utcnow()
+        connector = str((job.payload or {}).get("connector", ""))
+        attempt: dict[str, Any] = {
+            "job_id": job.id,
+            "attempt": job.attempts,
+            "worker": self.ctx.worker_id,
+            "duration_ms": int(duration * 1000),
+            "started_at": started,
+        }
+        async with self.ctx.engine.begin() as conn:
+            if error is None:
+                assert result is not None
+                owned = await repo.finish(conn, job.id, self.ctx.worker_id, now)
+                attempt.update(
+                    outcome="success",
+                    status_code=result.status_code,
+                    response_excerpt=result.response_excerpt,
+                )
+                outcome = "success" if owned else "lost_lease"
+            else:
+                message = _describe(error)
+                status_code = error.status_code if isinstance(error, DeliveryError) else None
+                attempt.update(
+                    status_code=status_code,
+                    error=message,
+                    response_excerpt=error.response_excerpt if isinstance(error, DeliveryError) else None,
+                )
+                retry_after = error.retry_after if isinstance(error, RetriableError) else None
+                when = None
+                if not isinstance(error, PermanentError):
+                    when = next_run_at(job.attempts, job.max_attempts, now, retry_after=retry_after)
+                if when is None:
+                    await repo.bury(conn, job.id, self.ctx.worker_id, message, now)
+                    outcome = "dead" if not isinstance(error, PermanentError) else "permanent"
+                    log.warning(
+                        "job_dead",
+                        job_id=job.id,
+                        kind=job.kind,
+                        connector=connector,
+                        attempts=job.attempts,
+                        error=message,
+                    )
+                else:
+                    await repo.reschedule(conn, job.id, self.ctx.worker_id, when, message, now)
+                    outcome = "retry"
+                    log.info(
+                        "job_retry",
+                        job_id=job.id,
+                        kind=job.kind,
+                        connector=connector,
+                        attempt=job.attempts,
+                        retry_in_s=round((when - now).total_seconds(), 1),
+                    )
+                if not isinstance(error, DeliveryError):
+                    log.error(
+                        "job_error",
+                        job_id=job.id,
+                        kind=job.kind,
+                        exc_type=type(error).__name__,
+                        trace=_trace(error),
+                    )
+            attempt["outcome"] = outcome
+            await repo.add_attempt(conn, attempt)
+        metrics.JOBS_FINISHED.labels(job.kind, connector, outcome).inc()
+
+    async def _publish_stats(self) -> None:
+        try:
+            async with self.ctx.engine.connect() as conn:
+                stats = await repo.stats(conn)
+        except Exception:
+            return
+        for status in ("pending", "running", "done", "dead"):
+            metrics.QUEUE_DEPTH.labels(status).set(stats["counts"].get(status, 0))
+        oldest = stats["oldest_run_at"]
+        metrics.OLDEST_JOB_AGE.set(max(0.0, (utcnow() - oldest).total_seconds()) if oldest else 0.0)
+
+
+def _describe(error: BaseException) -> str:
+    """The error as stored on the job: for our own errors their message, else only the type.
+
+    Third-party exception messages can carry request data, so they are not stored verbatim.
+    """
+    if isinstance(error, DeliveryError):
+        return excerpt(str(error), 1000) or type(error).__name__
+    return f"{type(error).__name__} (see worker log)"
+
+
+def _trace(error: BaseException) -> str:
+    """File and line of each frame, without exception messages or local values."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}:{f.name}" for f in reversed(frames))

@@ -1,0 +1,71 @@
+"""``leadflow privacy``: retention purge, export and erasure from the command line (audited)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+privacy_app = typer.Typer(help="Privacy rights and data retention.", no_args_is_help=True)
+
+
+@privacy_app.command("purge")
+def purge(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be purged")] = False,
+) -> None:
+    """Enforce the retention period now (RETENTION_DAYS, RETENTION_ACTION)."""
+    from leadflow.cli import _run, _settings
+    from leadflow.privacy.service import enforce_retention
+    from leadflow.security.audit import CLI, record
+    from leadflow.security.crypto import FieldCipher
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> Any:
+        cipher = FieldCipher(settings.encryption_keys, settings.blind_key)
+        total = 0
+        async with engine.begin() as conn:
+            report = await enforce_retention(conn, cipher, settings, dry_run=dry_run)
+            total += report.done
+            if not dry_run:
+                await record(
+                    conn, CLI, "privacy.purge", None, None, {"done": report.done, "action": report.action}
+                )
+        while not dry_run and report.done:
+            async with engine.begin() as conn:
+                report = await enforce_retention(conn, cipher, settings, dry_run=False)
+                total += report.done
+        return report, total
+
+    report, total = _run(settings, work)
+    verb = "would be" if dry_run else "were"
+    count = report.matched if dry_run else total
+    typer.echo(f"{count} leads created before {report.cutoff:%Y-%m-%d} {verb} {report.action}d")
+
+
+@privacy_app.command("export")
+def export_cmd(email: Annotated[str, typer.Option(help="The person's e-mail address")]) -> None:
+    """Print everything stored about a person as JSON."""
+    from leadflow.cli import _run, _settings
+    from leadflow.privacy.service import export
+    from leadflow.security.audit import CLI, record
+    from leadflow.security.crypto import FieldCipher
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> dict[str, Any]:
+        async with engine.begin() as conn:
+            data = await export(conn, FieldCipher(settings.encryption_keys, settings.blind_key), email)
+            await record(
+                conn,
+                CLI,
+                "privacy.export",
+                "person",
+                None,
+                {"lead_ids": [x["lead_id"] for x in data["leads"]]},
+            )
+            return data
+
+    typer.echo(json.dumps(_run(settings, work), indent=2))

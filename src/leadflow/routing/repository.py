@@ -1,0 +1,151 @@
+"""SQL for team members, routing rules and the live load of each member."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from leadflow.kit.models import AnyRow, table_of
+from leadflow.leads.models import Lead
+from leadflow.routing.models import RoutingRule, TeamMember
+from leadflow.routing.rules import CLOSED_STATUSES
+
+members = table_of(TeamMember)
+rules = table_of(RoutingRule)
+leads = table_of(Lead)
+
+# --- team members -----------------------------------------------------------------------------------
+
+
+async def list_members(conn: AsyncConnection, active: bool | None = None) -> Sequence[AnyRow]:
+    query = select(members).order_by(members.c.id)
+    if active is not None:
+        query = query.where(members.c.active == active)
+    return (await conn.execute(query)).all()
+
+
+async def lock_active_members(conn: AsyncConnection) -> Sequence[AnyRow]:
+    """The active members, ordered by id; on PostgreSQL and MySQL locked ``FOR UPDATE`` until commit.
+
+    Every assignment locks the same rows in the same order, so concurrent assignments queue behind one
+    another (no deadlock) and each sees the load the previous one committed. SQLite has no row locks;
+    its single writer serialises transactions instead.
+    """
+    query = select(members).where(members.c.active.is_(True)).order_by(members.c.id)
+    if conn.dialect.name in ("postgresql", "mysql"):
+        query = query.with_for_update()
+    return (await conn.execute(query)).all()
+
+
+async def get_member(conn: AsyncConnection, member_id: int, lock: bool = False) -> AnyRow | None:
+    """One member; ``lock`` takes the row lock assignments take (PostgreSQL and MySQL)."""
+    query = select(members).where(members.c.id == member_id)
+    if lock and conn.dialect.name in ("postgresql", "mysql"):
+        query = query.with_for_update()
+    return (await conn.execute(query)).first()
+
+
+async def get_member_by_email(conn: AsyncConnection, email: str) -> AnyRow | None:
+    query = select(members).where(members.c.email == email.lower())  # stored lower-cased
+    return (await conn.execute(query)).first()
+
+
+async def create_member(conn: AsyncConnection, values: dict[str, Any]) -> int:
+    result = await conn.execute(insert(members).values(**values))
+    pk = result.inserted_primary_key
+    assert pk is not None
+    return int(pk[0])
+
+
+async def update_member(conn: AsyncConnection, member_id: int, values: dict[str, Any]) -> None:
+    await conn.execute(update(members).where(members.c.id == member_id).values(**values))
+
+
+async def remove_member(conn: AsyncConnection, member_id: int) -> None:
+    await conn.execute(delete(members).where(members.c.id == member_id))
+
+
+async def touch_last_assigned(conn: AsyncConnection, member_id: int, now: datetime) -> None:
+    await conn.execute(update(members).where(members.c.id == member_id).values(last_assigned_at=now))
+
+
+async def open_lead_counts(
+    conn: AsyncConnection, member_ids: Iterable[int] | None = None, exclude_lead_id: int | None = None
+) -> dict[int, int]:
+    """Assigned leads that are not closed (won or lost), per member id (members without any: absent).
+
+    ``exclude_lead_id`` leaves out the lead being (re-)routed so it does not count against its own
+    assignee. On MySQL the count is a locking read (``LOCK IN SHARE MODE``): under InnoDB's default
+    REPEATABLE READ a plain read would use the transaction's first snapshot and could miss a concurrent
+    assignment that committed while this transaction waited for the member locks.
+    """
+    query = (
+        select(leads.c.assigned_member_id, func.count().label("n"))
+        .where(leads.c.assigned_member_id.is_not(None), leads.c.status.not_in(CLOSED_STATUSES))
+        .group_by(leads.c.assigned_member_id)
+    )
+    if member_ids is not None:
+        ids = list(member_ids)
+        if not ids:
+            return {}
+        query = query.where(leads.c.assigned_member_id.in_(ids))
+    if exclude_lead_id is not None:
+        query = query.where(leads.c.id != exclude_lead_id)
+    if conn.dialect.name == "mysql":
+        query = query.with_for_update(read=True)
+    return {int(row.assigned_member_id): int(row.n) for row in await conn.execute(query)}
+
+
+async def has_open_leads(conn: AsyncConnection, member_id: int) -> bool:
+    return bool(await open_lead_counts(conn, [member_id]))
+
+
+# --- routing rules ----------------------------------------------------------------------------------
+
+
+def _rules_query() -> Select[Any]:
+    return (
+        select(rules, members.c.email.label("member_email"))
+        .select_from(rules.outerjoin(members, members.c.id == rules.c.member_id))
+        .order_by(rules.c.position, rules.c.id)
+    )
+
+
+async def list_rules(conn: AsyncConnection, active: bool | None = None) -> Sequence[AnyRow]:
+    """Rules in evaluation order (position, then id), each with its member's e-mail."""
+    query = _rules_query()
+    if active is not None:
+        query = query.where(rules.c.active == active)
+    return list((await conn.execute(query)).all())
+
+
+async def get_rule(conn: AsyncConnection, rule_id: int) -> AnyRow | None:
+    result = await conn.execute(_rules_query().where(rules.c.id == rule_id))
+    row: AnyRow | None = result.first()
+    return row
+
+
+async def rule_name_taken(conn: AsyncConnection, name: str, except_id: int | None = None) -> bool:
+    query = select(rules.c.id).where(func.lower(rules.c.name) == name.lower())
+    if except_id is not None:
+        query = query.where(rules.c.id != except_id)
+    return (await conn.execute(query.limit(1))).first() is not None
+
+
+async def create_rule(conn: AsyncConnection, values: dict[str, Any]) -> int:
+    result = await conn.execute(insert(rules).values(**values))
+    pk = result.inserted_primary_key
+    assert pk is not None
+    return int(pk[0])
+
+
+async def update_rule(conn: AsyncConnection, rule_id: int, values: dict[str, Any]) -> None:
+    await conn.execute(update(rules).where(rules.c.id == rule_id).values(**values))
+
+
+async def remove_rule(conn: AsyncConnection, rule_id: int) -> None:
+    await conn.execute(delete(rules).where(rules.c.id == rule_id))

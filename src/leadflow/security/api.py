@@ -1,0 +1,73 @@
+"""Admin endpoints for security: the audit log (read-only) and API tokens."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from leadflow.errors import responses
+from leadflow.kit.pagination import decode_cursor, encode_cursor
+from leadflow.security import audit
+from leadflow.security.auth import require
+from leadflow.security.tokens import Principal
+
+router = APIRouter(prefix="/v1/api", tags=["security"])
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    created_at: datetime
+    actor: str = Field(examples=["sales@nexlink.website"])
+    role: str | None = Field(examples=["sales"])
+    channel: str = Field(examples=["api"], description="api | dashboard | cli | worker")
+    action: str = Field(examples=["lead.read"])
+    target_type: str | None = Field(examples=["lead"])
+    target_id: str | None = Field(examples=["lead_abc123def456"])
+    ip: str | None
+    request_id: str | None
+    details: dict[str, Any] | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryOut]
+    next_cursor: str | None
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+@router.get(
+    "/audit",
+    response_model=AuditPage,
+    summary="Audit log",
+    description=(
+        "Every access to personal data and every change, newest first, through API, dashboard and CLI. "
+        "Append-only: there is no endpoint that changes or deletes entries. Scope `admin`."
+    ),
+    responses=responses(400, 401, 403),
+)
+async def list_audit(
+    request: Request,
+    _: Principal = Depends(require("admin")),
+    actor: Annotated[str | None, Query(max_length=100)] = None,
+    action: Annotated[str | None, Query(max_length=50, examples=["lead.read"])] = None,
+    target_type: Annotated[str | None, Query(max_length=50)] = None,
+    target_id: Annotated[str | None, Query(max_length=100)] = None,
+    since: Annotated[datetime | None, Query(description="Inclusive, ISO 8601")] = None,
+    until: Annotated[datetime | None, Query(description="Exclusive, ISO 8601")] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> AuditPage:
+    flt = audit.AuditFilter(actor, action, target_type, target_id, _aware(since), _aware(until))
+    async with request.app.state.engine.connect() as conn:
+        rows = await audit.page(conn, flt, decode_cursor(cursor), limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return AuditPage(
+        items=[AuditEntryOut.model_validate(dict(r._mapping)) for r in rows],
+        next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
+    )
