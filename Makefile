@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 8000
 HOST   ?= 127.0.0.1
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2
 
 .PHONY: venv run test lint typecheck pytest bench fuzz fmt migrate clean
 
