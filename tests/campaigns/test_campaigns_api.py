@@ -174,3 +174,25 @@ async def test_analytics_empty_period_is_zeros(
     assert (
         await harness.client.get(f"{BASE}/{campaign['id']}/analytics", headers=admin, params={"start": "x"})
     ).json()["field"] == "start"
+
+
+async def test_integration_overrides(harness: Harness, admin: dict[str, str]) -> None:
+    created = await harness.client.post(
+        BASE,
+        headers=admin,
+        json={
+            "id": "quiet",
+            "name": "Quiet",
+            "campaign_type": "service",
+            "integrations": {"slack": {"enabled": False}},
+        },
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["integrations"] == {"slack": {"enabled": False}}
+    patched = await harness.client.patch(
+        f"{BASE}/quiet", headers=admin, json={"integrations": {"mailchimp": {"list_id": "abc"}}}
+    )
+    assert patched.json()["integrations"] == {"mailchimp": {"list_id": "abc"}}
+    bad = await harness.client.patch(f"{BASE}/quiet", headers=admin, json={"integrations": {"myspace": {}}})
+    assert bad.status_code == 400
+    assert bad.json()["field"] == "integrations"

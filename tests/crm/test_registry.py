@@ -15,6 +15,7 @@ CREDENTIALS = {
     "salesforce_client_secret": "secret",
     "mailchimp_api_key": "key-us21",
     "sendgrid_api_key": "SG.key",
+    "sendgrid_list_ids": ["list-1"],
     "ga4_measurement_id": "G-X",
     "ga4_api_secret": "secret",
     "webhook_url": "https://hooks.example/leadflow",
@@ -34,3 +35,8 @@ def test_registry_builds_a_connector(name: str) -> None:
 def test_configured_lists_them_once_credentials_are_set() -> None:
     names = {c.name for c in configured(vendor_settings(**CREDENTIALS))}
     assert set(NAMES) <= names
+
+
+def test_sendgrid_key_for_mail_alone_does_not_start_the_marketing_sync() -> None:
+    names = {c.name for c in configured(vendor_settings(sendgrid_api_key="SG.key"))}
+    assert "sendgrid" not in names

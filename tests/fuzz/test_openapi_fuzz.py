@@ -19,7 +19,8 @@ import pytest
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, given, settings
-from schemathesis import checks
+from hypothesis import strategies as st
+from schemathesis import GenerationMode, checks
 
 from leadflow.app import create_app
 from leadflow.config import Settings
@@ -100,7 +101,12 @@ def test_api_never_5xx_and_matches_its_schema(live: tuple[str, dict[str, str]]) 
         operation = result.ok()
         operations += 1
 
-        @given(case=operation.as_strategy())
+        # Valid inputs and deliberately invalid ones (wrong types, out-of-range values, missing fields).
+        strategy = st.one_of(
+            operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE)
+        )
+
+        @given(case=strategy)
         @settings(
             max_examples=EXAMPLES,
             deadline=None,

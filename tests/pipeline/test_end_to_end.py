@@ -191,6 +191,10 @@ async def test_failing_vendor_is_retried_then_dead_lettered_and_replayed(
                 assert outcomes[-1] == ("dead", 503)
                 assert len(outcomes) == detail["max_attempts"]
                 assert hubspot.contacts == {}
+                lead_id = detail["lead_id"]
+                lead = (await client.get(f"/v1/api/leads/{lead_id}", headers=auth)).json()
+                failed = [a for a in lead["activities"] if a["activity_type"] == "delivery_failed"]
+                assert failed and failed[0]["metadata"]["connector"] == "hubspot"
 
                 hubspot.scripted.clear()  # the vendor is back
                 replay = await client.post(f"/v1/api/jobs/{job['id']}/retry", headers=auth)

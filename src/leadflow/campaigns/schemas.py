@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
@@ -50,6 +50,30 @@ class CampaignFields(BaseModel):
         description="This campaign's service catalog, added to the global SERVICE_CATALOG for scoring.",
         examples=[["Nextcloud Installation"]],
     )
+
+    integrations: dict[str, dict[str, Any]] | None = Field(
+        None,
+        description=(
+            'Per-connector overrides for this campaign, e.g. {"slack": {"enabled": false}, '
+            '"mailchimp": {"list_id": "abc123"}}. Consent rules cannot be overridden.'
+        ),
+        examples=[{"slack": {"enabled": False}}],
+    )
+
+    @field_validator("integrations")
+    @classmethod
+    def _integrations(cls, value: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
+        if value is None:
+            return None
+        from leadflow.integrations.registry import ConnectorName
+
+        known = {str(n) for n in ConnectorName}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown connectors {unknown}; known: {sorted(known)}")
+        if len(str(value)) > 10_000:
+            raise ValueError("integration settings are too large")
+        return value
 
     @field_validator("name", "assigned_to", "landing_page_url", mode="before")
     @classmethod
@@ -112,6 +136,7 @@ class CampaignOut(BaseModel):
     notification_emails: list[str]
     allowed_origins: list[str]
     services: list[str]
+    integrations: dict[str, dict[str, Any]] = Field(description="Per-connector overrides for this campaign")
     has_token: bool = Field(description="Whether submissions must carry X-Campaign-Token")
     created_at: datetime
     updated_at: datetime

@@ -107,6 +107,7 @@ def to_out(row: AnyRow) -> CampaignOut:
     data["allowed_origins"] = data.get("allowed_origins") or []
     data["services"] = data.get("services") or []
     data["has_token"] = data.get("token_hash") is not None
+    data["integrations"] = (data.get("settings") or {}).get("integrations") or {}
     return CampaignOut.model_validate(data)
 
 
@@ -120,7 +121,8 @@ async def get_or_404(conn: AsyncConnection, campaign_id: str) -> AnyRow:
 async def create(conn: AsyncConnection, body: CampaignCreate) -> CampaignWithToken:
     if await repo.get(conn, body.id) is not None:
         raise ApiError(409, "CAMPAIGN_EXISTS", "A campaign with this id already exists", field="id")
-    values = body.model_dump(exclude={"generate_token"})
+    values = body.model_dump(exclude={"generate_token", "integrations"})
+    values["settings"] = {"integrations": body.integrations or {}}
     values["status"] = values["status"] or "active"
     values["auto_assign"] = True if values["auto_assign"] is None else values["auto_assign"]
     values["notification_emails"] = [str(e) for e in body.notification_emails or []]
@@ -138,6 +140,8 @@ async def create(conn: AsyncConnection, body: CampaignCreate) -> CampaignWithTok
 async def update(conn: AsyncConnection, campaign_id: str, body: CampaignUpdate) -> CampaignOut:
     row = await get_or_404(conn, campaign_id)
     values = body.model_dump(exclude_unset=True)
+    if "integrations" in values:
+        values["settings"] = {**(row.settings or {}), "integrations": values.pop("integrations") or {}}
     for required in ("name", "campaign_type", "status", "auto_assign"):
         if required in values and values[required] is None:
             raise ApiError(400, "VALIDATION_ERROR", f"{required} cannot be null", field=required)

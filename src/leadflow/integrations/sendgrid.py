@@ -125,7 +125,9 @@ class SendGridContactsConnector:
         self.config = SendGridConfig.from_settings(settings)
 
     def configured(self) -> bool:
-        return self.config.key() is not None
+        # The API key alone may be there only for mail sending (EMAIL_TRANSPORT=sendgrid): the
+        # marketing sync is on when lists to add contacts to are named too.
+        return self.config.key() is not None and bool(self.config.list_ids)
 
     def wants(self, lead: LeadView) -> bool:
         if not _may_market(lead):

@@ -13,6 +13,7 @@ from leadflow.campaigns.service import CaptureCampaign
 from leadflow.config import Settings
 from leadflow.enrichment.email_domain import classify_domain
 from leadflow.errors import ApiError, json_response, responses, validation_error
+from leadflow.kit.clock import UtcDateTime
 from leadflow.kit.ids import LEAD_ID_RE
 from leadflow.kit.pagination import decode_cursor
 from leadflow.leads import service
@@ -217,11 +218,13 @@ async def capture(
     outcome = await state.writer.submit(prepared)
 
     cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else None
+    metrics.LEADS_CAPTURED.labels(outcome.kind).inc()
     if outcome.kind == "duplicate":
+        hours = settings.dedup_window_hours
         raise ApiError(
             409,
             "DUPLICATE_SUBMISSION",
-            "This person already submitted this campaign's form in the last 24 hours",
+            f"This person already submitted this campaign's form in the last {hours:g} hours",
             field="contact.email",
             headers=cors,
             extra={"lead_id": outcome.public_id},
@@ -279,9 +282,11 @@ async def list_leads(
     grade: Grade | None = None,
     assigned_to: Annotated[str | None, Query(max_length=100)] = None,
     created_from: Annotated[
-        datetime | None, Query(description="Inclusive, ISO 8601 (UTC if no zone)")
+        UtcDateTime | None, Query(description="Inclusive, ISO 8601 (UTC if no zone)")
     ] = None,
-    created_to: Annotated[datetime | None, Query(description="Exclusive, ISO 8601 (UTC if no zone)")] = None,
+    created_to: Annotated[
+        UtcDateTime | None, Query(description="Exclusive, ISO 8601 (UTC if no zone)")
+    ] = None,
     cursor: Annotated[
         str | None, Query(max_length=200, description="next_cursor of the previous page")
     ] = None,

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from leadflow.kit.clock import UtcDateTime
 from leadflow.kit.text import clean_line, clean_text, normalise_email, normalise_ip, normalise_phone
 from leadflow.leads.models import QUALIFICATION_STATUSES, SOURCES, STATUSES
 
@@ -146,7 +147,7 @@ class FormMetadata(BaseModel):
     form_type: str | None = Field(None, max_length=50, examples=["campaign_landing"])
     form_version: str | None = Field(None, max_length=50, examples=["v2.1"])
     consent_given: bool = Field(False, examples=[True])
-    timestamp: datetime | None = Field(None, examples=["2025-10-03T10:30:00Z"])
+    timestamp: UtcDateTime | None = Field(None, examples=["2025-10-03T10:30:00Z"])
     consent_notice_version: str | None = Field(
         None,
         max_length=50,
@@ -335,7 +336,7 @@ class LeadUpdate(BaseModel):
     qualification_status: Qualification | None = None
     assigned_to: str | None = Field(None, max_length=100)
     note: str | None = Field(None, max_length=5000, description="Adds a note_added activity")
-    follow_up_date: datetime | None = None
+    follow_up_date: UtcDateTime | None = None
     deal_value: Decimal | None = Field(None, ge=0, max_digits=12, decimal_places=2)
 
     @field_validator("assigned_to", mode="before")
@@ -348,9 +349,15 @@ class LeadUpdate(BaseModel):
     def _note(cls, value: object) -> object:
         return clean_text(value) if isinstance(value, str) else value
 
-    @field_validator("follow_up_date")
+    @field_validator("follow_up_date", mode="before")
     @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("follow_up_date needs a time zone (e.g. 2025-10-05T09:00:00Z)")
+    def _aware(cls, value: object) -> object:
+        """A follow-up is a moment in time: a value without a zone is ambiguous and refused."""
+        if isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                return value  # let the type's own validation explain
+            if parsed.tzinfo is None:
+                raise ValueError("follow_up_date needs a time zone (e.g. 2025-10-05T09:00:00Z)")
         return value

@@ -36,15 +36,16 @@ async def ensure_periodic(engine: AsyncEngine) -> None:
     """Make sure each periodic job has a pending run (called when a worker starts)."""
     now = utcnow()
     async with engine.begin() as conn:
-        pending = (
-            await conn.execute(
-                select(jobs.c.id)
-                .where(jobs.c.kind == REMINDERS_JOB, jobs.c.status.in_(("pending", "running")))
-                .limit(1)
-            )
-        ).first()
-        if pending is None:
-            await jobs_repo.enqueue(conn, [_slot(REMINDERS_JOB, now)], now)
+        for kind in PERIODIC:
+            pending = (
+                await conn.execute(
+                    select(jobs.c.id)
+                    .where(jobs.c.kind == kind, jobs.c.status.in_(("pending", "running")))
+                    .limit(1)
+                )
+            ).first()
+            if pending is None:
+                await jobs_repo.enqueue(conn, [_slot(kind, now)], now)
 
 
 async def scan_reminders(job: AnyRow, ctx: WorkerContext) -> HandlerResult:

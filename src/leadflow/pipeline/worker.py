@@ -204,6 +204,8 @@ class Worker:
                     when = next_run_at(job.attempts, job.max_attempts, now, retry_after=retry_after)
                 if when is None:
                     await repo.bury(conn, job.id, self.ctx.worker_id, message, now)
+                    if job.lead_id is not None and connector:
+                        await self._note_failure(conn, job, connector, message, now)
                     outcome = "dead" if not isinstance(error, PermanentError) else "permanent"
                     log.warning(
                         "job_dead",
@@ -235,6 +237,25 @@ class Worker:
             attempt["outcome"] = outcome
             await repo.add_attempt(conn, attempt)
         metrics.JOBS_FINISHED.labels(job.kind, connector, outcome).inc()
+
+    @staticmethod
+    async def _note_failure(conn: Any, job: AnyRow, connector: str, message: str, now: datetime) -> None:
+        """A delivery given up on is visible on the lead itself, not only in the job list."""
+        from leadflow.leads.repository import insert_activities
+
+        await insert_activities(
+            conn,
+            [
+                {
+                    "lead_id": job.lead_id,
+                    "activity_type": "delivery_failed",
+                    "description": f"{connector} delivery failed after {job.attempts} attempt(s); replay it from the jobs list",
+                    "performed_by": "system",
+                    "metadata": {"connector": connector, "job_id": job.id, "error": message[:300]},
+                    "created_at": now,
+                }
+            ],
+        )
 
     async def _publish_stats(self) -> None:
         try:

@@ -69,3 +69,39 @@ def export_cmd(email: Annotated[str, typer.Option(help="The person's e-mail addr
             return data
 
     typer.echo(json.dumps(_run(settings, work), indent=2))
+
+
+@privacy_app.command("erase")
+def erase_cmd(
+    email: Annotated[str, typer.Option(help="The person's e-mail address")],
+    reason: Annotated[str, typer.Option(help="Why (kept with the tombstone)")] = "data_subject_request",
+) -> None:
+    """Erase a person: delete their leads, queue deletion at connected tools, keep a tombstone."""
+    from leadflow.cli import _run, _settings
+    from leadflow.privacy.service import erase
+    from leadflow.security.audit import CLI, record
+    from leadflow.security.crypto import FieldCipher
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> Any:
+        async with engine.begin() as conn:
+            cipher = FieldCipher(settings.encryption_keys, settings.blind_key)
+            result = await erase(conn, cipher, settings, email, reason, None)
+            await record(
+                conn,
+                CLI,
+                "privacy.erase",
+                "person",
+                None,
+                {
+                    "leads_deleted": result.leads_deleted,
+                    "remote": result.remote_deletions_queued,
+                    "reason": reason,
+                },
+            )
+            return result
+
+    result = _run(settings, work)
+    remote = ", ".join(result.remote_deletions_queued) or "none configured"
+    typer.echo(f"{result.leads_deleted} leads deleted; deletion queued at: {remote}")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from leadflow.errors import responses
+from leadflow.kit.clock import UtcDateTime
 from leadflow.kit.pagination import decode_cursor, encode_cursor
 from leadflow.security import audit
 from leadflow.security.auth import require
@@ -57,8 +58,8 @@ async def list_audit(
     action: Annotated[str | None, Query(max_length=50, examples=["lead.read"])] = None,
     target_type: Annotated[str | None, Query(max_length=50)] = None,
     target_id: Annotated[str | None, Query(max_length=100)] = None,
-    since: Annotated[datetime | None, Query(description="Inclusive, ISO 8601")] = None,
-    until: Annotated[datetime | None, Query(description="Exclusive, ISO 8601")] = None,
+    since: Annotated[UtcDateTime | None, Query(description="Inclusive, ISO 8601")] = None,
+    until: Annotated[UtcDateTime | None, Query(description="Exclusive, ISO 8601")] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditPage:
