@@ -1,8 +1,8 @@
 """Bench-only seeding: many demo leads in one campaign, quickly, through the real capture code.
 
-``leadflow demo --leads 100000`` takes about four minutes on the 2-core machine: one process does
+``leadflow demo --leads 100000`` took about four minutes on the 2-core machine: one process does
 everything, and the demo's status workflow makes one durable transaction per status change for a
-quarter of the leads. This script keeps everything that shapes the stored data and changes only the
+quarter of the leads (about 50 000 transactions). This script keeps everything that shapes the stored data and changes only the
 pacing:
 
 * the campaign is created by :func:`leadflow.demo.seed` itself (``count=0``);
@@ -11,8 +11,8 @@ pacing:
   (normalisation, scoring inputs, field encryption, blind index), back-dated over 30 days like the
   demo;
 * this process stores them with one :class:`~leadflow.leads.capture.CaptureWriter` (dedup check,
-  scoring, lead + activity + job rows, group commits), exactly one writer as in the server: SQLite
-  takes one writer at a time, and two writing processes make the writer's transactions fail;
+  scoring, lead + activity + job rows, group commits), as the server does, while the workers prepare
+  the next chunks;
 * the demo's status workflow (contacted / qualified / closed_won with a deal value) is applied through
   :func:`leadflow.leads.service.update` to a bounded sample instead of a quarter of the leads.
 

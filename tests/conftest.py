@@ -236,6 +236,7 @@ def settings_factory(database_url: str, tmp_path: Path) -> Callable[..., Setting
             "leadflow_env": "test",
             "encryption_key_file": tmp_path / "unused.key",
             "campaign_cache_seconds": 0.0,
+            "analytics_cache_seconds": 0.0,
             "run_worker": False,
             "rate_limit_per_ip": "100000/minute",
             "lockout_threshold": 100000,

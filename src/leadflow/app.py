@@ -14,10 +14,11 @@ from fastapi.openapi.utils import get_openapi
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow import __version__
+from leadflow.campaigns.analytics import AnalyticsCache
 from leadflow.campaigns.api import router as campaigns_router
 from leadflow.campaigns.service import CampaignCache
 from leadflow.config import Settings, load_settings
-from leadflow.db import create_engine
+from leadflow.db import create_engine, point_reader
 from leadflow.errors import install_error_handlers
 from leadflow.leads.api import extra_schemas
 from leadflow.leads.api import router as leads_router
@@ -88,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.campaigns = CampaignCache(engine, settings.campaign_cache_seconds)
         app.state.tokens = TokenStore(engine)
         app.state.guard = Guard(settings)
+        app.state.analytics = AnalyticsCache(settings.analytics_cache_seconds)
+        app.state.point_reader = point_reader(settings)
         app.state.writer = CaptureWriter(
             engine,
             dedup_window=timedelta(hours=settings.dedup_window_hours),
@@ -114,6 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stop.set()
             if worker_task is not None:
                 await asyncio.gather(worker_task, return_exceptions=True)
+            if app.state.point_reader is not None:
+                app.state.point_reader.close()
             await engine.dispose()
             log.info("stopped")
 

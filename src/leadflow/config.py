@@ -193,6 +193,7 @@ class Settings(BaseSettings):
     dedup_window_hours: float = 24.0
     max_body_bytes: int = 64 * 1024
     campaign_cache_seconds: float = 2.0
+    analytics_cache_seconds: float = Field(10.0, ge=0, le=30)  # the spec's 30 s analytics budget
     capture_batch_max: int = 256
 
     @field_validator(

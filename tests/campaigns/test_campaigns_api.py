@@ -196,3 +196,34 @@ async def test_integration_overrides(harness: Harness, admin: dict[str, str]) ->
     bad = await harness.client.patch(f"{BASE}/quiet", headers=admin, json={"integrations": {"myspace": {}}})
     assert bad.status_code == 400
     assert bad.json()["field"] == "integrations"
+
+
+async def test_analytics_cache_serves_recent_figures_and_drops_them_on_changes(
+    settings_factory: Any, admin: dict[str, str]
+) -> None:
+    import httpx
+
+    from leadflow.app import create_app
+    from leadflow.security.tokens import create_token
+
+    app = create_app(settings_factory(analytics_cache_seconds=30))
+    async with app.router.lifespan_context(app):
+        async with app.state.engine.begin() as conn:
+            auth = {"Authorization": f"Bearer {(await create_token(conn, name='a', role='admin')).token}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            await client.post(
+                BASE,
+                headers=auth,
+                json={"id": "nextcloud-installation-2025", "name": "N", "campaign_type": "service"},
+            )
+            url = f"{BASE}/nextcloud-installation-2025/analytics"
+            lead = (await client.post("/v1/api/leads", json=example_lead())).json()["lead_id"]
+            first = await client.get(url, headers=auth)
+            assert first.json()["metrics"]["total_leads"] == 1 and first.headers["age"] == "0"
+            await client.post("/v1/api/leads", json=example_lead(email="second@company.com"))
+            cached = await client.get(url, headers=auth)
+            assert cached.json()["metrics"]["total_leads"] == 1  # within the cache period
+            await client.patch(f"/v1/api/leads/{lead}", headers=auth, json={"status": "contacted"})
+            fresh = await client.get(url, headers=auth)
+            assert fresh.json()["metrics"]["total_leads"] == 2  # a change drops the campaign's entries

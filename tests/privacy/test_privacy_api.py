@@ -183,12 +183,16 @@ async def test_retention_purge_dry_run_and_anonymise(
     assert too_long.returncode == 2  # more than the spec's 7 years is refused
 
 
-async def test_erase_from_the_cli(harness: Harness, campaign: dict[str, Any], admin: dict[str, str], database_url: str) -> None:
+async def test_erase_from_the_cli(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str], database_url: str
+) -> None:
     lead_id = await _capture(harness, email="cli.erase@company.com")
     await harness.engine.dispose()
     result = _cli(["privacy", "erase", "--email", "cli.erase@company.com"], database_url, {})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "1 leads deleted; deletion queued at: none configured"
     assert (await harness.client.get(f"/v1/api/leads/{lead_id}", headers=admin)).status_code == 404
-    audit = (await harness.client.get("/v1/api/audit", headers=admin, params={"action": "privacy.erase"})).json()
+    audit = (
+        await harness.client.get("/v1/api/audit", headers=admin, params={"action": "privacy.erase"})
+    ).json()
     assert audit["items"][0]["channel"] == "cli"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from time import monotonic
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -80,3 +81,37 @@ async def campaign_analytics(
             for c in ranked
         ],
     )
+
+
+class AnalyticsCache:
+    """Per-process cache of computed analytics, ``ttl`` seconds per (campaign, period).
+
+    The spec lets campaign analytics follow new leads within its 30-second integration budget; a
+    dashboard polling every few seconds then costs one grouped scan per period, not one per request.
+    Status changes made through this process drop the campaign's entries at once.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[tuple[str, date | None, date | None], tuple[float, CampaignAnalytics]] = {}
+
+    def get(self, key: tuple[str, date | None, date | None]) -> tuple[CampaignAnalytics, float] | None:
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        age = monotonic() - hit[0]
+        if age > self.ttl:
+            del self._entries[key]
+            return None
+        return hit[1], age
+
+    def put(self, key: tuple[str, date | None, date | None], value: CampaignAnalytics) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) > 1000:
+            self._entries.clear()
+        self._entries[key] = (monotonic(), value)
+
+    def invalidate(self, campaign_id: str) -> None:
+        for key in [k for k in self._entries if k[0] == campaign_id]:
+            self._entries.pop(key, None)

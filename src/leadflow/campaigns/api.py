@@ -170,6 +170,7 @@ async def remove_token(
         "Performance over [start, end] (dates, inclusive; default: from the campaign's start or first "
         "lead to today). qualified = marketing/sales qualified or customer; conversion_rate = "
         "qualified / total; cost_per_lead = budget / total; revenue = closed-won deal values. "
+        "Figures may be up to ANALYTICS_CACHE_SECONDS old (the `Age` header says how old). "
         "Scope `analytics:read`."
     ),
     responses=responses(400, 401, 403, 404),
@@ -181,6 +182,14 @@ async def analytics(
     start: Annotated[date | None, Query(description="First day, YYYY-MM-DD")] = None,
     end: Annotated[date | None, Query(description="Last day, YYYY-MM-DD")] = None,
 ) -> Response:
-    async with request.app.state.engine.connect() as conn:
-        body = await campaign_analytics(conn, campaign_id, start, end)
-    return json_response(body.model_dump(mode="json"))
+    cache = request.app.state.analytics
+    key = (campaign_id, start, end)
+    hit = cache.get(key)
+    if hit is not None:
+        body, age = hit
+    else:
+        async with request.app.state.engine.connect() as conn:
+            body = await campaign_analytics(conn, campaign_id, start, end)
+        cache.put(key, body)
+        age = 0.0
+    return json_response(body.model_dump(mode="json"), headers={"Age": str(int(age))})

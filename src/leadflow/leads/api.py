@@ -18,7 +18,7 @@ from leadflow.kit.ids import LEAD_ID_RE
 from leadflow.kit.pagination import decode_cursor
 from leadflow.leads import service
 from leadflow.leads.capture import RESPONSE_TIMES, prepare
-from leadflow.leads.repository import LeadFilter
+from leadflow.leads.repository import LeadFilter, status_row_sqlite
 from leadflow.leads.schemas import (
     CaptureRequest,
     CaptureResponse,
@@ -262,8 +262,12 @@ async def lead_status(
     request: Request, lead_id: LeadId, _: Principal = Depends(require("leads:status"))
 ) -> Response:
     _check_lead_id(lead_id)
-    async with request.app.state.engine.connect() as conn:
-        body = await service.status(conn, lead_id)
+    reader = request.app.state.point_reader
+    if reader is not None:
+        body = service.status_body(status_row_sqlite(reader, lead_id))
+    else:
+        async with request.app.state.engine.connect() as conn:
+            body = await service.status(conn, lead_id)
     return json_response(body.model_dump(mode="json"))
 
 
@@ -376,7 +380,9 @@ async def update_lead(
         await service.update(conn, state.cipher, lead_id, body, principal.actor, only_assigned_to=scope)
         await record(conn, actor, "lead.update", "lead", lead_id, {"fields": sorted(body.model_fields_set)})
     async with state.engine.connect() as conn:
-        return await service.detail(conn, state.cipher, lead_id, only_assigned_to=scope)
+        result = await service.detail(conn, state.cipher, lead_id, only_assigned_to=scope)
+    state.analytics.invalidate(result.campaign_id)
+    return result
 
 
 def extra_schemas() -> dict[str, Any]:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadflow.kit.models import AnyRow, table_of
+from leadflow.db import PointReader
+from leadflow.kit.models import AnyRow, UTCDateTime, table_of
 from leadflow.leads.models import Lead, LeadActivity
 from leadflow.pipeline.models import Job
 
@@ -55,12 +57,19 @@ async def by_idempotency_keys(conn: AsyncConnection, pairs: Iterable[tuple[str, 
 
 
 async def insert_leads(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert many leads in one statement; returns their ids in the order given."""
-    result = await conn.execute(
-        insert(leads).returning(leads.c.id, sort_by_parameter_order=True),
-        rows,
-    )
-    return [int(r[0]) for r in result.all()]
+    """Insert many leads in one executemany; returns their ids in the order given.
+
+    No RETURNING: with it SQLAlchemy runs one INSERT per row on SQLite to keep the order (a batch of
+    100 took ~80 ms); a plain executemany plus one indexed look-up by public id is ~10x cheaper.
+    """
+    await conn.execute(insert(leads), rows)
+    ids = {
+        public_id: int(pk)
+        for pk, public_id in await conn.execute(
+            select(leads.c.id, leads.c.public_id).where(leads.c.public_id.in_([r["public_id"] for r in rows]))
+        )
+    }
+    return [ids[r["public_id"]] for r in rows]
 
 
 async def insert_activities(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -77,16 +86,51 @@ async def get_by_public_id(conn: AsyncConnection, public_id: str) -> AnyRow | No
     return (await conn.execute(select(leads).where(leads.c.public_id == public_id))).first()
 
 
-async def status_row(conn: AsyncConnection, public_id: str) -> AnyRow | None:
-    query = select(
-        leads.c.public_id,
-        leads.c.status,
-        leads.c.updated_at,
-        leads.c.assigned_to,
-        leads.c.follow_up_date,
-        leads.c.lead_grade,
-    ).where(leads.c.public_id == public_id)
-    return (await conn.execute(query)).first()
+@dataclass(frozen=True, slots=True)
+class StatusRow:
+    public_id: str
+    status: str
+    updated_at: datetime
+    assigned_to: str | None
+    follow_up_date: datetime | None
+    lead_grade: str
+
+
+_STATUS = select(
+    leads.c.public_id,
+    leads.c.status,
+    leads.c.updated_at,
+    leads.c.assigned_to,
+    leads.c.follow_up_date,
+    leads.c.lead_grade,
+).where(leads.c.public_id == bindparam("public_id"))
+# The same statement as SQLite text, for the synchronous point reader.
+STATUS_SQLITE = str(_STATUS.compile(dialect=sqlite_dialect(), compile_kwargs={"render_postcompile": True}))
+_UTC = UTCDateTime()
+
+
+async def status_row(conn: AsyncConnection, public_id: str) -> StatusRow | None:
+    row = (await conn.execute(_STATUS, {"public_id": public_id})).first()
+    return StatusRow(*row) if row is not None else None
+
+
+def status_row_sqlite(reader: PointReader, public_id: str) -> StatusRow | None:
+    row = reader.one(STATUS_SQLITE, (public_id,))
+    if row is None:
+        return None
+    public, status, updated, assigned, follow_up, grade = row
+    return StatusRow(
+        public,
+        status,
+        _sqlite_time(updated),
+        assigned,
+        _sqlite_time(follow_up) if follow_up is not None else None,
+        grade,
+    )
+
+
+def _sqlite_time(value: str) -> datetime:
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 async def public_id_of(conn: AsyncConnection, lead_id: int | None) -> str | None:

@@ -76,8 +76,7 @@ def decrypt_row(cipher: FieldCipher, row: AnyRow) -> dict[str, Any]:
     return data
 
 
-async def status(conn: AsyncConnection, public_id: str) -> LeadStatusResponse:
-    row = await repo.status_row(conn, public_id)
+def status_body(row: repo.StatusRow | None) -> LeadStatusResponse:
     if row is None:
         raise ApiError(404, "LEAD_NOT_FOUND", "Lead not found", field="lead_id")
     return LeadStatusResponse(
@@ -88,6 +87,10 @@ async def status(conn: AsyncConnection, public_id: str) -> LeadStatusResponse:
         next_action=next_action(row.status, row.follow_up_date, utcnow()),
         estimated_response_time=response_time(row.status, row.lead_grade),
     )
+
+
+async def status(conn: AsyncConnection, public_id: str) -> LeadStatusResponse:
+    return status_body(await repo.status_row(conn, public_id))
 
 
 def _visible(row: AnyRow | None, only_assigned_to: str | None) -> bool:
