@@ -31,7 +31,9 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
         path = settings.sqlite_path()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        options.update(pool_size=8, max_overflow=8)
+        # One connection: SQLite has one writer at a time, and writers racing for its lock sleep in
+        # its busy handler (tens of ms each). Queuing for the connection in asyncio costs nothing.
+        options.update(pool_size=1, max_overflow=0, pool_timeout=60)
     else:
         options.update(pool_size=10, max_overflow=20, pool_recycle=1800)
         if url.startswith("mysql"):

@@ -12,6 +12,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -32,6 +33,7 @@ class Recorded:
     headers: dict[str, str]
     body: bytes
     accepted: bool = False  # answered 2xx by normal handling (not a scripted failure)
+    received_at: float = field(default_factory=time.monotonic)  # for latency measurements
 
     def json(self) -> Any:
         return json.loads(self.body)

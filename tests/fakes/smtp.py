@@ -15,8 +15,9 @@ import ipaddress
 import logging
 import ssl
 import threading
+import time
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -35,6 +36,7 @@ class ReceivedMail:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    received_at: float = field(default_factory=time.monotonic)  # for latency measurements
 
     def message(self) -> EmailMessage:
         parsed = email.message_from_bytes(self.data, policy=policy.default)
