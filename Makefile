@@ -7,7 +7,7 @@ PORT   ?= 8000
 HOST   ?= 127.0.0.1
 PYTEST_ARGS ?= -n 2
 
-.PHONY: venv run test lint typecheck pytest bench fuzz fmt migrate clean
+.PHONY: venv run test lint typecheck pytest bench bench-pipeline fuzz fmt migrate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ migrate: venv
 ## Load benchmark against a local server on SQLite (127.0.0.1 only, bounded in time).
 bench: venv
 	$(BIN)/python bench/run.py
+
+## Pipeline benchmark: capture-to-deliveries latency and worker throughput against local fakes.
+bench-pipeline: venv
+	$(BIN)/python bench/pipeline.py
 
 ## Schemathesis with many examples per operation against a live local server (FUZZ_EXAMPLES).
 fuzz: venv
