@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from leadflow.campaigns import repository as repo
 from leadflow.campaigns.schemas import CampaignCreate, CampaignOut, CampaignUpdate, CampaignWithToken
 from leadflow.errors import ApiError
+from leadflow.kit.cache import SingleFlightCache
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import AnyRow
 
@@ -71,27 +71,18 @@ class CampaignCache:
 
     def __init__(self, engine: AsyncEngine, ttl: float) -> None:
         self._engine = engine
-        self._ttl = ttl
-        self._entries: dict[str, tuple[float, CaptureCampaign | None]] = {}
+        self._cache: SingleFlightCache[str, CaptureCampaign | None] = SingleFlightCache(ttl, self._load)
 
     def invalidate(self, campaign_id: str | None = None) -> None:
-        if campaign_id is None:
-            self._entries.clear()
-        else:
-            self._entries.pop(campaign_id, None)
+        self._cache.invalidate(campaign_id)
 
     async def get(self, campaign_id: str) -> CaptureCampaign | None:
-        now = time.monotonic()
-        hit = self._entries.get(campaign_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        return await self._cache.get(campaign_id)
+
+    async def _load(self, campaign_id: str) -> CaptureCampaign | None:
         async with self._engine.connect() as conn:
             row = await repo.get(conn, campaign_id)
-        value = to_capture(row) if row is not None else None
-        if len(self._entries) > 10_000:
-            self._entries.clear()
-        self._entries[campaign_id] = (now + self._ttl, value)
-        return value
+        return to_capture(row) if row is not None else None
 
     async def any_origin_allowed(self, origin: str) -> bool:
         """For CORS pre-flight (no body, so no campaign yet): is any active campaign open to ``origin``?"""

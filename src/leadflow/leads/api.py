@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from leadflow.campaigns.service import CaptureCampaign
 from leadflow.config import Settings
@@ -60,10 +61,16 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if length is not None and (not length.isdigit() or int(length) > limit):
         raise ApiError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ApiError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {limit} bytes")
+    except ClientDisconnect:
+        # The client went away mid-body: nothing was stored and nobody is left to answer.
+        raise ApiError(
+            400, "CLIENT_DISCONNECTED", "The client closed the connection before sending the body"
+        ) from None
     return bytes(body)
 
 
@@ -203,7 +210,7 @@ async def capture(
     try:
         body, campaign = await _accept(request, x_campaign_token, origin)
     except ApiError as exc:
-        if exc.status in FAILURES:
+        if exc.status in FAILURES and exc.error != "CLIENT_DISCONNECTED":
             await guard.record_failure(ip)
         raise
     verdict = await guard.check_campaign(campaign.id)

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from leadflow.kit.cache import SingleFlightCache
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import table_of
 from leadflow.security.models import ROLES, ApiToken
@@ -112,26 +113,18 @@ class TokenStore:
 
     def __init__(self, engine: AsyncEngine, ttl: float = 10.0) -> None:
         self._engine = engine
-        self._ttl = ttl
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._cache: SingleFlightCache[str, Principal | None] = SingleFlightCache(ttl, self._load)
         self._last_touch: dict[int, float] = {}
 
     def forget(self) -> None:
-        self._cache.clear()
+        self._cache.invalidate()
 
     async def resolve(self, token: str) -> Principal | None:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             return None
         digest = hash_token(token)
         now_mono = time.monotonic()
-        cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now_mono:
-            principal = cached[1]
-        else:
-            principal = await self._load(digest)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (now_mono + self._ttl, principal)
+        principal = await self._cache.get(digest)
         if principal is None:
             return None
         if principal.expires_at is not None and principal.expires_at <= utcnow():
