@@ -157,10 +157,13 @@ def serve(
 async def _create_campaign(engine: AsyncEngine, data: dict[str, Any]) -> Any:
     from leadflow.campaigns import service
     from leadflow.campaigns.schemas import CampaignCreate
+    from leadflow.security.audit import CLI, record
 
     body = CampaignCreate.model_validate(data)
     async with engine.begin() as conn:
-        return await service.create(conn, body)
+        created = await service.create(conn, body)
+        await record(conn, CLI, "campaign.create", "campaign", body.id)
+        return created
 
 
 @campaigns_app.command("create")

@@ -191,6 +191,10 @@ async def test_jobs_api_lists_dead_and_replays(
     assert again.status_code == 200  # pending jobs may be retried (run now)
     rest = (await harness.client.post("/v1/api/jobs/retry-dead", headers=admin)).json()
     assert rest == {"requeued": 1}
+    audit = (await harness.client.get("/v1/api/audit", headers=admin, params={"target_type": "job"})).json()[
+        "items"
+    ]
+    assert [a["action"] for a in audit] == ["job.retry_dead", "job.retry", "job.retry"]
     assert (await harness.client.get("/v1/api/jobs/999999", headers=admin)).status_code == 404
     assert (
         await harness.client.get("/v1/api/jobs", headers=admin, params={"status": "bogus"})

@@ -12,6 +12,7 @@ from leadflow.kit.pagination import decode_cursor
 from leadflow.pipeline import repository as repo
 from leadflow.pipeline import service
 from leadflow.pipeline.schemas import JobDetail, JobPage, RetryResult
+from leadflow.security.audit import Actor, record
 from leadflow.security.auth import require
 from leadflow.security.tokens import Principal
 
@@ -58,9 +59,12 @@ async def get_job(request: Request, job_id: JobId, _: Principal = Depends(requir
     description="Puts a dead job back in the queue with a fresh set of attempts. Scope `admin`.",
     responses=responses(401, 403, 404, 409),
 )
-async def retry_job(request: Request, job_id: JobId, _: Principal = Depends(require("admin"))) -> JobDetail:
+async def retry_job(
+    request: Request, job_id: JobId, principal: Principal = Depends(require("admin"))
+) -> JobDetail:
     async with request.app.state.engine.begin() as conn:
         result = await service.retry(conn, job_id)
+        await record(conn, Actor.from_request(request, principal), "job.retry", "job", str(job_id))
     request.app.state.wake_worker()
     return result
 
@@ -74,10 +78,18 @@ async def retry_job(request: Request, job_id: JobId, _: Principal = Depends(requ
 )
 async def retry_dead(
     request: Request,
-    _: Principal = Depends(require("admin")),
+    principal: Principal = Depends(require("admin")),
     kind: Annotated[str | None, Query(max_length=50)] = None,
 ) -> RetryResult:
     async with request.app.state.engine.begin() as conn:
         count = await repo.retry_dead(conn, kind, utcnow())
+        await record(
+            conn,
+            Actor.from_request(request, principal),
+            "job.retry_dead",
+            "job",
+            None,
+            {"kind": kind, "count": count},
+        )
     request.app.state.wake_worker()
     return RetryResult(requeued=count)

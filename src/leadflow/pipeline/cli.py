@@ -41,8 +41,12 @@ def jobs_retry(job_id: Annotated[int, typer.Argument(help="Job id")]) -> None:
     settings = _settings()
 
     async def work(engine: AsyncEngine) -> Any:
+        from leadflow.security.audit import CLI, record
+
         async with engine.begin() as conn:
-            return await service.retry(conn, job_id)
+            result = await service.retry(conn, job_id)
+            await record(conn, CLI, "job.retry", "job", str(job_id))
+            return result
 
     job = _run(settings, work)
     typer.echo(f"job {job.id} requeued ({job.kind})")
@@ -58,8 +62,12 @@ def jobs_retry_dead(kind: Annotated[str | None, typer.Option(help="Only this kin
     settings = _settings()
 
     async def work(engine: AsyncEngine) -> int:
+        from leadflow.security.audit import CLI, record
+
         async with engine.begin() as conn:
-            return await repository.retry_dead(conn, kind, utcnow())
+            count = await repository.retry_dead(conn, kind, utcnow())
+            await record(conn, CLI, "job.retry_dead", "job", None, {"kind": kind, "count": count})
+            return count
 
     typer.echo(f"{_run(settings, work)} dead jobs requeued")
 
