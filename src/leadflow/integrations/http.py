@@ -20,6 +20,16 @@ def excerpt(text: str | None, limit: int = EXCERPT) -> str | None:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def redact(text: str | None, *secrets: str | None) -> str | None:
+    """The text without these personal values (vendors echo submitted values in answers and errors)."""
+    if text is None:
+        return None
+    for value in secrets:
+        if value and len(value) >= 3:
+            text = text.replace(value, "[redacted]").replace(value.lower(), "[redacted]")
+    return text
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
     if not value:

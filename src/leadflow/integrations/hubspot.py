@@ -48,7 +48,7 @@ from leadflow.integrations.base import (
     RetriableError,
     campaign_toggle,
 )
-from leadflow.integrations.http import check, excerpt, send
+from leadflow.integrations.http import check, excerpt, redact, send
 
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
 GDPR_DELETE_PATH = "/crm/v3/objects/contacts/gdpr-delete"
@@ -110,16 +110,6 @@ def contact_properties(lead: LeadView) -> dict[str, str]:
     return {k: str(v) for k, v in values.items() if v is not None and str(v).strip() != ""}
 
 
-def _redact(text: str | None, *secrets: str | None) -> str | None:
-    """The text without the lead's personal values (HubSpot echoes property values in errors)."""
-    if text is None:
-        return None
-    for value in secrets:
-        if value and len(value) >= 3:
-            text = text.replace(value, "[redacted]").replace(value.lower(), "[redacted]")
-    return text
-
-
 def _error_summary(response: httpx.Response) -> str:
     """``CATEGORY: message`` from HubSpot's error body, or the raw (trimmed) text."""
     try:
@@ -137,7 +127,7 @@ def _raise_for(response: httpx.Response, pii: tuple[str | None, ...]) -> None:
     try:
         check(response)
     except DeliveryError as exc:
-        exc.response_excerpt = excerpt(_redact(_error_summary(response), *pii))
+        exc.response_excerpt = excerpt(redact(_error_summary(response), *pii))
         if isinstance(exc, RetriableError) and exc.retry_after is None and response.status_code == 429:
             try:
                 policy = str(response.json().get("policyName", ""))
@@ -183,7 +173,7 @@ class HubSpotConnector:
             raise PermanentError(
                 "HubSpot refused the contact upsert (207)",
                 status_code=207,
-                response_excerpt=excerpt(_redact(_batch_errors(response), *pii)),
+                response_excerpt=excerpt(redact(_batch_errors(response), *pii)),
             )
         _raise_for(response, pii)
         try:
@@ -193,7 +183,7 @@ class HubSpotConnector:
             raise PermanentError(
                 "HubSpot answered the upsert without a contact id",
                 status_code=response.status_code,
-                response_excerpt=excerpt(_redact(response.text, *pii)),
+                response_excerpt=excerpt(redact(response.text, *pii)),
             ) from exc
         created = bool(result.get("new", False))
         return Outcome(

@@ -34,7 +34,7 @@ from leadflow.integrations.base import (
     PermanentError,
     campaign_toggle,
 )
-from leadflow.integrations.http import check, excerpt, send
+from leadflow.integrations.http import check, excerpt, redact, send
 
 GRADES = ("A", "B", "C", "D")
 TAG_MAX = 100  # Mailchimp tag names are at most 100 characters
@@ -98,15 +98,6 @@ def member_tags(lead: LeadView) -> list[dict[str, str]]:
     return [{"name": t["name"][:TAG_MAX], "status": t["status"]} for t in tags]
 
 
-def _redact(text: str | None, *secrets: str | None) -> str | None:
-    if text is None:
-        return None
-    for value in secrets:
-        if value and len(value) >= 3:
-            text = text.replace(value, "[redacted]").replace(value.lower(), "[redacted]")
-    return text
-
-
 def _summary(response: httpx.Response) -> str:
     """``title: detail`` from Mailchimp's problem document (``detail`` often quotes the address)."""
     try:
@@ -122,7 +113,7 @@ def _checked(response: httpx.Response, pii: tuple[str | None, ...]) -> None:
     try:
         check(response)
     except DeliveryError as exc:
-        exc.response_excerpt = excerpt(_redact(_summary(response), *pii))
+        exc.response_excerpt = excerpt(redact(_summary(response), *pii))
         raise
 
 

@@ -50,7 +50,7 @@ from leadflow.integrations.base import (
     RetriableError,
     campaign_toggle,
 )
-from leadflow.integrations.http import check, excerpt, parse_retry_after, send
+from leadflow.integrations.http import check, excerpt, parse_retry_after, redact, send
 
 EXTERNAL_ID_FIELD = "Leadflow_Id__c"
 RATING = {"A": "Hot", "B": "Warm", "C": "Cold", "D": "Cold"}
@@ -126,15 +126,6 @@ def lead_fields(lead: LeadView) -> dict[str, Any]:
             value = value[: LIMITS[key]]
         out[key] = value
     return out
-
-
-def _redact(text: str | None, *secrets: str | None) -> str | None:
-    if text is None:
-        return None
-    for value in secrets:
-        if value and len(value) >= 3:
-            text = text.replace(value, "[redacted]").replace(value.lower(), "[redacted]")
-    return text
 
 
 def _errors(response: httpx.Response) -> list[dict[str, Any]]:
@@ -255,20 +246,20 @@ class SalesforceConnector:
             raise PermanentError(
                 f"several Salesforce Leads share {EXTERNAL_ID_FIELD} {lead.lead_id}",
                 status_code=300,
-                response_excerpt=excerpt(_redact(response.text, *pii)),
+                response_excerpt=excerpt(redact(response.text, *pii)),
             )
         codes = {str(e.get("errorCode")) for e in _errors(response)}
         if response.status_code >= 400 and codes & RETRIABLE_CODES:
             raise RetriableError(
                 f"Salesforce is temporarily refusing writes ({', '.join(sorted(codes & RETRIABLE_CODES))})",
                 status_code=response.status_code,
-                response_excerpt=excerpt(_redact(_summary(response), *pii)),
+                response_excerpt=excerpt(redact(_summary(response), *pii)),
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
         try:
             check(response)
         except DeliveryError as exc:
-            exc.response_excerpt = excerpt(_redact(_summary(response), *pii))
+            exc.response_excerpt = excerpt(redact(_summary(response), *pii))
             raise
         record_id: str | None = None
         created = response.status_code == 201

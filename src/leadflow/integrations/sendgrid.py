@@ -34,7 +34,7 @@ from leadflow.integrations.base import (
     RetriableError,
     campaign_toggle,
 )
-from leadflow.integrations.http import check, excerpt, send
+from leadflow.integrations.http import check, excerpt, redact, send
 
 CONTACTS_PATH = "/v3/marketing/contacts"
 SEARCH_PATH = "/v3/marketing/contacts/search/emails"
@@ -75,15 +75,6 @@ def contact(lead: LeadView) -> dict[str, str]:
     return {k: v[: LIMITS.get(k, len(v))] for k, v in values.items() if v}
 
 
-def _redact(text: str | None, *secrets: str | None) -> str | None:
-    if text is None:
-        return None
-    for value in secrets:
-        if value and len(value) >= 3:
-            text = text.replace(value, "[redacted]").replace(value.lower(), "[redacted]")
-    return text
-
-
 def _summary(response: httpx.Response) -> str:
     try:
         data = response.json()
@@ -104,7 +95,7 @@ def _checked(response: httpx.Response, pii: tuple[str | None, ...]) -> None:
     try:
         check(response)
     except DeliveryError as exc:
-        exc.response_excerpt = excerpt(_redact(_summary(response), *pii))
+        exc.response_excerpt = excerpt(redact(_summary(response), *pii))
         if isinstance(exc, RetriableError) and exc.retry_after is None:
             # SendGrid's 429 says when the window resets (epoch seconds) rather than Retry-After.
             reset = response.headers.get("x-ratelimit-reset", "")

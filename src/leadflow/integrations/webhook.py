@@ -40,7 +40,7 @@ from leadflow.integrations.base import (
     PermanentError,
     campaign_toggle,
 )
-from leadflow.integrations.http import check, excerpt, send
+from leadflow.integrations.http import check, excerpt, redact, send
 
 EVENT = "lead.processed"
 SIGNATURE_HEADER = "X-Leadflow-Signature"
@@ -161,15 +161,6 @@ def lead_document(lead: LeadView) -> dict[str, Any]:
     }
 
 
-def _redact(text: str | None, *secrets: str | None) -> str | None:
-    if text is None:
-        return None
-    for value in secrets:
-        if value and len(value) >= 3:
-            text = text.replace(value, "[redacted]")
-    return text
-
-
 def body_for(lead: LeadView, delivery_id: str) -> bytes:
     document = {"event": EVENT, "delivery_id": delivery_id, "lead": lead_document(lead)}
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
@@ -208,7 +199,7 @@ class WebhookConnector:
         response = await send(ctx.http, "POST", self.config.url.strip(), content=body, headers=headers)
         # Some receivers echo the body back: keep the lead's personal data out of the job record.
         pii = (lead.email, lead.phone, lead.first_name, lead.last_name, lead.company, lead.message)
-        answer = excerpt(_redact(response.text, *pii), 200)
+        answer = excerpt(redact(response.text, *pii), 200)
         try:
             check(response)
         except DeliveryError as exc:
