@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from leadflow.app import create_app
 from leadflow.config import Settings, normalise_database_url
+from leadflow.leads.schemas import CaptureRequest
 from leadflow.migrations.runner import upgrade_async
 from leadflow.security.tokens import create_token
 
@@ -44,43 +45,8 @@ TABLES = (
     "maintenance_state",
 )
 
-EXAMPLE_LEAD: dict[str, Any] = {
-    "campaign_id": "nextcloud-installation-2025",
-    "source": "landing-page",
-    "contact": {
-        "firstName": "John",
-        "lastName": "Doe",
-        "email": "john.doe@company.com",
-        "phone": "+1-555-123-4567",
-        "company": "Acme Corp",
-    },
-    "lead_details": {
-        "service_interest": "Nextcloud Installation",
-        "urgency": "High (Same day)",
-        "message": "Need Nextcloud setup for 50 users ASAP",
-        "budget_range": "$5000-$10000",
-        "timeline": "Within 2 weeks",
-    },
-    "tracking": {
-        "visitor_id": "vis_123456789",
-        "session_id": "sess_987654321",
-        "utm_source": "google",
-        "utm_medium": "cpc",
-        "utm_campaign": "nextcloud-q4-2025",
-        "utm_term": "nextcloud installation",
-        "utm_content": "ad-variant-a",
-        "referrer_url": "https://google.com/search?q=nextcloud+installation",
-        "landing_page_url": "https://nexlink.website/campaigns/nextcloud-installation.html",
-        "user_agent": "Mozilla/5.0...",
-        "ip_address": "192.168.1.1",
-    },
-    "form_metadata": {
-        "form_type": "campaign_landing",
-        "form_version": "v2.1",
-        "consent_given": True,
-        "timestamp": "2025-10-03T10:30:00Z",
-    },
-}
+# The spec's example request, as documented in the capture endpoint's OpenAPI example.
+EXAMPLE_LEAD: dict[str, Any] = CaptureRequest.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
 
 
 # Every e-mail address and phone number the suite submits; no log line may ever contain one.

@@ -20,7 +20,7 @@ from leadflow.integrations.mailer import (
     redact_emails,
     render,
 )
-from leadflow.integrations.slack import lead_facts
+from leadflow.integrations.notify import lead_facts
 from leadflow.integrations.smtp import EmailNotificationConnector
 from tests.fakes.sendgrid_mail import FakeSendGridMail, sendgrid_error
 from tests.integrations.factories import (

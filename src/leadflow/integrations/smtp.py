@@ -16,7 +16,7 @@ from typing import ClassVar
 from leadflow.config import Settings
 from leadflow.integrations.base import DeliveryContext, LeadView, Outcome, PermanentError, campaign_toggle
 from leadflow.integrations.mailer import Mailer, OutgoingEmail, render
-from leadflow.integrations.slack import lead_facts, lead_url
+from leadflow.integrations.notify import lead_facts, lead_url
 
 REMINDER = "follow_up_due"  # payload reason used by the pipeline scheduler
 # RFC 3834: tell auto-responders (out-of-office) not to answer; Exchange honours the second header.

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from leadflow.config import Settings
 from leadflow.integrations.base import DeliveryContext, LeadView, Outcome, PermanentError, RetriableError
 from leadflow.integrations.http import check, excerpt, parse_retry_after, send
-from leadflow.integrations.slack import grade_rule, lead_facts, lead_url
+from leadflow.integrations.notify import grade_rule, lead_facts, lead_url
 
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 CARD_VERSION = "1.4"  # what Teams renders on desktop, web and mobile

@@ -27,7 +27,7 @@ from leadflow.integrations.base import (
 )
 from leadflow.integrations.http import check, send
 from leadflow.integrations.mailer import redact_emails
-from leadflow.integrations.slack import lead_url
+from leadflow.integrations.notify import lead_url
 from leadflow.kit.text import normalise_phone
 
 MAX_BODY = 320
