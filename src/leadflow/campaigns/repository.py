@@ -23,6 +23,12 @@ async def get(conn: AsyncConnection, campaign_id: str) -> AnyRow | None:
     return (await conn.execute(select(campaigns).where(campaigns.c.id == campaign_id))).first()
 
 
+async def get_many(conn: AsyncConnection, campaign_ids: Sequence[str]) -> Sequence[AnyRow]:
+    if not campaign_ids:
+        return []
+    return (await conn.execute(select(campaigns).where(campaigns.c.id.in_(campaign_ids)))).all()
+
+
 async def list_all(conn: AsyncConnection, status: str | None = None) -> Sequence[AnyRow]:
     query = select(campaigns).order_by(campaigns.c.created_at.desc(), campaigns.c.id)
     if status:

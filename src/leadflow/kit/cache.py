@@ -53,3 +53,49 @@ class SingleFlightCache(Generic[K, V]):
             self._entries.clear()
         else:
             self._entries.pop(key, None)
+
+
+class BatchLoader(Generic[K, V]):
+    """Coalesces look-ups made in the same event-loop turn into one batched fetch.
+
+    The worker starts its claimed jobs together; each one asks for its own lead, member and campaign,
+    and instead of one query per job (each a round trip through the single SQLite connection), the keys
+    asked for before the loop turns over are fetched with one ``WHERE id IN (...)``. Nothing is cached
+    beyond that: a later ``load`` reads the database again, so a job always sees current rows.
+    """
+
+    def __init__(self, fetch: Callable[[list[K]], Awaitable[dict[K, V]]]) -> None:
+        self._fetch = fetch
+        self._pending: dict[K, asyncio.Future[V | None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def load(self, key: K) -> V | None:
+        future = self._pending.get(key)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            if not self._pending:
+                loop.call_soon(self._dispatch)
+            future = loop.create_future()
+            self._pending[key] = future
+        return await asyncio.shield(future)
+
+    def _dispatch(self) -> None:
+        batch, self._pending = self._pending, {}
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: dict[K, asyncio.Future[V | None]]) -> None:
+        try:
+            found = await self._fetch(list(batch))
+        except BaseException as exc:
+            for future in batch.values():
+                if not future.done():
+                    future.set_exception(exc)
+                    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for key, future in batch.items():
+            if not future.done():
+                future.set_result(found.get(key))

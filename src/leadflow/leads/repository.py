@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadflow.db import PointReader
+from leadflow.db import IN_CHUNK, PointReader, chunks
 from leadflow.kit.models import AnyRow, UTCDateTime, table_of
 from leadflow.leads.models import Lead, LeadActivity
 from leadflow.pipeline.models import Job
@@ -80,6 +81,75 @@ async def insert_activities(conn: AsyncConnection, rows: list[dict[str, Any]]) -
 async def insert_jobs(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     if rows:
         await conn.execute(insert(jobs), rows)
+
+
+# -- The same look-ups on a raw sqlite3 connection (the capture writer's direct SQLite path) --------
+
+
+class EarlierLead(NamedTuple):
+    id: int
+    public_id: str
+    campaign_id: str
+    email_hash: str
+    created_at: datetime
+
+
+class KeyedLead(NamedTuple):
+    id: int
+    public_id: str
+    campaign_id: str
+    idempotency_key: str
+    email_hash: str
+    lead_grade: str
+    visitor_id: str | None
+    session_id: str | None
+
+
+def _in_lists(db: sqlite3.Connection, sql: str, values: Iterable[str]) -> list[Any]:
+    """Run ``sql`` (with one ``{marks}`` IN list) over the distinct values, in chunks."""
+    keys = sorted(set(values))
+    rows: list[Any] = []
+    for part in chunks(keys, IN_CHUNK):
+        rows.extend(db.execute(sql.format(marks=",".join("?" * len(part))), part).fetchall())
+    return rows
+
+
+def latest_by_email_hashes_sqlite(db: sqlite3.Connection, hashes: Iterable[str]) -> list[EarlierLead]:
+    """:func:`latest_by_email_hashes` on a raw sqlite3 connection: newest first."""
+    rows = _in_lists(
+        db,
+        "SELECT id, public_id, campaign_id, email_hash, created_at FROM leads WHERE email_hash IN ({marks})",
+        hashes,
+    )
+    found = [
+        EarlierLead(pk, public, campaign, email, _sqlite_time(at)) for pk, public, campaign, email, at in rows
+    ]
+    found.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+    return found
+
+
+def seen_visitors_sqlite(db: sqlite3.Connection, visitor_ids: Iterable[str]) -> set[str]:
+    rows = _in_lists(db, "SELECT DISTINCT visitor_id FROM leads WHERE visitor_id IN ({marks})", visitor_ids)
+    return {row[0] for row in rows}
+
+
+def by_idempotency_keys_sqlite(db: sqlite3.Connection, pairs: Iterable[tuple[str, str]]) -> list[KeyedLead]:
+    rows = _in_lists(
+        db,
+        "SELECT id, public_id, campaign_id, idempotency_key, email_hash, lead_grade, visitor_id, session_id"
+        " FROM leads WHERE idempotency_key IN ({marks})",
+        (key for _, key in pairs),
+    )
+    return [KeyedLead(*row) for row in rows]
+
+
+def next_lead_id_sqlite(db: sqlite3.Connection) -> int:
+    """The id SQLite itself would give the next lead (the table has no AUTOINCREMENT): max + 1.
+
+    Only meaningful inside a write transaction (BEGIN IMMEDIATE), which keeps other writers out.
+    """
+    row = db.execute("SELECT max(id) FROM leads").fetchone()
+    return int(row[0] or 0) + 1
 
 
 async def get_by_public_id(conn: AsyncConnection, public_id: str) -> AnyRow | None:
@@ -192,6 +262,17 @@ async def lock_for_update(conn: AsyncConnection, public_id: str) -> AnyRow | Non
 
 async def update_lead(conn: AsyncConnection, lead_id: int, values: dict[str, Any]) -> None:
     await conn.execute(update(leads).where(leads.c.id == lead_id).values(**values))
+
+
+async def get_many(conn: AsyncConnection, lead_ids: Iterable[int], lock: bool = False) -> dict[int, AnyRow]:
+    """Leads by internal id (``lock``: ``FOR UPDATE`` where the database has it)."""
+    ids = list(lead_ids)
+    if not ids:
+        return {}
+    query = select(leads).where(leads.c.id.in_(ids))
+    if lock and conn.dialect.name != "sqlite":
+        query = query.with_for_update()
+    return {int(row.id): row for row in await conn.execute(query)}
 
 
 async def get_by_id(conn: AsyncConnection, lead_id: int) -> AnyRow | None:

@@ -10,7 +10,9 @@ re-run does the same again (delivery jobs carry a dedup key per lead and connect
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import structlog
@@ -20,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from leadflow.campaigns import repository as campaigns_repo
 from leadflow.integrations import registry
 from leadflow.integrations.base import Assignee, Connector, DeliveryContext, LeadView, PermanentError
+from leadflow.kit.cache import BatchLoader
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import AnyRow, table_of
 from leadflow.leads import repository as leads_repo
@@ -27,7 +30,7 @@ from leadflow.leads.capture import PROCESS_JOB
 from leadflow.leads.models import PII_FIELDS
 from leadflow.observability import metrics
 from leadflow.pipeline import repository as jobs_repo
-from leadflow.pipeline.worker import Handler, HandlerResult, WorkerContext
+from leadflow.pipeline.worker import Committer, Handler, HandlerResult, Staged, WorkerContext
 from leadflow.privacy.policy import allowed as privacy_allows
 from leadflow.privacy.regions import regime
 from leadflow.routing.models import TeamMember
@@ -70,17 +73,62 @@ def score_input(row: AnyRow, email_kind: str, catalog: frozenset[str]) -> rules.
     )
 
 
+@dataclass(slots=True)
+class Loaders:
+    """Per-worker batch loaders: the jobs of one claim read their rows with one query per table."""
+
+    leads: BatchLoader[int, AnyRow]
+    members: BatchLoader[int, AnyRow]
+    campaigns: BatchLoader[str, AnyRow]
+
+
+def loaders(ctx: WorkerContext) -> Loaders:
+    found = ctx.services.get("loaders")
+    if isinstance(found, Loaders):
+        return found
+
+    async def fetch_leads(ids: list[int]) -> dict[int, AnyRow]:
+        async with ctx.engine.connect() as conn:
+            return await leads_repo.get_many(conn, ids)
+
+    async def fetch_members(ids: list[int]) -> dict[int, AnyRow]:
+        async with ctx.engine.connect() as conn:
+            return {int(r.id): r for r in await conn.execute(select(members).where(members.c.id.in_(ids)))}
+
+    async def fetch_campaigns(ids: list[str]) -> dict[str, AnyRow]:
+        async with ctx.engine.connect() as conn:
+            return {str(r.id): r for r in await campaigns_repo.get_many(conn, ids)}
+
+    made = Loaders(BatchLoader(fetch_leads), BatchLoader(fetch_members), BatchLoader(fetch_campaigns))
+    ctx.services["loaders"] = made
+    return made
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """What enrichment decided for one lead; routed and written by :func:`commit_routing`."""
+
+    lead_id: int
+    campaign: AnyRow
+    values: dict[str, Any]
+    activities: list[dict[str, Any]]
+    geo_country: str | None
+    geo_region_code: str | None
+
+
+ROUTE_GROUP = "route"
+
+
 async def process_lead(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
+    """Enrich and re-score (outside any transaction); routing and fan-out are staged for the commit."""
     from leadflow.enrichment.service import Enricher, EnrichmentResult
-    from leadflow.routing.rules import CampaignRouting, RoutingLead
-    from leadflow.routing.service import assign
 
     lead_id = int(job.payload["lead_id"])
-    async with ctx.engine.connect() as conn:
-        row = await leads_repo.get_by_id(conn, lead_id)
-        if row is None:  # erased before processing: nothing to do
-            return HandlerResult()
-        campaign = await campaigns_repo.get(conn, row.campaign_id)
+    load = loaders(ctx)
+    row = await load.leads.load(lead_id)
+    if row is None:  # erased before processing: nothing to do
+        return HandlerResult(response_excerpt="lead no longer exists")
+    campaign = await load.campaigns.load(row.campaign_id)
     assert campaign is not None
 
     enricher: Enricher = ctx.services["enricher"]
@@ -140,75 +188,117 @@ async def process_lead(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
                     now,
                 )
             )
+    plan = RoutePlan(
+        lead_id=lead_id,
+        campaign=campaign,
+        values=values,
+        activities=acts,
+        geo_country=geo.country_code if geo else None,
+        geo_region_code=geo.region_code if geo else None,
+    )
+    return HandlerResult(
+        response_excerpt="enriched; routed with the job's commit", staged=Staged(ROUTE_GROUP, plan)
+    )
 
-    async with ctx.engine.begin() as conn:
-        # Re-read under a row lock: a salesperson may have assigned or changed the lead meanwhile.
-        current = await leads_repo.lock_for_update(conn, row.public_id)
-        if current is None:
-            return HandlerResult(response_excerpt="lead erased during processing")
-        if current.assigned_to is None and current.status == "new":
-            decision = await assign(
-                conn,
+
+async def commit_routing(conn: AsyncConnection, plans: list[RoutePlan], ctx: WorkerContext) -> None:
+    """Route a batch of enriched leads and fan out their deliveries, inside the worker's commit.
+
+    The leads are re-read under a row lock (a salesperson may have assigned or changed one meanwhile);
+    unassigned new leads are assigned in order with one team lock (:func:`assign_many`); then each
+    lead's enrichment, score and assignment is written, with its activities and one delivery job per
+    connector that wants it (dedup key per lead and connector, so a re-run adds nothing).
+    """
+    from leadflow.routing.rules import CampaignRouting, RoutingLead
+    from leadflow.routing.service import assign_many
+
+    now = utcnow()
+    current = await leads_repo.get_many(conn, [p.lead_id for p in plans], lock=True)
+    routable = [
+        p
+        for p in plans
+        if (row := current.get(p.lead_id)) is not None and row.assigned_to is None and row.status == "new"
+    ]
+    decisions = await assign_many(
+        conn,
+        [
+            (
                 RoutingLead(
-                    lead_id=lead_id,
-                    campaign_id=row.campaign_id,
-                    service_interest=row.service_interest,
-                    lead_score=int(values.get("lead_score", row.lead_score)),
-                    lead_grade=str(values.get("lead_grade", row.lead_grade)),
-                    geo_country=geo.country_code if geo else None,
-                    geo_region_code=geo.region_code if geo else None,
-                    urgency_level=rules.urgency_level(row.urgency),
+                    lead_id=p.lead_id,
+                    campaign_id=current[p.lead_id].campaign_id,
+                    service_interest=current[p.lead_id].service_interest,
+                    lead_score=int(p.values.get("lead_score", current[p.lead_id].lead_score)),
+                    lead_grade=str(p.values.get("lead_grade", current[p.lead_id].lead_grade)),
+                    geo_country=p.geo_country,
+                    geo_region_code=p.geo_region_code,
+                    urgency_level=rules.urgency_level(current[p.lead_id].urgency),
                 ),
-                CampaignRouting(auto_assign=bool(campaign.auto_assign), assigned_to=campaign.assigned_to),
-                ctx.settings,
+                CampaignRouting(auto_assign=bool(p.campaign.auto_assign), assigned_to=p.campaign.assigned_to),
+            )
+            for p in routable
+        ],
+        ctx.settings,
+        now,
+    )
+    activities: list[dict[str, Any]] = []
+    for plan, decision in zip(routable, decisions, strict=True):
+        if decision.assignee is not None:
+            plan.values.update(assigned_to=decision.assignee, assigned_member_id=decision.member_id)
+        plan.activities.append(
+            _activity(
+                plan.lead_id,
+                "assigned",
+                decision.reason,
+                {"to": decision.assignee, "member_id": decision.member_id, "rule": decision.rule},
                 now,
             )
-            if decision.assignee is not None:
-                values.update(assigned_to=decision.assignee, assigned_member_id=decision.member_id)
-            acts.append(
-                _activity(
-                    lead_id,
-                    "assigned",
-                    decision.reason,
-                    {"to": decision.assignee, "member_id": decision.member_id, "rule": decision.rule},
-                    now,
-                )
-            )
-        await leads_repo.update_lead(conn, lead_id, values)
-        await leads_repo.insert_activities(conn, acts)
-        fresh = await leads_repo.get_by_id(conn, lead_id)
-        assert fresh is not None
-        view = await lead_view(conn, ctx, fresh)
-        new_jobs = []
+        )
+    member_of = {
+        p.lead_id: int(member_id)
+        for p in plans
+        if p.lead_id in current
+        and (member_id := p.values.get("assigned_member_id", current[p.lead_id].assigned_member_id))
+        is not None
+    }
+    assignees: dict[int, Assignee] = {}
+    if member_of:
+        found = {
+            int(m.id): Assignee(name=m.name, email=m.email, phone=m.phone)
+            for m in await conn.execute(select(members).where(members.c.id.in_(set(member_of.values()))))
+        }
+        assignees = {lead_id: found[m] for lead_id, m in member_of.items() if m in found}
+    new_jobs: list[jobs_repo.NewJob] = []
+    for plan in plans:
+        row = current.get(plan.lead_id)
+        if row is None:  # erased meanwhile
+            continue
+        await leads_repo.update_lead(conn, plan.lead_id, plan.values)
+        activities.extend(plan.activities)
+        fresh = SimpleNamespace(**{**row._mapping, **plan.values})
+        view = build_view(ctx, fresh, assignees.get(plan.lead_id), plan.campaign)
         for name in registry.all_names():
-            connector = registry.build(name, ctx.settings)
+            connector = connector_for(ctx, name)
             if connector.configured() and privacy_allows(str(name), view) and connector.wants(view):
                 new_jobs.append(
                     jobs_repo.NewJob(
                         kind=DELIVER_JOB,
-                        payload={"connector": str(name), "lead_id": lead_id},
+                        payload={"connector": str(name), "lead_id": plan.lead_id},
                         run_at=now,
-                        lead_id=lead_id,
-                        dedup_key=f"deliver:{name}:{lead_id}",
+                        lead_id=plan.lead_id,
+                        dedup_key=f"deliver:{name}:{plan.lead_id}",
                         max_attempts=connector.max_attempts,
                     )
                 )
-        await jobs_repo.enqueue(conn, new_jobs, now)
-    metrics.STAGE_LATENCY.labels("processed").observe((utcnow() - row.created_at).total_seconds())
-    return HandlerResult(response_excerpt=f"{len(new_jobs)} deliveries queued")
+        metrics.STAGE_LATENCY.labels("processed").observe((now - row.created_at).total_seconds())
+    await leads_repo.insert_activities(conn, activities)
+    await jobs_repo.enqueue(conn, new_jobs, now)
 
 
-async def lead_view(conn: AsyncConnection, ctx: WorkerContext, row: AnyRow) -> LeadView:
+def build_view(ctx: WorkerContext, row: Any, assignee: Assignee | None, campaign: AnyRow | None) -> LeadView:
     """The decrypted lead as connectors see it, with its assignee and the campaign's settings."""
     data = {name: ctx.cipher.decrypt(getattr(row, name), name) for name in PII_FIELDS}
-    assignee = None
-    if row.assigned_member_id is not None:
-        member = (await conn.execute(select(members).where(members.c.id == row.assigned_member_id))).first()
-        if member is not None:
-            assignee = Assignee(name=member.name, email=member.email, phone=member.phone)
     if assignee is None and row.assigned_to:
         assignee = Assignee(name=row.assigned_to, email=row.assigned_to)
-    campaign = await campaigns_repo.get(conn, row.campaign_id)
     return LeadView(
         id=row.id,
         lead_id=row.public_id,
@@ -254,6 +344,17 @@ async def lead_view(conn: AsyncConnection, ctx: WorkerContext, row: AnyRow) -> L
     )
 
 
+async def lead_view(ctx: WorkerContext, row: AnyRow) -> LeadView:
+    """:func:`build_view` with the assignee and campaign read through the worker's batch loaders."""
+    load = loaders(ctx)
+    assignee = None
+    if row.assigned_member_id is not None:
+        member = await load.members.load(int(row.assigned_member_id))
+        if member is not None:
+            assignee = Assignee(name=member.name, email=member.email, phone=member.phone)
+    return build_view(ctx, row, assignee, await load.campaigns.load(row.campaign_id))
+
+
 def connector_for(ctx: WorkerContext, name: str) -> Connector:
     """One connector instance per worker (so e.g. an OAuth token cache is reused across deliveries)."""
     cache: dict[str, Connector] = ctx.services.setdefault("connectors", {})
@@ -268,11 +369,10 @@ async def deliver(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
     connector = connector_for(ctx, name)
     if not connector.configured():
         raise PermanentError(f"the {name} connector is not configured (credentials were removed)")
-    async with ctx.engine.connect() as conn:
-        row = await leads_repo.get_by_id(conn, lead_id)
-        if row is None:
-            return HandlerResult(connector=name, response_excerpt="lead no longer exists")
-        view = await lead_view(conn, ctx, row)
+    row = await loaders(ctx).leads.load(lead_id)
+    if row is None:
+        return HandlerResult(connector=name, response_excerpt="lead no longer exists")
+    view = await lead_view(ctx, row)
     if row.anonymized_at is not None or not privacy_allows(name, view):
         return HandlerResult(
             connector=name, response_excerpt="not allowed by the lead's privacy choices; nothing sent"
@@ -295,42 +395,34 @@ async def deliver(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
         if name in ("hubspot", "salesforce", "mailchimp", "sendgrid", "ga4", "webhook")
         else "notification_sent"
     )
-    async with ctx.engine.begin() as conn:
-        await leads_repo.insert_activities(
-            conn,
-            [
-                _activity(
-                    lead_id,
-                    kind,
-                    outcome.detail or f"Delivered by {name}",
-                    {
-                        "connector": name,
-                        "status_code": outcome.status_code,
-                        "external_id": outcome.external_id,
-                    },
-                    now,
-                )
-            ],
+    follow_ups: tuple[jobs_repo.NewJob, ...] = ()
+    if outcome.follow_up is not None:
+        follow = outcome.follow_up
+        follow_ups = (
+            jobs_repo.NewJob(
+                kind=DELIVER_JOB,
+                payload={"connector": name, "lead_id": lead_id, **follow.payload},
+                run_at=now + timedelta(seconds=follow.delay_seconds),
+                lead_id=lead_id,
+                dedup_key=f"{dedup_key}:{follow.key}",
+                max_attempts=connector.max_attempts,
+            ),
         )
-        if outcome.follow_up is not None:
-            follow = outcome.follow_up
-            await jobs_repo.enqueue(
-                conn,
-                [
-                    jobs_repo.NewJob(
-                        kind=DELIVER_JOB,
-                        payload={"connector": name, "lead_id": lead_id, **follow.payload},
-                        run_at=now + timedelta(seconds=follow.delay_seconds),
-                        lead_id=lead_id,
-                        dedup_key=f"{dedup_key}:{follow.key}",
-                        max_attempts=connector.max_attempts,
-                    )
-                ],
-                now,
-            )
     metrics.STAGE_LATENCY.labels(f"delivered:{name}").observe((now - row.created_at).total_seconds())
     return HandlerResult(
-        status_code=outcome.status_code, response_excerpt=outcome.response_excerpt, connector=name
+        status_code=outcome.status_code,
+        response_excerpt=outcome.response_excerpt,
+        connector=name,
+        activities=(
+            _activity(
+                lead_id,
+                kind,
+                outcome.detail or f"Delivered by {name}",
+                {"connector": name, "status_code": outcome.status_code, "external_id": outcome.external_id},
+                now,
+            ),
+        ),
+        jobs=follow_ups,
     )
 
 
@@ -370,6 +462,10 @@ async def erase_remote(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
             .values(payload={"connector": name, "email": None, "erased": True})
         )
     return HandlerResult(status_code=outcome.status_code, connector=name, response_excerpt=outcome.detail)
+
+
+def committers() -> dict[str, Committer]:
+    return {ROUTE_GROUP: commit_routing}
 
 
 def handlers() -> dict[str, Handler]:

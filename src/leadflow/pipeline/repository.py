@@ -112,6 +112,28 @@ def _owned(job_id: int, worker: str) -> Any:
     return (jobs.c.id == job_id) & (jobs.c.locked_by == worker) & (jobs.c.status == "running")
 
 
+async def owned(conn: AsyncConnection, job_ids: Sequence[int], worker: str) -> set[int]:
+    """Which of these jobs ``worker`` still holds (locked until commit where the database can lock)."""
+    if not job_ids:
+        return set()
+    query = select(jobs.c.id).where(
+        jobs.c.id.in_(job_ids), jobs.c.locked_by == worker, jobs.c.status == "running"
+    )
+    if conn.dialect.name != "sqlite":
+        query = query.with_for_update()
+    return {int(r[0]) for r in await conn.execute(query)}
+
+
+async def finish_many(conn: AsyncConnection, job_ids: Sequence[int], now: datetime) -> None:
+    """Mark jobs done; the caller has checked with :func:`owned` in the same transaction."""
+    if job_ids:
+        await conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(job_ids))
+            .values(status="done", finished_at=now, locked_until=None, last_error=None, updated_at=now)
+        )
+
+
 async def finish(conn: AsyncConnection, job_id: int, worker: str, now: datetime) -> bool:
     """Mark done; False when this worker no longer holds the lease (another took the job over)."""
     result = await conn.execute(
@@ -150,8 +172,10 @@ async def bury(conn: AsyncConnection, job_id: int, worker: str, error: str, now:
     return result.rowcount == 1
 
 
-async def add_attempt(conn: AsyncConnection, values: dict[str, Any]) -> None:
-    await conn.execute(insert(attempts).values(**values))
+async def add_attempts(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Record attempts (every row has the same keys: one multi-row insert)."""
+    if rows:
+        await conn.execute(insert(attempts), rows)
 
 
 async def get(conn: AsyncConnection, job_id: int) -> AnyRow | None:

@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+from httpx_aiohttp import AiohttpTransport
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow.config import Settings
-from leadflow.pipeline.processing import handlers
+from leadflow.pipeline.processing import committers, handlers
 from leadflow.pipeline.scheduler import periodic_handlers
 from leadflow.pipeline.worker import Worker, WorkerContext, default_worker_id
 from leadflow.scoring.rules import normalise_catalog
@@ -25,7 +26,10 @@ async def worker_context(
 
     enricher = Enricher(settings)
     timeout = httpx.Timeout(settings.http_timeout_seconds)
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
+    # httpx's API for the connectors, aiohttp underneath: a third of httpcore's CPU per request
+    # (bench/pipeline.py), and the worker's throughput is CPU-bound.
+    transport = AiohttpTransport(limits=httpx.Limits(max_connections=100, max_keepalive_connections=50))
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, transport=transport) as http:
         try:
             yield WorkerContext(
                 engine=engine,
@@ -40,7 +44,7 @@ async def worker_context(
 
 
 def build_worker(ctx: WorkerContext, **options: float | int | None) -> Worker:
-    return Worker(ctx, {**handlers(), **periodic_handlers()}, **options)  # type: ignore[arg-type]
+    return Worker(ctx, {**handlers(), **periodic_handlers()}, committers=committers(), **options)  # type: ignore[arg-type]
 
 
 async def run_worker(

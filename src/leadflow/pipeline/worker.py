@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from leadflow.config import Settings
 from leadflow.integrations.base import DeliveryError, PermanentError, RetriableError
@@ -49,13 +49,42 @@ class WorkerContext:
 
 
 @dataclass(frozen=True, slots=True)
+class Staged:
+    """Work a handler leaves for the transaction that records its job as done.
+
+    The worker hands every staged item of a batch to the committer registered for ``group`` at once
+    (see :class:`Worker`), so e.g. routing locks the team once for a whole batch of leads.
+    """
+
+    group: str
+    item: Any
+
+
+@dataclass(frozen=True, slots=True)
 class HandlerResult:
     status_code: int | None = None
     response_excerpt: str | None = None
     connector: str = ""
+    # Written in the same transaction that marks the job done, and only if this worker still holds it:
+    activities: tuple[dict[str, Any], ...] = ()  # lead_activities rows
+    jobs: tuple[repo.NewJob, ...] = ()  # follow-up jobs
+    staged: Staged | None = None
 
 
 Handler = Callable[[AnyRow, WorkerContext], Awaitable[HandlerResult]]
+# Applies the staged items of one group inside the batch transaction; raising fails the whole batch,
+# which is then recorded job by job (so one bad item only retries its own job).
+Committer = Callable[[AsyncConnection, list[Any], WorkerContext], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Finished:
+    job: AnyRow
+    started: datetime
+    duration: float
+    result: HandlerResult | None
+    error: BaseException | None
+    done: asyncio.Future[None]
 
 
 def default_worker_id() -> str:
@@ -63,11 +92,21 @@ def default_worker_id() -> str:
 
 
 class Worker:
+    """Claims due jobs, runs up to ``concurrency`` at once, and records them in group commits.
+
+    Handlers do their network work concurrently; what they want written (activities, follow-up
+    jobs, staged items such as routing decisions) comes back in their :class:`HandlerResult` and is
+    committed together with the job's completion and its attempt record. Jobs that finish while a
+    commit is running are recorded together in the next one, so a busy worker writes a whole batch of
+    jobs per transaction instead of several transactions per job.
+    """
+
     def __init__(
         self,
         ctx: WorkerContext,
         handlers: Mapping[str, Handler],
         *,
+        committers: Mapping[str, Committer] | None = None,
         concurrency: int | None = None,
         lease_seconds: float | None = None,
         poll_seconds: float | None = None,
@@ -75,13 +114,14 @@ class Worker:
         settings = ctx.settings
         self.ctx = ctx
         self.handlers = dict(handlers)
+        self.committers = dict(committers or {})
         self.concurrency = concurrency or settings.worker_concurrency
-        if settings.is_sqlite:
-            self.concurrency = min(self.concurrency, 32)
         self.lease = timedelta(seconds=lease_seconds or settings.worker_lease_seconds)
         self.poll = poll_seconds if poll_seconds is not None else settings.worker_poll_seconds
         self._running: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._finished: list[_Finished] = []
+        self._committing = False
         self.processed = 0
 
     def wake(self) -> None:
@@ -127,8 +167,10 @@ class Worker:
         return self.processed - before
 
     async def tick(self) -> int:
+        """Claim what fits; with jobs running, wait until a quarter of the slots are free (fewer,
+        larger claims)."""
         free = self.concurrency - len(self._running)
-        if free <= 0:
+        if self._running and free < max(1, self.concurrency // 4):
             await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
             return 1
         now = utcnow()
@@ -151,92 +193,177 @@ class Worker:
             if handler is None:
                 raise PermanentError(f"no handler for job kind {job.kind!r}")
             result = await asyncio.wait_for(handler(job, self.ctx), timeout=self.lease.total_seconds() * 0.8)
+            if result.staged is not None and result.staged.group not in self.committers:
+                raise PermanentError(f"no committer for staged work {result.staged.group!r}")
         except TimeoutError:
             error = RetriableError("the job ran longer than its lease allows")
         except Exception as exc:
             error = exc
         duration = time.perf_counter() - clock
         metrics.JOB_DURATION.labels(job.kind, connector).observe(duration)
-        try:
-            await self._record(job, started, duration, result, error)
-        except Exception as exc:
-            log.error("job_record_failed", job_id=job.id, exc_type=type(exc).__name__, exc_info=exc)
+        finished = _Finished(
+            job, started, duration, result, error, asyncio.get_running_loop().create_future()
+        )
+        self._finished.append(finished)
+        if not self._committing:
+            await self._lead()
+        await finished.done
         self.processed += 1
 
-    async def _record(
-        self,
-        job: AnyRow,
-        started: datetime,
-        duration: float,
-        result: HandlerResult | None,
-        error: BaseException | None,
-    ) -> None:
+    async def _lead(self) -> None:
+        """Group commit: the first job to finish records everything that finished meanwhile."""
+        self._committing = True
+        try:
+            while self._finished:
+                batch, self._finished = self._finished, []
+                try:
+                    await self._commit(batch)
+                finally:
+                    for item in batch:
+                        if not item.done.done():
+                            item.done.set_result(None)
+        finally:
+            self._committing = False
+            if self._finished:  # the leader was cancelled with others waiting: hand over
+                task = asyncio.get_running_loop().create_task(self._lead())
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+
+    async def _commit(self, batch: list[_Finished]) -> None:
+        """Record a batch in one transaction; if that fails, record each job on its own."""
+        try:
+            outcomes = await self._write_batch(batch)
+        except Exception as exc:
+            if len(batch) > 1:
+                log.warning("job_batch_commit_failed", jobs=len(batch), exc_type=type(exc).__name__)
+            outcomes = {}
+            for item in batch:
+                outcomes.update(await self._commit_alone(item, exc if len(batch) == 1 else None))
+        for item in batch:
+            outcome = outcomes.get(item.job.id)
+            if outcome is not None:
+                kind, connector = item.job.kind, str((item.job.payload or {}).get("connector", ""))
+                metrics.JOBS_FINISHED.labels(kind, connector, outcome).inc()
+
+    async def _commit_alone(self, item: _Finished, failure: BaseException | None) -> dict[int, str]:
+        if failure is None:
+            try:
+                return await self._write_batch([item])
+            except Exception as exc:
+                failure = exc
+        if item.error is None:
+            # Its own writes failed (e.g. the lead was erased meanwhile): the job is retried.
+            log.warning("job_commit_failed", job_id=item.job.id, exc_type=type(failure).__name__)
+            item = _Finished(item.job, item.started, item.duration, None, failure, item.done)
+            try:
+                return await self._write_batch([item])
+            except Exception as exc:
+                failure = exc
+        # The database itself is failing: the lease runs out and the job is taken again.
+        log.error("job_record_failed", job_id=item.job.id, exc_type=type(failure).__name__, exc_info=failure)
+        return {}
+
+    async def _write_batch(self, batch: list[_Finished]) -> dict[int, str]:
         now = utcnow()
-        connector = str((job.payload or {}).get("connector", ""))
-        attempt: dict[str, Any] = {
-            "job_id": job.id,
-            "attempt": job.attempts,
-            "worker": self.ctx.worker_id,
-            "duration_ms": int(duration * 1000),
-            "started_at": started,
-        }
+        outcomes: dict[int, str] = {}
+        attempts: list[dict[str, Any]] = []
+        woken = False
         async with self.ctx.engine.begin() as conn:
-            if error is None:
-                assert result is not None
-                owned = await repo.finish(conn, job.id, self.ctx.worker_id, now)
-                attempt.update(
-                    outcome="success",
-                    status_code=result.status_code,
-                    response_excerpt=result.response_excerpt,
-                )
-                outcome = "success" if owned else "lost_lease"
-            else:
-                message = _describe(error)
-                status_code = error.status_code if isinstance(error, DeliveryError) else None
-                attempt.update(
-                    status_code=status_code,
-                    error=message,
-                    response_excerpt=error.response_excerpt if isinstance(error, DeliveryError) else None,
-                )
-                retry_after = error.retry_after if isinstance(error, RetriableError) else None
-                when = None
-                if not isinstance(error, PermanentError):
-                    when = next_run_at(job.attempts, job.max_attempts, now, retry_after=retry_after)
-                if when is None:
-                    await repo.bury(conn, job.id, self.ctx.worker_id, message, now)
-                    if job.lead_id is not None and connector:
-                        await self._note_failure(conn, job, connector, message, now)
-                    outcome = "dead" if not isinstance(error, PermanentError) else "permanent"
-                    log.warning(
-                        "job_dead",
-                        job_id=job.id,
-                        kind=job.kind,
-                        connector=connector,
-                        attempts=job.attempts,
-                        error=message,
-                    )
+            held = await repo.owned(conn, [item.job.id for item in batch], self.ctx.worker_id)
+            done = [item for item in batch if item.error is None and item.job.id in held]
+            groups: dict[str, list[Any]] = {}
+            for item in done:
+                assert item.result is not None
+                if item.result.staged is not None:
+                    groups.setdefault(item.result.staged.group, []).append(item.result.staged.item)
+            for group, items in groups.items():
+                await self.committers[group](conn, items, self.ctx)
+            await repo.finish_many(conn, [item.job.id for item in done], now)
+            activities = [a for item in done if item.result for a in item.result.activities]
+            if activities:
+                from leadflow.leads.repository import insert_activities
+
+                await insert_activities(conn, activities)
+            follow_ups = [j for item in done if item.result for j in item.result.jobs]
+            if follow_ups:
+                await repo.enqueue(conn, follow_ups, now)
+                woken = any(j.run_at <= now for j in follow_ups)
+            for item in batch:
+                owned = item.job.id in held
+                if item.error is None:
+                    outcome = "success" if owned else "lost_lease"
+                    attempt = self._attempt(item, outcome)
                 else:
-                    await repo.reschedule(conn, job.id, self.ctx.worker_id, when, message, now)
-                    outcome = "retry"
-                    log.info(
-                        "job_retry",
-                        job_id=job.id,
-                        kind=job.kind,
-                        connector=connector,
-                        attempt=job.attempts,
-                        retry_in_s=round((when - now).total_seconds(), 1),
-                    )
-                if not isinstance(error, DeliveryError):
-                    log.error(
-                        "job_error",
-                        job_id=job.id,
-                        kind=job.kind,
-                        exc_type=type(error).__name__,
-                        trace=_trace(error),
-                    )
-            attempt["outcome"] = outcome
-            await repo.add_attempt(conn, attempt)
-        metrics.JOBS_FINISHED.labels(job.kind, connector, outcome).inc()
+                    outcome = await self._failed(conn, item, now) if owned else "lost_lease"
+                    attempt = self._attempt(item, outcome)
+                outcomes[item.job.id] = outcome
+                attempts.append(attempt)
+            await repo.add_attempts(conn, attempts)
+        if woken or groups:
+            self._wake.set()
+        return outcomes
+
+    def _attempt(self, item: _Finished, outcome: str) -> dict[str, Any]:
+        error, result = item.error, item.result
+        return {
+            "job_id": item.job.id,
+            "attempt": item.job.attempts,
+            "worker": self.ctx.worker_id,
+            "duration_ms": int(item.duration * 1000),
+            "started_at": item.started,
+            "outcome": outcome,
+            "status_code": (
+                result.status_code
+                if result is not None
+                else (error.status_code if isinstance(error, DeliveryError) else None)
+            ),
+            "response_excerpt": (
+                result.response_excerpt
+                if result is not None
+                else (error.response_excerpt if isinstance(error, DeliveryError) else None)
+            ),
+            "error": _describe(error) if error is not None else None,
+        }
+
+    async def _failed(self, conn: AsyncConnection, item: _Finished, now: datetime) -> str:
+        """Retry later or dead-letter a job this worker holds; returns the attempt's outcome."""
+        job, error = item.job, item.error
+        assert error is not None
+        connector = str((job.payload or {}).get("connector", ""))
+        message = _describe(error)
+        retry_after = error.retry_after if isinstance(error, RetriableError) else None
+        when = None
+        if not isinstance(error, PermanentError):
+            when = next_run_at(job.attempts, job.max_attempts, now, retry_after=retry_after)
+        if when is None:
+            await repo.bury(conn, job.id, self.ctx.worker_id, message, now)
+            if job.lead_id is not None and connector:
+                await self._note_failure(conn, job, connector, message, now)
+            outcome = "dead" if not isinstance(error, PermanentError) else "permanent"
+            log.warning(
+                "job_dead",
+                job_id=job.id,
+                kind=job.kind,
+                connector=connector,
+                attempts=job.attempts,
+                error=message,
+            )
+        else:
+            await repo.reschedule(conn, job.id, self.ctx.worker_id, when, message, now)
+            outcome = "retry"
+            log.info(
+                "job_retry",
+                job_id=job.id,
+                kind=job.kind,
+                connector=connector,
+                attempt=job.attempts,
+                retry_in_s=round((when - now).total_seconds(), 1),
+            )
+        if not isinstance(error, DeliveryError):
+            log.error(
+                "job_error", job_id=job.id, kind=job.kind, exc_type=type(error).__name__, trace=_trace(error)
+            )
+        return outcome
 
     @staticmethod
     async def _note_failure(conn: Any, job: AnyRow, connector: str, message: str, now: datetime) -> None:

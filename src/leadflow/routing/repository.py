@@ -74,11 +74,13 @@ async def touch_last_assigned(conn: AsyncConnection, member_id: int, now: dateti
 
 
 async def open_lead_counts(
-    conn: AsyncConnection, member_ids: Iterable[int] | None = None, exclude_lead_id: int | None = None
+    conn: AsyncConnection,
+    member_ids: Iterable[int] | None = None,
+    exclude_lead_ids: Iterable[int] = (),
 ) -> dict[int, int]:
     """Assigned leads that are not closed (won or lost), per member id (members without any: absent).
 
-    ``exclude_lead_id`` leaves out the lead being (re-)routed so it does not count against its own
+    ``exclude_lead_ids`` leaves out the leads being (re-)routed so they do not count against their own
     assignee. On MySQL the count is a locking read (``LOCK IN SHARE MODE``): under InnoDB's default
     REPEATABLE READ a plain read would use the transaction's first snapshot and could miss a concurrent
     assignment that committed while this transaction waited for the member locks.
@@ -93,8 +95,9 @@ async def open_lead_counts(
         if not ids:
             return {}
         query = query.where(leads.c.assigned_member_id.in_(ids))
-    if exclude_lead_id is not None:
-        query = query.where(leads.c.id != exclude_lead_id)
+    excluded = list(exclude_lead_ids)
+    if excluded:
+        query = query.where(leads.c.id.not_in(excluded))
     if conn.dialect.name == "mysql":
         query = query.with_for_update(read=True)
     return {int(row.assigned_member_id): int(row.n) for row in await conn.execute(query)}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -82,14 +83,46 @@ async def assign(
     the lead (``assignee``) but without a ``member_id``. ``now`` must be timezone-aware; it is used for
     working hours and ``last_assigned_at``.
     """
+    return (await assign_many(conn, [(lead, campaign)], settings, now))[0]
+
+
+async def assign_many(
+    conn: AsyncConnection,
+    leads: list[tuple[RoutingLead, CampaignRouting]],
+    settings: Settings,
+    now: datetime,
+) -> list[Decision]:
+    """:func:`assign` for several leads in one transaction, in order: one member lock, one load count.
+
+    Each decision sees the ones before it (the chosen member's open leads go up by one and their
+    ``last_assigned_at`` moves on by a microsecond), exactly as if the leads had been assigned one
+    after another - the worker routes a batch of freshly captured leads this way.
+    """
+    if not leads:
+        return []
     member_rows = await repo.lock_active_members(conn)
-    counts = await repo.open_lead_counts(conn, [r.id for r in member_rows], exclude_lead_id=lead.lead_id)
+    counts = await repo.open_lead_counts(
+        conn, [r.id for r in member_rows], exclude_lead_ids=[lead.lead_id for lead, _ in leads]
+    )
     members = [to_state(r, counts.get(int(r.id), 0)) for r in member_rows]
     rules = [to_rule(r) for r in await repo.list_rules(conn, active=True)]
-    decision = decide(lead, campaign, members, rules, settings.fallback_owner, now)
-    if decision.member_id is not None:
-        await repo.touch_last_assigned(conn, decision.member_id, now)
-    return decision
+    decisions: list[Decision] = []
+    touched: dict[int, datetime] = {}
+    for step, (lead, campaign) in enumerate(leads):
+        at = now + timedelta(microseconds=step)
+        decision = decide(lead, campaign, members, rules, settings.fallback_owner, at)
+        if decision.member_id is not None:
+            touched[decision.member_id] = at
+            members = [
+                replace(m, open_leads=m.open_leads + 1, last_assigned_at=at)
+                if m.id == decision.member_id
+                else m
+                for m in members
+            ]
+        decisions.append(decision)
+    for member_id, at in touched.items():
+        await repo.touch_last_assigned(conn, member_id, at)
+    return decisions
 
 
 # --- team members -----------------------------------------------------------------------------------
