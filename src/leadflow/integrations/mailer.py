@@ -15,13 +15,16 @@ a retry of the same delivery sends the same ids, so mail systems (and people) ca
 
 from __future__ import annotations
 
+import email.charset
+import email.policy
 import email.utils
 import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.headerregistry import Address
-from email.message import EmailMessage
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.nonmultipart import MIMENonMultipart
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -41,6 +44,31 @@ _LINE_BREAKS = re.compile(r"[\r\n\t]+")
 
 def redact_emails(text: str) -> str:
     return _EMAIL.sub("<email>", text)
+
+
+_SMTP_POLICY = email.policy.compat32.clone(linesep="\r\n")
+_UTF8_QP = email.charset.Charset("utf-8")
+_UTF8_QP.body_encoding = email.charset.QP
+_ADDRESS = re.compile(r"[^\s<>\"'(),;:@\\\[\]]+@[^\s<>\"'(),;:@\\\[\]]+")
+
+
+def _address(name: str, addr: str) -> str:
+    """``Name <addr>`` with the name RFC 2047 encoded when it is not ASCII; a malformed address is
+    refused (it could not be delivered, and must not smuggle header syntax)."""
+    if not _ADDRESS.fullmatch(addr):
+        raise PermanentError("invalid e-mail address")
+    return email.utils.formataddr((one_line(name), addr), charset="utf-8")
+
+
+def _header(value: str) -> Any:
+    """Non-ASCII text as a :class:`Header` (RFC 2047 encoded words, folded by the generator)."""
+    return value if value.isascii() else Header(value, "utf-8")
+
+
+def _text_part(text: str, subtype: str) -> MIMENonMultipart:
+    part = MIMENonMultipart("text", subtype, policy=_SMTP_POLICY)
+    part.set_payload(text, _UTF8_QP)
+    return part
 
 
 def one_line(text: str) -> str:
@@ -198,23 +226,25 @@ class Mailer:
         return await self._send_smtp(msg)
 
     # -- SMTP ------------------------------------------------------------------------------------------
-    def build_mime(self, msg: OutgoingEmail) -> EmailMessage:
-        mime = EmailMessage()
-        try:
-            mime["From"] = Address(display_name=self.config.sender_name or "", addr_spec=self.config.sender)
-            mime["To"] = Address(display_name=one_line(msg.to_name or ""), addr_spec=msg.to)
-            if msg.reply_to:
-                mime["Reply-To"] = Address(addr_spec=msg.reply_to)
-        except (ValueError, IndexError) as exc:
-            raise PermanentError(f"invalid e-mail address ({type(exc).__name__})") from None
-        mime["Subject"] = one_line(msg.subject)
+    def build_mime(self, msg: OutgoingEmail) -> MIMEMultipart:
+        """multipart/alternative (text, then HTML), UTF-8 quoted-printable, RFC 2047 encoded headers.
+
+        Built with the email package's compat32 classes: the same message as ``EmailMessage`` would
+        make, at under a third of the CPU (it showed up as the worker's largest cost per lead).
+        """
+        mime = MIMEMultipart("alternative", policy=_SMTP_POLICY)
+        mime["From"] = _address(self.config.sender_name or "", self.config.sender)
+        mime["To"] = _address(msg.to_name or "", msg.to)
+        if msg.reply_to:
+            mime["Reply-To"] = _address("", msg.reply_to)
+        mime["Subject"] = _header(one_line(msg.subject))
         mime["Date"] = email.utils.formatdate(usegmt=True)
         mime["Message-ID"] = message_id(msg.dedup_key, self.config.sender)
         mime[DEDUP_HEADER] = dedup_token(msg.dedup_key)
         for name, value in msg.headers.items():
-            mime[name] = one_line(value)
-        mime.set_content(msg.text)
-        mime.add_alternative(msg.html, subtype="html")
+            mime[name] = _header(one_line(value))
+        mime.attach(_text_part(msg.text, "plain"))
+        mime.attach(_text_part(msg.html, "html"))
         return mime
 
     async def _send_smtp(self, msg: OutgoingEmail) -> Outcome:
@@ -223,7 +253,9 @@ class Mailer:
         mime = self.build_mime(msg)
         try:
             _, reply = await aiosmtplib.send(
-                mime,
+                mime.as_bytes(),
+                sender=self.config.sender,
+                recipients=[msg.to],
                 hostname=smtp.host,
                 port=smtp.port,
                 username=smtp.username,

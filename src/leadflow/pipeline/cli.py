@@ -106,4 +106,10 @@ def worker(
         finally:
             await engine.dispose()
 
-    asyncio.run(main())
+    # uvloop (installed with uvicorn[standard]) as under `leadflow serve`: the worker is CPU-bound.
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
