@@ -130,7 +130,7 @@ def settings_for(url: str, fakes: Fakes, run_worker: bool) -> Settings:
         leadflow_env="test",
         run_worker=run_worker,
         worker_poll_seconds=0.05,
-        worker_concurrency=32,
+        worker_concurrency=64,
         rate_limit_per_ip="100000000/second",
         rate_limit_per_campaign="100000000/second",
         slack_webhook_url=fakes.addresses["slack_webhook_url"],
@@ -171,7 +171,7 @@ def lead(i: int, tag: str) -> dict[str, Any]:
     return example_lead(email=f"bench.{tag}.{i}@acme-corp.com")
 
 
-async def throughput(kind: str, postgres: str | None, leads: int) -> dict[str, float]:
+async def throughput(kind: str, postgres: str | None, leads: int, concurrency: int) -> dict[str, float]:
     from leadflow.pipeline.runtime import build_worker, worker_context
 
     with tempfile.TemporaryDirectory() as tmp, Fakes() as fakes:
@@ -192,7 +192,7 @@ async def throughput(kind: str, postgres: str | None, leads: int) -> dict[str, f
 
                     await asyncio.gather(*(post(i) for i in range(leads)))
                 async with worker_context(app.state.engine, settings) as ctx:
-                    worker = build_worker(ctx, concurrency=32)
+                    worker = build_worker(ctx, concurrency=concurrency)
                     start, cpu, fakes_cpu = time.perf_counter(), time.process_time(), fakes.cpu_seconds()
                     jobs = await worker.run_until_idle(600)
                     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -265,7 +265,7 @@ async def main(args: argparse.Namespace) -> None:
     print("Leadflow pipeline benchmark (fakes on 127.0.0.1; one worker)")
     results = []
     for kind in ["sqlite", *(["postgresql"] if args.postgres else [])]:
-        r = await throughput(kind, args.postgres, args.leads)
+        r = await throughput(kind, args.postgres, args.leads, args.concurrency)
         results.append((kind, r))
         print(
             f"  throughput {kind:10s} {r['leads']} leads in {r['seconds']:.1f} s: "
@@ -295,6 +295,7 @@ if __name__ == "__main__":
     parser.add_argument("--leads", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=20.0, help="leads per second in the latency run")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=64, help="jobs the worker runs at once")
     parser.add_argument("--skip-latency", action="store_true", help="only the throughput runs")
     parser.add_argument("--postgres", default=os.environ.get("LEADFLOW_TEST_POSTGRES_URL"))
     uvloop.run(main(parser.parse_args()))  # the event loop `leadflow serve` and `leadflow worker` use

@@ -138,7 +138,7 @@ class Settings(BaseSettings):
 
     # --- processing pipeline -------------------------------------------------------------------
     run_worker: bool = True  # `leadflow serve` runs one in-process worker unless --no-worker
-    worker_concurrency: int = 16
+    worker_concurrency: int = 64
     worker_poll_seconds: float = 0.5
     worker_lease_seconds: float = 60.0
     public_base_url: str = "http://127.0.0.1:8000"

@@ -37,6 +37,7 @@ class ReceivedMail:
     rcpt_tos: list[str]
     data: bytes
     received_at: float = field(default_factory=time.monotonic)  # for latency measurements
+    peer: Any = None  # the client's (host, port): one per connection
 
     def message(self) -> EmailMessage:
         parsed = email.message_from_bytes(self.data, policy=policy.default)
@@ -61,6 +62,7 @@ class FakeSmtp:
         require_starttls: bool = False,
         implicit_tls: ssl.SSLContext | None = None,
         login: tuple[str, str] | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         self.host = "127.0.0.1"
         self.port = 0
@@ -71,6 +73,7 @@ class FakeSmtp:
         self._require_starttls = require_starttls
         self._implicit_tls = implicit_tls
         self._login = login
+        self._idle_timeout = idle_timeout  # close connections idle this long (aiosmtpd's timeout)
         self._scripted: dict[str, deque[str]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._controller: _Controller | None = None
@@ -115,7 +118,9 @@ class FakeSmtp:
             return scripted
         data = envelope.original_content or b""
         with self._lock:
-            self.messages.append(ReceivedMail(str(envelope.mail_from), list(envelope.rcpt_tos), data))
+            self.messages.append(
+                ReceivedMail(str(envelope.mail_from), list(envelope.rcpt_tos), data, peer=session.peer)
+            )
         return "250 2.0.0 Ok: queued as FAKE1234"
 
     def _authenticate(
@@ -140,6 +145,8 @@ class FakeSmtp:
         kwargs: dict[str, Any] = {}
         if self._tls is not None:
             kwargs.update(tls_context=self._tls, require_starttls=self._require_starttls)
+        if self._idle_timeout is not None:
+            kwargs["timeout"] = self._idle_timeout
         if self._login is not None:
             kwargs.update(authenticator=self._authenticate, auth_required=True)
             kwargs["auth_require_tls"] = self._tls is not None or self._implicit_tls is not None

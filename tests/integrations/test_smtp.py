@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -317,3 +318,35 @@ async def test_untrusted_certificate_is_not_accepted(tmp_path: Path) -> None:
         await deliver(smtp_settings(fake, smtp_use_tls=True))
 
     assert fake.messages == []
+
+
+# --- connection reuse ------------------------------------------------------------------------------
+
+
+async def test_notifications_reuse_one_connection(smtp: FakeSmtp) -> None:
+    settings = smtp_settings(smtp)
+    for n in range(3):
+        await deliver(settings, payload={"n": n})
+    assert len(smtp.messages) == 3
+    assert len({m.peer for m in smtp.messages}) == 1
+
+
+async def test_a_connection_the_server_closed_is_replaced() -> None:
+    with FakeSmtp(idle_timeout=0.2) as fake:
+        settings = smtp_settings(fake)
+        await deliver(settings)
+        await asyncio.sleep(0.6)  # the server hangs up on the idle connection
+        await deliver(settings)
+        assert len(fake.messages) == 2
+        assert fake.messages[0].peer != fake.messages[1].peer
+
+
+async def test_a_failed_send_does_not_leave_its_connection_in_the_pool(smtp: FakeSmtp) -> None:
+    settings = smtp_settings(smtp)
+    smtp.fail_next("RCPT", "451 4.3.0 Try again later")
+    with pytest.raises(RetriableError):
+        await deliver(settings)
+    await deliver(settings)
+    await deliver(settings)
+    assert len(smtp.messages) == 2
+    assert smtp.messages[0].peer == smtp.messages[1].peer

@@ -15,11 +15,14 @@ a retry of the same delivery sends the same ids, so mail systems (and people) ca
 
 from __future__ import annotations
 
+import asyncio
 import email.charset
 import email.policy
 import email.utils
 import hashlib
 import re
+import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.header import Header
@@ -207,6 +210,89 @@ class MailConfig(BaseModel):
         return (self.smtp.username is None) == (self.smtp.password is None)
 
 
+class SmtpPool:
+    """Reuses SMTP connections: up to ``size`` open at once, one message at a time on each.
+
+    A new connection costs a TCP handshake, EHLO, STARTTLS and AUTH before the first MAIL FROM; a
+    busy worker sends its notifications over a few long-lived ones instead. A connection is only
+    reused after a successful send and for ``idle_seconds`` after its last one; if a server has closed
+    an idle connection meanwhile, the message goes once more over a fresh one.
+    """
+
+    def __init__(self, config: SmtpConfig, size: int = 4, idle_seconds: float = 20.0) -> None:
+        self.config = config
+        self.idle_seconds = idle_seconds
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._slots = asyncio.Semaphore(size)
+
+    def _connection(self) -> aiosmtplib.SMTP:
+        smtp = self.config
+        return aiosmtplib.SMTP(
+            hostname=smtp.host,
+            port=smtp.port,
+            username=smtp.username,
+            password=smtp.password.get_secret_value() if smtp.password else None,
+            use_tls=smtp.use_tls,
+            start_tls=False if smtp.use_tls else smtp.starttls,
+            timeout=smtp.timeout,
+        )
+
+    def _take_idle(self) -> aiosmtplib.SMTP | None:
+        while self._idle:
+            client, since = self._idle.pop()
+            if client.is_connected and time.monotonic() - since < self.idle_seconds:
+                return client
+            client.close()
+        return None
+
+    async def send(self, sender: str, recipients: list[str], message: bytes) -> str:
+        async with self._slots:
+            client = self._take_idle()
+            reused = client is not None
+            if client is None:
+                client = self._connection()
+                await client.connect()
+            try:
+                try:
+                    _, reply = await client.sendmail(sender, recipients, message)
+                except aiosmtplib.SMTPServerDisconnected:
+                    if not reused:
+                        raise
+                    client.close()
+                    client = self._connection()
+                    await client.connect()
+                    _, reply = await client.sendmail(sender, recipients, message)
+            except BaseException:
+                client.close()
+                raise
+            self._idle.append((client, time.monotonic()))
+            return reply
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop()[0].close()
+
+
+_POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[SmtpConfig, SmtpPool]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def smtp_pool(config: SmtpConfig) -> SmtpPool:
+    """The pool for this server and login, in the running event loop (connections belong to a loop)."""
+    pools = _POOLS.setdefault(asyncio.get_running_loop(), {})
+    pool = pools.get(config)
+    if pool is None:
+        pool = pools[config] = SmtpPool(config)
+    return pool
+
+
+def close_smtp_pools() -> None:
+    """Close the running loop's pooled connections (a worker calls this when it stops)."""
+    for pool in _POOLS.pop(asyncio.get_running_loop(), {}).values():
+        pool.close()
+
+
 class Mailer:
     """Sends one :class:`OutgoingEmail` through the configured transport."""
 
@@ -252,18 +338,7 @@ class Mailer:
         assert smtp is not None
         mime = self.build_mime(msg)
         try:
-            _, reply = await aiosmtplib.send(
-                mime.as_bytes(),
-                sender=self.config.sender,
-                recipients=[msg.to],
-                hostname=smtp.host,
-                port=smtp.port,
-                username=smtp.username,
-                password=smtp.password.get_secret_value() if smtp.password else None,
-                use_tls=smtp.use_tls,
-                start_tls=False if smtp.use_tls else smtp.starttls,
-                timeout=smtp.timeout,
-            )
+            reply = await smtp_pool(smtp).send(self.config.sender, [msg.to], mime.as_bytes())
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise smtp_failure(exc, smtp.host) from None
         return Outcome(

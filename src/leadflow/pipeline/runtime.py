@@ -11,6 +11,7 @@ from httpx_aiohttp import AiohttpTransport
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow.config import Settings
+from leadflow.integrations.mailer import close_smtp_pools
 from leadflow.pipeline.processing import committers, handlers
 from leadflow.pipeline.scheduler import periodic_handlers
 from leadflow.pipeline.worker import Worker, WorkerContext, default_worker_id
@@ -41,6 +42,7 @@ async def worker_context(
             )
         finally:
             enricher.close()
+            close_smtp_pools()
 
 
 def build_worker(ctx: WorkerContext, **options: float | int | None) -> Worker:
