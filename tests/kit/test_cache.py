@@ -1,10 +1,10 @@
-"""The single-flight TTL cache used for tokens and campaigns on the request path."""
+"""The single-flight TTL cache (tokens and campaigns on the request path) and the worker's batch loader."""
 
 from __future__ import annotations
 
 import asyncio
 
-from leadflow.kit.cache import SingleFlightCache
+from leadflow.kit.cache import BatchLoader, SingleFlightCache
 
 
 async def test_concurrent_misses_load_once() -> None:
@@ -54,3 +54,37 @@ async def test_zero_ttl_always_reloads() -> None:
     for _ in range(3):
         assert await cache.get(7) == 7
     assert count == 3
+
+
+# --- BatchLoader -----------------------------------------------------------------------------------
+
+
+async def test_loads_in_one_turn_become_one_fetch() -> None:
+    fetched: list[list[int]] = []
+
+    async def fetch(keys: list[int]) -> dict[int, str]:
+        fetched.append(sorted(keys))
+        return {k: f"row {k}" for k in keys if k != 4}
+
+    loader: BatchLoader[int, str] = BatchLoader(fetch)
+    results = await asyncio.gather(*(loader.load(k) for k in [1, 2, 3, 2, 4]))
+    assert results == ["row 1", "row 2", "row 3", "row 2", None]  # a missing key is None
+    assert fetched == [[1, 2, 3, 4]]  # one fetch, each key once
+    assert await loader.load(1) == "row 1"  # later loads read again: nothing is cached
+    assert fetched[-1] == [1]
+
+
+async def test_a_failed_fetch_fails_every_waiting_load_and_the_next_turn_retries() -> None:
+    calls = 0
+
+    async def fetch(keys: list[int]) -> dict[int, int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("database went away")
+        return {k: k for k in keys}
+
+    loader: BatchLoader[int, int] = BatchLoader(fetch)
+    results = await asyncio.gather(loader.load(1), loader.load(2), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    assert await loader.load(2) == 2

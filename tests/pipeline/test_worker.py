@@ -9,12 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from leadflow.integrations.base import PermanentError, RetriableError
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import AnyRow
 from leadflow.pipeline import repository as repo
-from leadflow.pipeline.worker import HandlerResult, Worker, WorkerContext
+from leadflow.pipeline.worker import HandlerResult, Staged, Worker, WorkerContext
 from leadflow.security.crypto import FieldCipher
 from tests.conftest import Harness
 
@@ -199,3 +200,92 @@ async def test_jobs_api_lists_dead_and_replays(
     assert (
         await harness.client.get("/v1/api/jobs", headers=admin, params={"status": "bogus"})
     ).status_code == 400
+
+
+# --- group commit ----------------------------------------------------------------------------------
+
+
+async def test_staged_work_is_committed_in_batches_with_the_jobs(
+    harness: Harness, ctx: WorkerContext
+) -> None:
+    batches: list[list[int]] = []
+
+    async def staged(job: AnyRow, _: WorkerContext) -> HandlerResult:
+        await asyncio.sleep(0.01)
+        return HandlerResult(staged=Staged("test.group", job.payload["n"]))
+
+    async def commit(conn: Any, items: list[Any], _: WorkerContext) -> None:
+        # Inside the transaction that marks the jobs done: they are still "running" here.
+        running = await conn.execute(text("SELECT count(*) FROM jobs WHERE status = 'running'"))
+        assert running.scalar() >= len(items)
+        batches.append(sorted(items))
+
+    await _enqueue(harness, "test.staged", n=12)
+    worker = Worker(ctx, {"test.staged": staged}, committers={"test.group": commit}, concurrency=12)
+    assert await worker.run_until_idle(20) == 12
+    assert sorted(n for batch in batches for n in batch) == list(range(12))
+    assert len(batches) < 12  # jobs that finished during a commit went into the next one together
+    assert {j.status for j in await _jobs(harness)} == {"done"}
+
+
+async def test_a_failing_item_retries_only_its_own_job(harness: Harness, ctx: WorkerContext) -> None:
+    async def staged(job: AnyRow, _: WorkerContext) -> HandlerResult:
+        return HandlerResult(
+            staged=Staged("test.group", job.payload["n"]),
+            activities=(),
+        )
+
+    async def commit(conn: Any, items: list[Any], _: WorkerContext) -> None:
+        if 3 in items:
+            raise ValueError("item 3 cannot be written")
+
+    await _enqueue(harness, "test.staged", n=6)
+    worker = Worker(ctx, {"test.staged": staged}, committers={"test.group": commit}, concurrency=6)
+    await worker.run_until_idle(20)
+    jobs = {j.payload["n"]: j for j in await _jobs(harness)}
+    assert {n: j.status for n, j in jobs.items()} == {
+        0: "done",
+        1: "done",
+        2: "done",
+        3: "pending",
+        4: "done",
+        5: "done",
+    }
+    assert jobs[3].last_error == "ValueError (see worker log)"
+    async with harness.engine.connect() as conn:
+        history = await repo.attempts_of(conn, jobs[3].id)
+    assert [a.outcome for a in history] == ["retry"]
+
+
+async def test_writes_of_a_job_whose_lease_was_lost_are_dropped(harness: Harness, ctx: WorkerContext) -> None:
+    async def slow(job: AnyRow, _: WorkerContext) -> HandlerResult:
+        # Meanwhile the lease ran out and another worker took the job over.
+        async with harness.engine.begin() as conn:
+            await conn.execute(text("UPDATE jobs SET locked_by = 'other-worker'"))
+        follow = repo.NewJob(kind="test.follow", payload={}, run_at=utcnow())
+        return HandlerResult(jobs=(follow,))
+
+    await _enqueue(harness, "test.slow")
+    await Worker(ctx, {"test.slow": slow}).run_until_idle(10)
+    [job] = await _jobs(harness)
+    assert job.status == "running" and job.locked_by == "other-worker"  # the other worker finishes it
+    async with harness.engine.connect() as conn:
+        history = await repo.attempts_of(conn, job.id)
+    assert [a.outcome for a in history] == ["lost_lease"]
+
+
+async def test_follow_up_jobs_are_enqueued_with_the_completion(harness: Harness, ctx: WorkerContext) -> None:
+    seen: list[str] = []
+
+    async def first(job: AnyRow, _: WorkerContext) -> HandlerResult:
+        return HandlerResult(
+            jobs=(repo.NewJob(kind="test.second", payload={"from": job.id}, run_at=utcnow()),)
+        )
+
+    async def second(job: AnyRow, _: WorkerContext) -> HandlerResult:
+        seen.append(job.kind)
+        return HandlerResult()
+
+    await _enqueue(harness, "test.first", n=3)
+    assert await Worker(ctx, {"test.first": first, "test.second": second}).run_until_idle(20) == 6
+    assert seen == ["test.second"] * 3

@@ -173,3 +173,23 @@ async def test_rules_campaign_and_fallback_from_the_database(
         "fallback",
     )
     assert await last_assigned(harness) == {anna: NOW, bob: NOW, cleo: None}
+
+
+async def test_assign_many_decides_in_order_as_one_after_another(
+    harness: Harness, campaign: dict[str, Any]
+) -> None:
+    anna, bob = await add_members(
+        harness,
+        {"name": "Anna", "email": "anna@nexlink.website", "capacity": 2},
+        {"name": "Bob", "email": "bob@nexlink.website", "capacity": 1},
+    )
+    lead_ids = await capture_leads(harness, 4)
+    async with harness.engine.begin() as conn:
+        decisions = await service.assign_many(
+            conn, [(lead(lead_id=i), AUTO) for i in lead_ids], harness.settings, NOW
+        )
+    # Each decision counts the ones before it: capacities (2 and 1) are never exceeded in a batch.
+    assert [d.member_id for d in decisions] == [anna, bob, anna, None]
+    assert decisions[3].rule == "unassigned"
+    touched = await last_assigned(harness)
+    assert touched[anna] > touched[bob]  # the last assignment in the batch is the latest
