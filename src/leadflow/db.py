@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Table, event
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from leadflow.config import Settings
+from leadflow.kit.models import UTCDateTime
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -78,3 +81,83 @@ class PointReader:
 def point_reader(settings: Settings) -> PointReader | None:
     path = settings.sqlite_path()
     return PointReader(path) if path is not None and path.exists() else None
+
+
+# -- Direct SQLite writes (the capture group commit) -----------------------------------------------
+
+
+def sqlite3_connection(driver_connection: Any) -> sqlite3.Connection | None:
+    """The ``sqlite3`` connection inside an aiosqlite connection (None for any other driver).
+
+    Only for use while the pooled connection is checked out, so that nothing else runs on it.
+    aiosqlite opens file databases with ``check_same_thread=False`` (SQLAlchemy's default for files).
+    """
+    try:
+        raw = getattr(driver_connection, "_conn", None)  # aiosqlite keeps it there
+    except ValueError:  # aiosqlite: "no active connection"
+        return None
+    return raw if isinstance(raw, sqlite3.Connection) else None
+
+
+def sqlite_utc(value: datetime | None) -> str | None:
+    """What :class:`UTCDateTime` and SQLAlchemy's SQLite DATETIME store: naive UTC, microseconds."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+IN_CHUNK = 500  # parameters per IN (...) list, far below SQLite's variable limit
+
+
+class SqliteInserter:
+    """Multi-row INSERTs into one table through a raw ``sqlite3`` connection.
+
+    Values are converted exactly as SQLAlchemy would bind them (its own bind processors for the
+    engine's dialect; a faster equivalent for :class:`UTCDateTime`), so rows written here read back
+    the same through the ORM/Core. One statement per chunk of rows rather than an executemany: the
+    ``sqlite3`` module releases the GIL around every step, and each re-acquisition can wait for the
+    busy event loop, so fewer steps keep a batch short.
+    """
+
+    def __init__(self, table: Table, dialect: Dialect) -> None:
+        self.table = table
+        self._convert: dict[str, Callable[[Any], Any] | None] = {}
+        for column in table.columns:
+            if isinstance(column.type, UTCDateTime):
+                self._convert[column.name] = sqlite_utc
+            else:
+                self._convert[column.name] = column.type.dialect_impl(dialect).bind_processor(dialect)
+        self._sql: dict[tuple[tuple[str, ...], int], str] = {}
+
+    def _statement(self, columns: tuple[str, ...], count: int) -> str:
+        sql = self._sql.get((columns, count))
+        if sql is None:
+            # Names are the table's own columns (insert() looked each one up in _convert).
+            marks = "(" + ",".join("?" * len(columns)) + ")"
+            names = ", ".join(f'"{name}"' for name in columns)
+            into = f'INSERT INTO "{self.table.name}" ({names}) VALUES '  # noqa: S608
+            sql = into + ",".join([marks] * count)
+            if len(self._sql) < 64:
+                self._sql[(columns, count)] = sql
+        return sql
+
+    def insert(self, db: sqlite3.Connection, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        columns = tuple(rows[0])
+        converters = [(name, self._convert[name]) for name in columns]
+        per_statement = max(1, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(columns))
+        for part in chunks(rows, per_statement):
+            params: list[Any] = []
+            for row in part:
+                if len(row) != len(columns):
+                    raise ValueError(f"rows for {self.table.name} must all have the same columns")
+                params.extend(row[name] if f is None else f(row[name]) for name, f in converters)
+            db.execute(self._statement(columns, len(part)), params)

@@ -11,7 +11,12 @@ that transaction.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -21,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow.campaigns.service import CaptureCampaign
+from leadflow.db import SqliteInserter, sqlite3_connection
 from leadflow.enrichment.email_domain import classify_domain
 from leadflow.errors import ApiError
 from leadflow.kit.clock import utcnow
@@ -29,7 +35,7 @@ from leadflow.kit.text import email_index_form
 from leadflow.leads import repository as repo
 from leadflow.leads.schemas import CaptureRequest
 from leadflow.privacy.regions import regime
-from leadflow.privacy.repository import previously_erased
+from leadflow.privacy.repository import previously_erased, previously_erased_sqlite
 from leadflow.scoring import rules
 from leadflow.scoring.channels import classify
 from leadflow.security.crypto import FieldCipher
@@ -176,8 +182,25 @@ class _Plan:
     duplicate_activities: list[tuple[int | None, int | None, dict[str, Any]]] = field(default_factory=list)
 
 
+Pending = tuple[PreparedLead, "asyncio.Future[CaptureOutcome]"]
+Result = CaptureOutcome | BaseException
+RETRYABLE = (IntegrityError, DBAPIError, sqlite3.IntegrityError, sqlite3.OperationalError)
+
+
+def _unavailable() -> ApiError:
+    return ApiError(503, "SERVICE_UNAVAILABLE", "The lead could not be stored; retry shortly")
+
+
 class CaptureWriter:
-    """Group commit of captured leads: one transaction per drained batch."""
+    """Group commit of captured leads: one transaction per drained batch.
+
+    On SQLite (aiosqlite underneath) the batches are written by one writer thread on the raw
+    ``sqlite3`` connection of the engine's single pooled connection, which the writer checks out
+    for a *lease*: while leads keep arriving the thread commits batch after batch without waiting
+    for the event loop in between, and hands each batch's answers back to the loop in one callback.
+    A lease ends when the queue is empty or after ``lease_seconds``, so that other users of the
+    pool (worker, API writes) get their turn. Elsewhere each batch goes through the async engine.
+    """
 
     def __init__(
         self,
@@ -186,14 +209,26 @@ class CaptureWriter:
         dedup_window: timedelta,
         qualifying_grades: Sequence[str],
         batch_max: int = 256,
+        direct_sqlite: bool = True,
+        lease_seconds: float = 0.5,
     ) -> None:
         self._engine = engine
         self._window = dedup_window
         self._qualifying = frozenset(qualifying_grades)
         self._batch_max = batch_max
-        self._queue: list[tuple[PreparedLead, asyncio.Future[CaptureOutcome]]] = []
+        self._lease_seconds = lease_seconds
+        self._queue: deque[Pending] = deque()  # appended on the loop, taken by the loop or the thread
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._direct = direct_sqlite and engine.dialect.name == "sqlite"
+        self._thread: ThreadPoolExecutor | None = None
+        self._inserters: tuple[SqliteInserter, SqliteInserter, SqliteInserter] | None = None
+        if self._direct:
+            self._inserters = (
+                SqliteInserter(repo.leads, engine.dialect),
+                SqliteInserter(repo.activities, engine.dialect),
+                SqliteInserter(repo.jobs, engine.dialect),
+            )
         self.batches = 0
         self.leads_written = 0
         self.on_commit: Callable[[], None] | None = None  # e.g. wake the in-process worker
@@ -212,52 +247,171 @@ class CaptureWriter:
         self._closed = True
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+        log.info("capture_writer_closed", batches=self.batches, leads=self.leads_written)
+
+    def _take(self) -> list[Pending]:
+        batch: list[Pending] = []
+        while self._queue and len(batch) < self._batch_max:
+            batch.append(self._queue.popleft())
+        return batch
+
+    def _deliver(self, batch: list[Pending], results: Sequence[Result], written: int) -> None:
+        """On the loop: answer a committed batch's submitters."""
+        self.batches += 1
+        self.leads_written += written
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        if written and self.on_commit is not None:
+            self.on_commit()
 
     async def _drain(self) -> None:
         while self._queue:
-            batch = self._queue[: self._batch_max]
-            del self._queue[: self._batch_max]
+            if self._direct:
+                async with self._engine.connect() as conn:  # the pool's one SQLite connection
+                    db = sqlite3_connection((await conn.get_raw_connection()).driver_connection)
+                    if db is not None:
+                        await self._lease(db)
+                        continue
+                self._direct = False  # not aiosqlite underneath: the general path from now on
+            batch = self._take()
             items = [item for item, _ in batch]
             try:
-                results: list[CaptureOutcome | BaseException] = list(await self._write(items))
+                outcomes, written = await self._write_async(items)
+                results: list[Result] = list(outcomes)
             except Exception as exc:
                 log.warning("capture_batch_failed", size=len(items), exc_type=type(exc).__name__)
-                results = await self._write_one_by_one(items)
-            for (_, future), result in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
+                results, written = await self._write_one_by_one(items)
+            self._deliver(batch, results, written)
 
-    async def _write_one_by_one(self, items: list[PreparedLead]) -> list[CaptureOutcome | BaseException]:
-        results: list[CaptureOutcome | BaseException] = []
+    async def _write_one_by_one(self, items: list[PreparedLead]) -> tuple[list[Result], int]:
+        results: list[Result] = []
+        written = 0
         for item in items:
             for attempt in range(3):
                 try:
-                    results.append((await self._write([item]))[0])
+                    outcomes, count = await self._write_async([item])
+                    results.append(outcomes[0])
+                    written += count
                     break
-                except (IntegrityError, DBAPIError) as exc:
+                except RETRYABLE as exc:
                     # A concurrent replica won a race (idempotency key) or the database is busy: retry;
                     # the re-check inside the transaction then sees the other writer's lead.
                     if attempt == 2:
                         log.error("capture_write_failed", exc_type=type(exc).__name__)
-                        results.append(
-                            ApiError(
-                                503, "SERVICE_UNAVAILABLE", "The lead could not be stored; retry shortly"
-                            )
-                        )
+                        results.append(_unavailable())
                     await asyncio.sleep(0.05 * (attempt + 1))
                 except Exception as exc:
                     log.error("capture_write_failed", exc_type=type(exc).__name__, exc_info=exc)
-                    results.append(
-                        ApiError(503, "SERVICE_UNAVAILABLE", "The lead could not be stored; retry shortly")
-                    )
+                    results.append(_unavailable())
                     break
-        return results
+        return results, written
 
-    async def _write(self, items: list[PreparedLead]) -> list[CaptureOutcome]:
+    # -- SQLite: the writer thread -------------------------------------------------------------------
+    async def _lease(self, db: sqlite3.Connection) -> None:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="leadflow-capture")
+        done = self._thread.submit(self._lease_sync, db, asyncio.get_running_loop())
+        try:
+            await asyncio.wrap_future(done)
+        except asyncio.CancelledError:
+            # The connection goes back to the pool only once the thread has let go of it.
+            futures.wait([done])
+            raise
+
+    def _lease_sync(self, db: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+        """In the writer thread: commit batch after batch while leads wait, within one lease."""
+        deadline = time.monotonic() + self._lease_seconds
+        while True:
+            batch = self._take()
+            if not batch:
+                return
+            items = [item for item, _ in batch]
+            try:
+                outcomes, written = self._write_sqlite(db, items)
+                results: list[Result] = list(outcomes)
+            except Exception as exc:
+                log.warning("capture_batch_failed", size=len(items), exc_type=type(exc).__name__)
+                results, written = self._write_one_by_one_sqlite(db, items)
+            loop.call_soon_threadsafe(self._deliver, batch, results, written)
+            if time.monotonic() >= deadline:
+                return
+
+    def _write_one_by_one_sqlite(
+        self, db: sqlite3.Connection, items: list[PreparedLead]
+    ) -> tuple[list[Result], int]:
+        results: list[Result] = []
+        written = 0
+        for item in items:
+            for attempt in range(3):
+                try:
+                    outcomes, count = self._write_sqlite(db, [item])
+                    results.append(outcomes[0])
+                    written += count
+                    break
+                except RETRYABLE as exc:
+                    if attempt == 2:
+                        log.error("capture_write_failed", exc_type=type(exc).__name__)
+                        results.append(_unavailable())
+                    time.sleep(0.05 * (attempt + 1))
+                except Exception as exc:
+                    log.error("capture_write_failed", exc_type=type(exc).__name__, exc_info=exc)
+                    results.append(_unavailable())
+                    break
+        return results, written
+
+    def _write_sqlite(
+        self, db: sqlite3.Connection, items: list[PreparedLead]
+    ) -> tuple[list[CaptureOutcome], int]:
+        """One batch in one transaction on the raw sqlite3 connection (in the writer thread).
+
+        The same reads, plan and rows as :meth:`_write_async`, in BEGIN IMMEDIATE ... COMMIT (durable:
+        the connection runs with synchronous=FULL). The event loop stays free meanwhile, also while
+        SQLite waits for fsync or for another process's write lock (busy_timeout).
+        """
+        assert self._inserters is not None
+        leads_in, activities_in, jobs_in = self._inserters
+        now = utcnow()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            earlier = repo.latest_by_email_hashes_sqlite(db, (i.email_hash for i in items))
+            visitors = repo.seen_visitors_sqlite(
+                db, (i.values["visitor_id"] for i in items if i.values["visitor_id"])
+            )
+            keyed = [(i.campaign.id, i.idempotency_key) for i in items if i.idempotency_key]
+            by_key = {
+                (r.campaign_id, r.idempotency_key): r for r in repo.by_idempotency_keys_sqlite(db, keyed)
+            }
+            plan = self._plan(items, earlier, visitors, by_key, now)
+            ids: list[int] = []
+            erased: set[str] = set()
+            if plan.lead_rows:
+                erased = previously_erased_sqlite(db, sorted({r["email_hash"] for r in plan.lead_rows}))
+                # SQLite gives an INTEGER PRIMARY KEY without AUTOINCREMENT max + 1; naming the ids
+                # ourselves (nobody else can insert inside BEGIN IMMEDIATE) saves reading them back.
+                first = repo.next_lead_id_sqlite(db)
+                ids = list(range(first, first + len(plan.lead_rows)))
+                for row, lead_id in zip(plan.lead_rows, ids, strict=True):
+                    row["id"] = lead_id
+                leads_in.insert(db, plan.lead_rows)
+            activity_rows, job_rows = self._follow_up_rows(plan, ids, erased, now)
+            activities_in.insert(db, activity_rows)
+            jobs_in.insert(db, job_rows)
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+        return [o for o in plan.outcomes if o is not None], len(ids)
+
+    # -- Any database: the async engine -----------------------------------------------------------
+    async def _write_async(self, items: list[PreparedLead]) -> tuple[list[CaptureOutcome], int]:
+        """Any database, through the async engine."""
         now = utcnow()
         async with self._engine.begin() as conn:
             earlier = await repo.latest_by_email_hashes(conn, (i.email_hash for i in items))
@@ -271,67 +425,71 @@ class CaptureWriter:
             plan = self._plan(items, earlier, visitors, by_key, now)
             erased = await previously_erased(conn, sorted({r["email_hash"] for r in plan.lead_rows}))
             ids = await repo.insert_leads(conn, plan.lead_rows) if plan.lead_rows else []
-            activity_rows: list[dict[str, Any]] = []
-            job_rows: list[dict[str, Any]] = []
-            id_at = dict(zip(plan.lead_index, ids, strict=True))
-            for row, lead_id in zip(plan.lead_rows, ids, strict=True):
-                if row["email_hash"] in erased:
-                    activity_rows.append(
-                        {
-                            "lead_id": lead_id,
-                            "activity_type": "previously_erased",
-                            "description": "This person asked for erasure before; check consent before contacting",
-                            "performed_by": "system",
-                            "metadata": None,
-                            "created_at": now,
-                        }
-                    )
-                activity_rows.append(
-                    {
-                        "lead_id": lead_id,
-                        "activity_type": "created",
-                        "description": f"Lead captured from {row['source']} ({row['channel']})",
-                        "performed_by": "system",
-                        "metadata": {
-                            "score": row["lead_score"],
-                            "grade": row["lead_grade"],
-                            "channel": row["channel"],
-                            "previous_lead_id": row["previous_lead_id"],
-                        },
-                        "created_at": now,
-                    }
-                )
-                job_rows.append(
-                    {
-                        "kind": PROCESS_JOB,
-                        "payload": {"lead_id": lead_id, "public_id": row["public_id"]},
-                        "status": "pending",
-                        "attempts": 0,
-                        "max_attempts": 8,
-                        "run_at": now,
-                        "lead_id": lead_id,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-            for known_id, position, meta in plan.duplicate_activities:
-                activity_rows.append(
-                    {
-                        "lead_id": known_id if known_id is not None else id_at[position or 0],
-                        "activity_type": "duplicate_submission",
-                        "description": "The same person submitted this campaign's form again",
-                        "performed_by": "system",
-                        "metadata": meta,
-                        "created_at": now,
-                    }
-                )
+            activity_rows, job_rows = self._follow_up_rows(plan, ids, erased, now)
             await repo.insert_activities(conn, activity_rows)
             await repo.insert_jobs(conn, job_rows)
-        self.batches += 1
-        self.leads_written += len(ids)
-        if ids and self.on_commit is not None:
-            self.on_commit()
-        return [o for o in plan.outcomes if o is not None]
+        return [o for o in plan.outcomes if o is not None], len(ids)
+
+    @staticmethod
+    def _follow_up_rows(
+        plan: _Plan, ids: list[int], erased: set[str], now: datetime
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The activity and outbox job rows of a planned batch, once its leads have ids."""
+        activity_rows: list[dict[str, Any]] = []
+        job_rows: list[dict[str, Any]] = []
+        id_at = dict(zip(plan.lead_index, ids, strict=True))
+        for row, lead_id in zip(plan.lead_rows, ids, strict=True):
+            if row["email_hash"] in erased:
+                activity_rows.append(
+                    {
+                        "lead_id": lead_id,
+                        "activity_type": "previously_erased",
+                        "description": "This person asked for erasure before; check consent before contacting",
+                        "performed_by": "system",
+                        "metadata": None,
+                        "created_at": now,
+                    }
+                )
+            activity_rows.append(
+                {
+                    "lead_id": lead_id,
+                    "activity_type": "created",
+                    "description": f"Lead captured from {row['source']} ({row['channel']})",
+                    "performed_by": "system",
+                    "metadata": {
+                        "score": row["lead_score"],
+                        "grade": row["lead_grade"],
+                        "channel": row["channel"],
+                        "previous_lead_id": row["previous_lead_id"],
+                    },
+                    "created_at": now,
+                }
+            )
+            job_rows.append(
+                {
+                    "kind": PROCESS_JOB,
+                    "payload": {"lead_id": lead_id, "public_id": row["public_id"]},
+                    "status": "pending",
+                    "attempts": 0,
+                    "max_attempts": 8,
+                    "run_at": now,
+                    "lead_id": lead_id,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        for known_id, position, meta in plan.duplicate_activities:
+            activity_rows.append(
+                {
+                    "lead_id": known_id if known_id is not None else id_at[position or 0],
+                    "activity_type": "duplicate_submission",
+                    "description": "The same person submitted this campaign's form again",
+                    "performed_by": "system",
+                    "metadata": meta,
+                    "created_at": now,
+                }
+            )
+        return activity_rows, job_rows
 
     def _plan(
         self,
