@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow import __version__
@@ -20,7 +21,7 @@ from leadflow.campaigns.service import CampaignCache
 from leadflow.config import Settings, load_settings
 from leadflow.db import create_engine, point_reader
 from leadflow.errors import install_error_handlers
-from leadflow.leads.api import extra_schemas
+from leadflow.leads.api import CAPTURE_PATH, CaptureFastPath, extra_schemas
 from leadflow.leads.api import router as leads_router
 from leadflow.leads.capture import CaptureWriter
 from leadflow.observability.health import router as health_router
@@ -74,7 +75,8 @@ async def _start_worker(
     return task, await ready
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, capture_fast_path: bool = True) -> FastAPI:
+    """The application; ``capture_fast_path=False`` routes lead capture through FastAPI (for tests)."""
     settings = settings or load_settings()
     # Fail fast on a missing or weak key (before serving anything).
     keys = settings.encryption_keys
@@ -86,11 +88,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.cipher = FieldCipher(keys, settings.blind_key)
         app.state.catalog = normalise_catalog(settings.service_catalog)
-        app.state.campaigns = CampaignCache(engine, settings.campaign_cache_seconds)
+        app.state.point_reader = point_reader(settings)
+        app.state.campaigns = CampaignCache(engine, settings.campaign_cache_seconds, app.state.point_reader)
         app.state.tokens = TokenStore(engine)
         app.state.guard = Guard(settings)
         app.state.analytics = AnalyticsCache(settings.analytics_cache_seconds)
-        app.state.point_reader = point_reader(settings)
         app.state.writer = CaptureWriter(
             engine,
             dedup_window=timedelta(hours=settings.dedup_window_hours),
@@ -129,7 +131,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, trusted_proxies=parse_networks(settings.trusted_proxies))
     app.include_router(health_router)
     app.include_router(leads_router)
     app.include_router(campaigns_router)
@@ -137,6 +138,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(security_router)
     app.include_router(privacy_router)
+    if capture_fast_path:
+        # Inside RequestContextMiddleware (added last, so outermost): see CaptureFastPath.
+        route = next(
+            r
+            for r in leads_router.routes
+            if isinstance(r, APIRoute) and r.path == CAPTURE_PATH and "POST" in (r.methods or ())
+        )
+        app.add_middleware(CaptureFastPath, route=route)
+    app.add_middleware(RequestContextMiddleware, trusted_proxies=parse_networks(settings.trusted_proxies))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

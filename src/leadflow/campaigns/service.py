@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from leadflow.campaigns import repository as repo
 from leadflow.campaigns.schemas import CampaignCreate, CampaignOut, CampaignUpdate, CampaignWithToken
+from leadflow.db import PointReader
 from leadflow.errors import ApiError
 from leadflow.kit.cache import SingleFlightCache
 from leadflow.kit.clock import utcnow
@@ -63,14 +65,25 @@ def to_capture(row: AnyRow) -> CaptureCampaign:
     )
 
 
+# What the capture path reads, for the SQLite point reader (a primary-key look-up).
+_CAPTURE_SQLITE = "SELECT id, name, status, token_hash, allowed_origins, services FROM campaigns WHERE id = ?"
+
+
+def _json_list(value: str | None) -> list[str]:
+    return list(json.loads(value) or ()) if value else []
+
+
 class CampaignCache:
     """Per-process read-through cache for the capture path (entries live ``ttl`` seconds).
 
     Changes made through this process invalidate at once; other replicas see them within ``ttl``.
+    On SQLite a miss is one primary-key read on the read-only point reader (no wait for the engine's
+    single pooled connection, which the capture writer may hold while it commits).
     """
 
-    def __init__(self, engine: AsyncEngine, ttl: float) -> None:
+    def __init__(self, engine: AsyncEngine, ttl: float, reader: PointReader | None = None) -> None:
         self._engine = engine
+        self._reader = reader
         self._cache: SingleFlightCache[str, CaptureCampaign | None] = SingleFlightCache(ttl, self._load)
 
     def invalidate(self, campaign_id: str | None = None) -> None:
@@ -80,6 +93,19 @@ class CampaignCache:
         return await self._cache.get(campaign_id)
 
     async def _load(self, campaign_id: str) -> CaptureCampaign | None:
+        if self._reader is not None:
+            found = self._reader.one(_CAPTURE_SQLITE, (campaign_id,))
+            if found is None:
+                return None
+            pk, name, status, token_hash, origins, services = found
+            return CaptureCampaign(
+                id=pk,
+                name=name,
+                status=status,
+                token_hash=token_hash,
+                allowed_origins=frozenset(_json_list(origins)),
+                services=tuple(_json_list(services)),
+            )
         async with self._engine.connect() as conn:
             row = await repo.get(conn, campaign_id)
         return to_capture(row) if row is not None else None
