@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 
+from leadflow.campaigns import rollup
 from leadflow.campaigns import service as campaigns
 from leadflow.campaigns.service import CaptureCampaign
 from leadflow.config import Settings, load_settings
@@ -104,6 +105,8 @@ async def _store(campaign_id: str, count: int, workers: int) -> list[str]:
                     break
                 writing = asyncio.gather(*(writer.submit(item) for item in items))
         await writer.close()
+        async with engine.begin() as conn:  # back-dated leads: stored analytics sums are out of date
+            await rollup.invalidate_campaign(conn, campaign_id)
         return public_ids
     finally:
         await engine.dispose()

@@ -43,6 +43,9 @@ TABLES = (
     "audit_log",
     "privacy_tombstones",
     "maintenance_state",
+    "analytics_daily",
+    "analytics_days",
+    "analytics_state",
 )
 
 # The spec's example request, as documented in the capture endpoint's OpenAPI example.

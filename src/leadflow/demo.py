@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow.campaigns import repository as campaigns_repo
+from leadflow.campaigns import rollup
 from leadflow.campaigns import service as campaigns
 from leadflow.campaigns.schemas import CampaignCreate
 from leadflow.config import Settings
@@ -150,6 +151,8 @@ async def seed(
             pending = []
     public_ids += [o.public_id for o in await _gather(pending)]
     await writer.close()
+    async with engine.begin() as conn:  # back-dated leads: stored analytics sums are out of date
+        await rollup.invalidate_campaign(conn, campaign_id)
     if workflow:
         for public_id in public_ids[: max(1, len(public_ids) // 4)]:
             path = rng.choice(

@@ -1,15 +1,16 @@
-"""Campaign performance computed from the leads themselves (one grouped scan per request)."""
+"""Campaign performance: stored sums of closed days plus a live scan of today and yesterday (``rollup``)."""
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 from decimal import Decimal
 from time import monotonic
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.campaigns import repository as repo
+from leadflow.campaigns import rollup
 from leadflow.campaigns.schemas import CampaignAnalytics, ContentPerformance, Metrics, Period
 from leadflow.campaigns.service import get_or_404
 from leadflow.errors import ApiError
@@ -35,9 +36,7 @@ async def campaign_analytics(
         start = min(candidates) if candidates else end
     if end < start:
         raise ApiError(400, "VALIDATION_ERROR", "end is before start", field="end")
-    lower = datetime.combine(start, time.min, tzinfo=UTC)
-    upper = datetime.combine(end + timedelta(days=1), time.min, tzinfo=UTC)
-    rows = await repo.analytics_groups(conn, campaign_id, lower, upper)
+    rows = await rollup.groups(conn, campaign_id, start, end)
 
     total = qualified = score_sum = 0
     revenue = Decimal(0)

@@ -6,7 +6,19 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, CheckConstraint, Date, Integer, Numeric, String, Text, true
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from leadflow.kit.models import Base, UTCDateTime
@@ -46,3 +58,45 @@ class Campaign(Base):
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AnalyticsDay(Base):
+    """A day (UTC) of a campaign whose analytics are materialised in ``analytics_daily``.
+
+    Only closed days are materialised (before yesterday); a write that changes a lead of such a day
+    deletes its marker and rows (``campaigns.rollup.invalidate``) and bumps the campaign's
+    ``analytics_state.version``, so the next request computes the day again from the leads.
+    """
+
+    __tablename__ = "analytics_days"
+
+    campaign_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+
+
+class AnalyticsDaily(Base):
+    """Per campaign, day, source and utm_content: the sums campaign analytics are made of."""
+
+    __tablename__ = "analytics_daily"
+    __table_args__ = (Index("idx_analytics_daily", "campaign_id", "day"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    campaign_id: Mapped[str] = mapped_column(String(100))
+    day: Mapped[date] = mapped_column(Date)
+    source: Mapped[str] = mapped_column(String(100))
+    utm_content: Mapped[str | None] = mapped_column(String(255))
+    total: Mapped[int] = mapped_column(Integer)
+    qualified: Mapped[int] = mapped_column(Integer)
+    score_sum: Mapped[int] = mapped_column(BigInteger)
+    revenue: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+
+
+class AnalyticsState(Base):
+    """Bumped by every invalidation: a materialisation computed before a bump is not stored."""
+
+    __tablename__ = "analytics_state"
+
+    campaign_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)

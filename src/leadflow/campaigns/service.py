@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from leadflow.campaigns import repository as repo
+from leadflow.campaigns import rollup
 from leadflow.campaigns.schemas import CampaignCreate, CampaignOut, CampaignUpdate, CampaignWithToken
 from leadflow.db import PointReader
 from leadflow.errors import ApiError
@@ -148,6 +149,7 @@ async def create(conn: AsyncConnection, body: CampaignCreate) -> CampaignWithTok
     values["created_at"] = values["updated_at"] = utcnow()
     try:
         await repo.create(conn, values)
+        await rollup.track(conn, body.id)
     except IntegrityError as exc:
         raise ApiError(409, "CAMPAIGN_EXISTS", "A campaign with this id already exists", field="id") from exc
     row = await get_or_404(conn, body.id)
@@ -195,3 +197,4 @@ async def delete(conn: AsyncConnection, campaign_id: str) -> None:
             "A campaign with leads cannot be deleted; set its status to completed instead",
         )
     await repo.remove(conn, campaign_id)
+    await rollup.forget(conn, campaign_id)

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from leadflow.campaigns import rollup
 from leadflow.errors import ApiError
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import AnyRow
@@ -36,6 +37,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "closed_lost": frozenset({"new", "contacted"}),
 }
 # What a status change implies for qualification_status.
+# Columns campaign analytics are computed from (a change drops the lead's day from the stored sums).
+ANALYTICS_INPUTS = {"status", "qualification_status", "lead_score", "deal_value", "source", "utm_content"}
 QUALIFICATION_ON = {"qualified": "sales_qualified", "closed_won": "customer", "closed_lost": "lost"}
 NEXT_ACTION = {
     "new": "Awaiting first contact",
@@ -257,3 +260,5 @@ async def update(
         values["updated_at"] = now
         await repo.update_lead(conn, row.id, values)
         await repo.insert_activities(conn, acts)
+        if ANALYTICS_INPUTS & values.keys():
+            await rollup.invalidate(conn, {row.campaign_id: [row.created_at]})

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.campaigns import repository as campaigns_repo
+from leadflow.campaigns import rollup
 from leadflow.integrations import registry
 from leadflow.integrations.base import Assignee, Connector, DeliveryContext, LeadView, PermanentError
 from leadflow.kit.cache import BatchLoader
@@ -28,6 +29,7 @@ from leadflow.kit.models import AnyRow, table_of
 from leadflow.leads import repository as leads_repo
 from leadflow.leads.capture import PROCESS_JOB
 from leadflow.leads.models import PII_FIELDS
+from leadflow.leads.service import ANALYTICS_INPUTS
 from leadflow.observability import metrics
 from leadflow.pipeline import repository as jobs_repo
 from leadflow.pipeline.worker import Committer, Handler, HandlerResult, Staged, WorkerContext
@@ -292,6 +294,12 @@ async def commit_routing(conn: AsyncConnection, plans: list[RoutePlan], ctx: Wor
         metrics.STAGE_LATENCY.labels("processed").observe((now - row.created_at).total_seconds())
     await leads_repo.insert_activities(conn, activities)
     await jobs_repo.enqueue(conn, new_jobs, now)
+    rescored: dict[str, list[datetime]] = {}
+    for plan in plans:
+        row = current.get(plan.lead_id)
+        if row is not None and ANALYTICS_INPUTS & plan.values.keys():
+            rescored.setdefault(row.campaign_id, []).append(row.created_at)
+    await rollup.invalidate(conn, rescored)  # only days before yesterday: a re-run on an old lead
 
 
 def build_view(ctx: WorkerContext, row: Any, assignee: Assignee | None, campaign: AnyRow | None) -> LeadView:

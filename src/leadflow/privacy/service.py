@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from leadflow.campaigns import rollup
 from leadflow.config import Settings
 from leadflow.errors import ApiError
 from leadflow.kit.clock import utcnow
@@ -95,6 +97,7 @@ async def erase(
         await conn.execute(delete(activities).where(activities.c.lead_id.in_(ids)))
         await conn.execute(delete(jobs_repo.jobs).where(jobs_repo.jobs.c.lead_id.in_(ids)))
         await conn.execute(delete(leads).where(leads.c.id.in_(ids)))
+        await rollup.invalidate(conn, _days_of(rows))
     existing = (await conn.execute(select(tombstones.c.id).where(tombstones.c.email_hash == digest))).first()
     if existing is None:
         await conn.execute(
@@ -200,6 +203,14 @@ class RetentionReport:
     done: int
 
 
+def _days_of(rows: Sequence[AnyRow]) -> dict[str, list[datetime]]:
+    """The (campaign, creation time) of deleted leads, for the analytics sums to forget."""
+    days: dict[str, list[datetime]] = {}
+    for row in rows:
+        days.setdefault(row.campaign_id, []).append(row.created_at)
+    return days
+
+
 async def enforce_retention(
     conn: AsyncConnection, cipher: FieldCipher, settings: Settings, *, dry_run: bool, limit: int = 1000
 ) -> RetentionReport:
@@ -216,6 +227,7 @@ async def enforce_retention(
         await conn.execute(delete(activities).where(activities.c.lead_id.in_(ids)))
         await conn.execute(delete(jobs_repo.jobs).where(jobs_repo.jobs.c.lead_id.in_(ids)))
         await conn.execute(delete(leads).where(leads.c.id.in_(ids)))
+        await rollup.invalidate(conn, _days_of(rows))
         return RetentionReport(cutoff, "delete", len(rows), len(ids))
     done = await anonymize_rows(conn, cipher, rows, "retention")
     return RetentionReport(cutoff, "anonymize", len(rows), done)

@@ -1,0 +1,146 @@
+"""Stored daily analytics sums: closed days are computed once, and every change to them drops them."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+
+from leadflow.campaigns import rollup
+from leadflow.kit.clock import utcnow
+from tests.conftest import Harness, example_lead
+
+pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)
+
+BASE = "/v1/api/campaigns"
+
+
+async def capture(harness: Harness, n: int, tag: str, **tracking: Any) -> list[str]:
+    ids = []
+    for i in range(n):
+        body = example_lead(email=f"{tag}{i}@company.com")
+        body["tracking"].update(tracking)
+        response = await harness.client.post("/v1/api/leads", json=body)
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["lead_id"])
+    return ids
+
+
+async def back_date(harness: Harness, public_ids: list[str], day: date) -> None:
+    when = datetime.combine(day, time(12, 0), tzinfo=UTC)
+    async with harness.engine.begin() as conn:
+        await conn.execute(
+            update(rollup.leads).where(rollup.leads.c.public_id.in_(public_ids)).values(created_at=when)
+        )
+        # Back-dating is a write into closed days, like the demo seeding: it must drop stored sums.
+        await rollup.invalidate_campaign(conn, "nextcloud-installation-2025")
+
+
+async def stored_days(harness: Harness) -> list[date]:
+    async with harness.engine.connect() as conn:
+        rows = await conn.execute(select(rollup.days_t.c.day).order_by(rollup.days_t.c.day))
+        return [rollup._as_date(r[0]) for r in rows]
+
+
+async def stored_rows(harness: Harness) -> int:
+    async with harness.engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(rollup.daily))).scalar() or 0)
+
+
+async def analytics(harness: Harness, auth: dict[str, str], start: date, end: date) -> dict[str, Any]:
+    response = await harness.client.get(
+        f"{BASE}/nextcloud-installation-2025/analytics",
+        headers=auth,
+        params={"start": str(start), "end": str(end)},
+    )
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+@pytest.fixture
+def today() -> date:
+    return utcnow().date()
+
+
+async def test_closed_days_are_stored_once_and_added_to_live_days(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str], today: date
+) -> None:
+    old = await capture(harness, 3, "old", utm_content="ad-a")
+    older = await capture(harness, 2, "older", utm_content="ad-b")
+    await capture(harness, 1, "now", utm_content="ad-a")
+    await back_date(harness, old, today - timedelta(days=5))
+    await back_date(harness, older, today - timedelta(days=9))
+    start = today - timedelta(days=10)
+
+    first = await analytics(harness, admin, start, today)
+    assert first["metrics"]["total_leads"] == 6
+    assert first["top_performing_content"][0] == {"utm_content": "ad-a", "leads": 4, "conversion_rate": 1.0}
+    # Every closed day of the period is stored (empty ones too); today and yesterday never are.
+    assert await stored_days(harness) == [start + timedelta(days=i) for i in range(9)]
+    assert await stored_rows(harness) == 2  # one group on each of the two days with leads
+
+    again = await analytics(harness, admin, start, today)
+    assert again["metrics"] == first["metrics"] and again["lead_sources"] == first["lead_sources"]
+    wider = await analytics(harness, admin, start - timedelta(days=3), today - timedelta(days=2))
+    assert wider["metrics"]["total_leads"] == 5  # stored days, plus three more computed now
+    assert len(await stored_days(harness)) == 12
+
+
+async def test_a_change_to_an_old_lead_drops_its_day(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str], today: date
+) -> None:
+    old = await capture(harness, 2, "old")
+    day = today - timedelta(days=4)
+    await back_date(harness, old, day)
+    start = today - timedelta(days=6)
+    before = await analytics(harness, admin, start, today)
+    assert before["metrics"]["revenue_generated"] == 0 and day in await stored_days(harness)
+
+    url = f"/v1/api/leads/{old[0]}"
+    for step in ("contacted", "closed_won"):
+        assert (await harness.client.patch(url, headers=admin, json={"status": step})).status_code == 200
+    await harness.client.patch(url, headers=admin, json={"deal_value": 4200})
+    assert day not in await stored_days(harness)  # the write dropped its day
+
+    after = await analytics(harness, admin, start, today)
+    assert after["metrics"]["revenue_generated"] == 4200
+    assert after["metrics"]["total_leads"] == 2
+
+
+async def test_erasing_a_person_drops_the_days_of_their_leads(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str], today: date
+) -> None:
+    old = await capture(harness, 2, "gone")
+    await back_date(harness, old, today - timedelta(days=3))
+    start = today - timedelta(days=5)
+    assert (await analytics(harness, admin, start, today))["metrics"]["total_leads"] == 2
+    erased = await harness.client.post(
+        "/v1/api/privacy/erase", headers=admin, json={"email": "gone0@company.com", "reason": "request"}
+    )
+    assert erased.status_code == 200, erased.text
+    assert (await analytics(harness, admin, start, today))["metrics"]["total_leads"] == 1
+
+
+async def test_sums_computed_before_an_invalidation_are_not_kept(
+    harness: Harness, campaign: dict[str, Any], today: date
+) -> None:
+    old = await capture(harness, 1, "race")
+    day = today - timedelta(days=3)
+    await back_date(harness, old, day)
+    async with harness.engine.connect() as conn:
+        version = (
+            await conn.execute(
+                select(rollup.state.c.version).where(rollup.state.c.campaign_id == campaign["id"])
+            )
+        ).scalar()
+        computed = await rollup._compute(conn, campaign["id"], [day])
+        await conn.commit()
+    assert computed[day][0].total == 1
+    async with harness.engine.begin() as conn:  # a write lands while the request was computing
+        await rollup.invalidate(conn, {campaign["id"]: [day]})
+    async with harness.engine.connect() as conn:
+        await rollup._store(conn, campaign["id"], int(version), computed)
+    assert await stored_days(harness) == []
