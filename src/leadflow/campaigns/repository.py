@@ -60,15 +60,18 @@ async def first_lead_at(conn: AsyncConnection, campaign_id: str) -> datetime | N
 
 
 async def analytics_groups(
-    conn: AsyncConnection, campaign_id: str, start: datetime, end: datetime
+    conn: AsyncConnection, campaign_id: str, start: datetime, end: datetime, *, per_day: Any = None
 ) -> Sequence[AnyRow]:
-    """One scan of the campaign's leads in [start, end), grouped by source and utm_content."""
+    """One scan of the campaign's leads in [start, end), grouped by source and utm_content (and by
+    ``per_day``, an SQL expression for the day of ``created_at``, as column ``day``, when given)."""
     qualified = case((leads.c.qualification_status.in_(QUALIFIED), 1), else_=0)
     won_value = case((leads.c.status == "closed_won", leads.c.deal_value), else_=None)
+    keys: list[Any] = [leads.c.source, leads.c.utm_content]
+    if per_day is not None:
+        keys.insert(0, per_day.label("day"))
     query = (
         select(
-            leads.c.source,
-            leads.c.utm_content,
+            *keys,
             func.count().label("total"),
             func.sum(qualified).label("qualified"),
             func.sum(leads.c.lead_score).label("score_sum"),
@@ -79,6 +82,6 @@ async def analytics_groups(
             leads.c.created_at >= start,
             leads.c.created_at < end,
         )
-        .group_by(leads.c.source, leads.c.utm_content)
+        .group_by(*keys)
     )
     return (await conn.execute(query)).all()

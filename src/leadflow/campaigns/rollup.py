@@ -27,12 +27,12 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.campaigns.models import AnalyticsDaily, AnalyticsDay, AnalyticsState
-from leadflow.campaigns.repository import QUALIFIED, analytics_groups
+from leadflow.campaigns.repository import analytics_groups
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import table_of
 from leadflow.leads.models import Lead
@@ -145,27 +145,9 @@ async def _compute(
 ) -> dict[date, list[Group]]:
     """Per missing day, its sums: one grouped index range scan per run of consecutive days."""
     computed: dict[date, list[Group]] = {d: [] for d in missing}
-    qualified = case((leads.c.qualification_status.in_(QUALIFIED), 1), else_=0)
-    won = case((leads.c.status == "closed_won", leads.c.deal_value), else_=None)
-    day = _day_of(conn.dialect.name, leads.c.created_at).label("day")
+    day = _day_of(conn.dialect.name, leads.c.created_at)
     for first, last in _runs(missing):
-        lower, upper = _bounds(first, last)
-        query = (
-            select(
-                day,
-                leads.c.source,
-                leads.c.utm_content,
-                func.count().label("total"),
-                func.sum(qualified).label("qualified"),
-                func.sum(leads.c.lead_score).label("score_sum"),
-                func.sum(won).label("revenue"),
-            )
-            .where(
-                leads.c.campaign_id == campaign_id, leads.c.created_at >= lower, leads.c.created_at < upper
-            )
-            .group_by(day, leads.c.source, leads.c.utm_content)
-        )
-        for row in await conn.execute(query):
+        for row in await analytics_groups(conn, campaign_id, *_bounds(first, last), per_day=day):
             computed[_as_date(row.day)].append(_group(row))
     return computed
 

@@ -304,7 +304,10 @@ class Worker:
         return outcomes
 
     def _attempt(self, item: _Finished, outcome: str) -> dict[str, Any]:
-        error, result = item.error, item.result
+        error = item.error
+        answer: HandlerResult | DeliveryError | None = (
+            item.result if item.result is not None else error if isinstance(error, DeliveryError) else None
+        )
         return {
             "job_id": item.job.id,
             "attempt": item.job.attempts,
@@ -312,16 +315,8 @@ class Worker:
             "duration_ms": int(item.duration * 1000),
             "started_at": item.started,
             "outcome": outcome,
-            "status_code": (
-                result.status_code
-                if result is not None
-                else (error.status_code if isinstance(error, DeliveryError) else None)
-            ),
-            "response_excerpt": (
-                result.response_excerpt
-                if result is not None
-                else (error.response_excerpt if isinstance(error, DeliveryError) else None)
-            ),
+            "status_code": answer.status_code if answer is not None else None,
+            "response_excerpt": answer.response_excerpt if answer is not None else None,
             "error": _describe(error) if error is not None else None,
         }
 
