@@ -11,7 +11,9 @@ that transaction.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -26,7 +28,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow.campaigns.service import CaptureCampaign
-from leadflow.db import SqliteInserter, sqlite3_connection
+from leadflow.db import JsonText, SqliteInserter, sqlite3_connection
 from leadflow.enrichment.email_domain import classify_domain
 from leadflow.errors import ApiError
 from leadflow.kit.clock import utcnow
@@ -43,6 +45,8 @@ from leadflow.security.crypto import FieldCipher
 log = structlog.get_logger("leadflow.capture")
 
 PROCESS_JOB = "lead.process"
+# The score is a pure function of its (hashable) input, and most leads share a few inputs.
+_score = functools.lru_cache(maxsize=4096)(rules.score)
 RESPONSE_TIMES = {"A": "2 hours", "B": "4 hours", "C": "24 hours", "D": "48 hours"}
 
 
@@ -198,8 +202,9 @@ class CaptureWriter:
     ``sqlite3`` connection of the engine's single pooled connection, which the writer checks out
     for a *lease*: while leads keep arriving the thread commits batch after batch without waiting
     for the event loop in between, and hands each batch's answers back to the loop in one callback.
-    A lease ends when the queue is empty or after ``lease_seconds``, so that other users of the
-    pool (worker, API writes) get their turn. Elsewhere each batch goes through the async engine.
+    A lease ends when no lead has arrived for ``linger_seconds`` or after ``lease_seconds``, so that
+    other users of the pool (worker, API writes) get their turn. Elsewhere each batch goes through
+    the async engine.
     """
 
     def __init__(
@@ -211,12 +216,16 @@ class CaptureWriter:
         batch_max: int = 256,
         direct_sqlite: bool = True,
         lease_seconds: float = 0.5,
+        linger_seconds: float = 0.05,
     ) -> None:
         self._engine = engine
         self._window = dedup_window
         self._qualifying = frozenset(qualifying_grades)
         self._batch_max = batch_max
         self._lease_seconds = lease_seconds
+        self._linger_seconds = linger_seconds
+        self._wakeup = threading.Event()  # set by submit() while the writer thread lingers
+        self._lingering = False
         self._queue: deque[Pending] = deque()  # appended on the loop, taken by the loop or the thread
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -229,6 +238,7 @@ class CaptureWriter:
                 SqliteInserter(repo.activities, engine.dialect),
                 SqliteInserter(repo.jobs, engine.dialect),
             )
+        self._breakdowns: dict[rules.Score, JsonText] = {}
         self.batches = 0
         self.leads_written = 0
         self.on_commit: Callable[[], None] | None = None  # e.g. wake the in-process worker
@@ -238,10 +248,13 @@ class CaptureWriter:
             raise ApiError(503, "SERVICE_UNAVAILABLE", "The service is shutting down; retry shortly")
         future: asyncio.Future[CaptureOutcome] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
+        if self._lingering:
+            self._wakeup.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
-        # The commit goes on even if the client goes away; the lead is then simply stored.
-        return await asyncio.shield(future)
+        # The commit goes on even if this request is cancelled (the lead is in the queue and then simply
+        # stored; a cancelled future is skipped when the batch is answered), so no shield is needed.
+        return await future
 
     async def close(self) -> None:
         self._closed = True
@@ -330,6 +343,8 @@ class CaptureWriter:
         deadline = time.monotonic() + self._lease_seconds
         while True:
             batch = self._take()
+            if not batch and self._linger():
+                batch = self._take()
             if not batch:
                 return
             items = [item for item, _ in batch]
@@ -342,6 +357,22 @@ class CaptureWriter:
             loop.call_soon_threadsafe(self._deliver, batch, results, written)
             if time.monotonic() >= deadline:
                 return
+
+    def _linger(self) -> bool:
+        """Wait (up to linger_seconds) for the next lead rather than end the lease at once.
+
+        Going back to the loop to end a lease and take a new one waits behind everything the loop has
+        to do (under load: answering the batch just committed). Waiting here instead lets the next
+        batch start while the loop is still busy, so committing and answering overlap.
+        """
+        self._wakeup.clear()
+        self._lingering = True
+        try:
+            if self._queue:  # arrived in between: no wait (submit() saw _lingering still False)
+                return True
+            return self._wakeup.wait(self._linger_seconds)
+        finally:
+            self._lingering = False
 
     def _write_one_by_one_sqlite(
         self, db: sqlite3.Connection, items: list[PreparedLead]
@@ -388,7 +419,7 @@ class CaptureWriter:
             by_key = {
                 (r.campaign_id, r.idempotency_key): r for r in repo.by_idempotency_keys_sqlite(db, keyed)
             }
-            plan = self._plan(items, earlier, visitors, by_key, now)
+            plan = self._plan(items, earlier, visitors, by_key, now, self._breakdown_json)
             ids: list[int] = []
             erased: set[str] = set()
             if plan.lead_rows:
@@ -409,6 +440,18 @@ class CaptureWriter:
             raise
         return [o for o in plan.outcomes if o is not None], len(ids)
 
+    def _breakdown_json(self, score: rules.Score) -> JsonText:
+        """The stored score breakdown, serialised once per distinct score (most leads share a few)."""
+        text = self._breakdowns.get(score)
+        if text is None:
+            assert self._inserters is not None
+            if len(self._breakdowns) >= 4096:
+                self._breakdowns.clear()
+            text = self._breakdowns[score] = self._inserters[0].json_text(
+                "score_breakdown", score.breakdown()
+            )
+        return text
+
     # -- Any database: the async engine -----------------------------------------------------------
     async def _write_async(self, items: list[PreparedLead]) -> tuple[list[CaptureOutcome], int]:
         """Any database, through the async engine."""
@@ -422,7 +465,7 @@ class CaptureWriter:
             by_key = {
                 (r.campaign_id, r.idempotency_key): r for r in await repo.by_idempotency_keys(conn, keyed)
             }
-            plan = self._plan(items, earlier, visitors, by_key, now)
+            plan = self._plan(items, earlier, visitors, by_key, now, rules.Score.breakdown)
             erased = await previously_erased(conn, sorted({r["email_hash"] for r in plan.lead_rows}))
             ids = await repo.insert_leads(conn, plan.lead_rows) if plan.lead_rows else []
             activity_rows, job_rows = self._follow_up_rows(plan, ids, erased, now)
@@ -498,7 +541,12 @@ class CaptureWriter:
         visitors: set[str],
         by_key: dict[tuple[str, str], Any],
         now: datetime,
+        breakdown: Callable[[rules.Score], Any],
     ) -> _Plan:
+        """Decide each item's fate (replay, conflict, duplicate, new) and build the new leads' rows.
+
+        ``breakdown`` gives the stored form of a score's breakdown (a dict, or its cached JSON text).
+        """
         plan = _Plan()
         newest: dict[tuple[str, str], _Known] = {}
         for row in earlier:  # newest first: keep the first seen per (campaign, person)
@@ -549,7 +597,7 @@ class CaptureWriter:
             if visitor:
                 seen_visitors.add(visitor)
             inputs = item.score_input
-            result = rules.score(
+            result = _score(
                 rules.ScoreInput(
                     email_kind=inputs.email_kind,
                     phone=inputs.phone,
@@ -573,7 +621,7 @@ class CaptureWriter:
                 returning_visitor=returning,
                 lead_score=result.total,
                 lead_grade=result.grade,
-                score_breakdown=result.breakdown(),
+                score_breakdown=breakdown(result),
                 qualification_status="marketing_qualified"
                 if result.grade in self._qualifying
                 else "unqualified",
