@@ -79,13 +79,15 @@ class LocalCounters:
         horizon = now - window
         while times and times[0] < horizon:
             times.popleft()
-        self._hits += 1
-        if self._hits >= self.SWEEP_EVERY:
-            self._sweep(now)
         if len(times) < amount:
             times.append(now)
-            return True, amount - len(times), 0.0
-        return False, amount - len(times), max(0.0, times[0] + window - now)
+            verdict = (True, amount - len(times), 0.0)
+        else:
+            verdict = (False, amount - len(times), max(0.0, times[0] + window - now))
+        self._hits += 1
+        if self._hits >= self.SWEEP_EVERY:  # after this hit is recorded: its key is never stale
+            self._sweep(now)
+        return verdict
 
     def _sweep(self, now: float) -> None:
         self._hits = 0

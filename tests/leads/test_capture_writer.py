@@ -1,0 +1,223 @@
+"""The capture writer's two SQLite paths (writer thread on the raw connection, async engine) agree."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadflow.campaigns.service import CaptureCampaign
+from leadflow.db import JsonText, SqliteInserter, sqlite3_connection
+from leadflow.leads import repository as repo
+from leadflow.leads.capture import CaptureOutcome, CaptureWriter, PreparedLead, prepare
+from leadflow.leads.schemas import CaptureRequest
+from leadflow.security.crypto import FieldCipher
+from tests.conftest import TEST_KEY, Harness, example_lead
+
+CAMPAIGN = CaptureCampaign("nextcloud-installation-2025", "Nextcloud", "active", None, frozenset(), ())
+CIPHER = FieldCipher([base64.b64decode(TEST_KEY)])
+
+
+def _item(email: str, key: str | None = None, visitor: str | None = None) -> PreparedLead:
+    body = example_lead(email=email)
+    body["tracking"]["visitor_id"] = visitor
+    request = CaptureRequest.model_validate(body, context={"phone_region": "US"})
+    return prepare(request, CAMPAIGN, CIPHER, frozenset({"nextcloud installation"}), "203.0.113.1", key)
+
+
+def _writer(engine: AsyncEngine, direct: bool) -> CaptureWriter:
+    return CaptureWriter(
+        engine, dedup_window=timedelta(hours=24), qualifying_grades=("A", "B"), direct_sqlite=direct
+    )
+
+
+async def _submit_all(writer: CaptureWriter, items: list[PreparedLead]) -> list[CaptureOutcome]:
+    return list(await asyncio.gather(*(writer.submit(i) for i in items)))
+
+
+@pytest.mark.parametrize("direct", [True, False])
+async def test_batch_outcomes_and_rows(harness: Harness, campaign: dict[str, Any], direct: bool) -> None:
+    engine = harness.engine
+    writer = _writer(engine, direct)
+    await harness.execute(
+        "INSERT INTO privacy_tombstones (email_hash, erased_at, reason) VALUES (:h, :at, 'request')",
+        h=_item("erased@company.com").email_hash,
+        at=datetime(2025, 1, 1),
+    )
+    first = await _submit_all(
+        writer,
+        [
+            _item("a@company.com", key="k1", visitor="vis_1"),
+            _item("a@company.com"),  # duplicate of the first, in the same batch
+            _item("b@company.com", key="k1"),  # same key, other person: conflict
+            _item("a@company.com", key="k1"),  # same key, same person: replay
+            _item("c@company.com", visitor="vis_1"),  # returning visitor (seen in this batch)
+            _item("erased@company.com"),
+        ],
+    )
+    assert [o.kind for o in first] == ["created", "duplicate", "key_conflict", "replay", "created", "created"]
+    assert first[1].public_id == first[3].public_id == first[0].public_id
+    second = await _submit_all(writer, [_item("a@company.com", key="k1"), _item("a@company.com")])
+    assert [o.kind for o in second] == ["replay", "duplicate"]
+    assert second[0].public_id == first[0].public_id
+    await writer.close()
+    assert writer.leads_written == 3
+
+    async with engine.connect() as conn:
+        leads = {r.public_id: r for r in (await conn.execute(select(repo.leads))).all()}
+        kinds = sorted(
+            (await conn.execute(text("SELECT activity_type FROM lead_activities"))).scalars().all()
+        )
+        jobs = (await conn.execute(select(repo.jobs))).all()
+    assert kinds == sorted(["created"] * 3 + ["duplicate_submission"] * 2 + ["previously_erased"])
+    assert {j.payload["public_id"] for j in jobs} == set(leads)
+    returning = leads[first[4].public_id]
+    assert returning.returning_visitor is True
+    assert returning.score_breakdown["total"] == returning.lead_score
+    assert CIPHER.decrypt(returning.email, "email") == "c@company.com"
+    assert returning.created_at.tzinfo is not None
+
+
+async def test_both_paths_store_the_same_values(harness: Harness, campaign: dict[str, Any]) -> None:
+    """Column by column, as SQLite stores them (text, blob, integer): only ids and times may differ."""
+    engine = harness.engine
+    for direct, email in ((True, "same-direct@company.com"), (False, "same-async@company.com")):
+        writer = _writer(engine, direct)
+        await _submit_all(writer, [_item(email, key=f"key-{direct}", visitor=f"vis-{direct}")])
+        await writer.close()
+    skip = {"id", "uuid", "public_id", "email", "email_hash", "first_name", "last_name", "phone"}
+    skip |= {"company", "message", "ip_address", "user_agent", "visitor_id", "idempotency_key"}
+    async with engine.connect() as conn:
+        columns = [c.name for c in repo.leads.columns if c.name not in skip]
+        typed = ", ".join(f'typeof("{c}"), "{c}"' for c in columns)
+        rows = (await conn.execute(text(f"SELECT {typed} FROM leads ORDER BY id"))).all()
+        times = (await conn.execute(text("SELECT created_at, consent_at FROM leads ORDER BY id"))).all()
+        activities = (
+            await conn.execute(
+                text("SELECT typeof(metadata), metadata, typeof(created_at) FROM lead_activities")
+            )
+        ).all()
+        jobs = (
+            await conn.execute(
+                text("SELECT kind, status, typeof(payload), typeof(run_at), lead_id FROM jobs")
+            )
+        ).all()
+    moving = {"created_at", "updated_at", "consent_at"}
+    direct_row, async_row = (dict(zip(columns, list(r)[1::2], strict=True)) for r in rows)
+    assert list(rows[0])[0::2] == list(rows[1])[0::2]  # the same storage class in every column
+    assert {k: v for k, v in direct_row.items() if k not in moving} == {
+        k: v for k, v in async_row.items() if k not in moving
+    }
+    for value in (*times[0], *times[1]):  # SQLAlchemy's DATETIME text form, microseconds included
+        assert len(value) == 26 and value[10] == " "
+    assert activities[0][0] == activities[1][0] == "text"
+    assert activities[0][1].replace("1", "2") == activities[1][1].replace("1", "2")  # only lead ids differ
+    assert [j[:4] for j in jobs] == [("lead.process", "pending", "text", "text")] * 2
+
+
+async def test_inserter_matches_sqlalchemy_insert(harness: Harness, campaign: dict[str, Any]) -> None:
+    engine = harness.engine
+    values: dict[str, Any] = {
+        "kind": "lead.process",
+        "payload": {"lead_id": 1, "text": 'é "quoted"'},
+        "status": "pending",
+        "attempts": 0,
+        "max_attempts": 8,
+        "run_at": datetime(2025, 10, 3, 10, 30, tzinfo=UTC),
+        "locked_until": datetime(2025, 10, 3, 12, 30, 0, 5, tzinfo=UTC).astimezone(),
+        "lead_id": None,
+        "dedup_key": None,
+        "created_at": datetime(2025, 10, 3, tzinfo=UTC),
+        "updated_at": datetime(2025, 10, 3, tzinfo=UTC),
+    }
+    async with engine.begin() as conn:
+        await conn.execute(insert(repo.jobs), [{**values, "dedup_key": "core"}])
+    inserter = SqliteInserter(repo.jobs, engine.dialect)
+    async with engine.connect() as conn:
+        db = sqlite3_connection((await conn.get_raw_connection()).driver_connection)
+        assert db is not None
+        db.execute("BEGIN IMMEDIATE")
+        inserter.insert(db, [{**values, "dedup_key": "raw"}])
+        pretyped = {**values, "dedup_key": "pre", "payload": inserter.json_text("payload", values["payload"])}
+        assert isinstance(pretyped["payload"], JsonText)
+        inserter.insert(db, [pretyped])
+        with pytest.raises(ValueError, match="naive"):
+            inserter.insert(db, [{**values, "dedup_key": "naive", "run_at": datetime(2025, 1, 1)}])
+        db.commit()
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT dedup_key, payload, run_at, locked_until, typeof(lead_id) FROM jobs ORDER BY dedup_key"
+                )
+            )
+        ).all()
+    core = next(r for r in rows if r[0] == "core")
+    assert [r[1:] for r in rows if r[0] != "core"] == [core[1:], core[1:]]
+
+
+async def test_other_pool_users_get_the_connection_during_a_stream_of_captures(
+    harness: Harness, campaign: dict[str, Any]
+) -> None:
+    writer = CaptureWriter(
+        harness.engine,
+        dedup_window=timedelta(hours=24),
+        qualifying_grades=("A",),
+        lease_seconds=0.05,
+        linger_seconds=0.2,
+    )
+    stop = asyncio.Event()
+
+    async def stream() -> int:
+        count = 0
+        while not stop.is_set():
+            await writer.submit(_item(f"stream{count}@company.com"))
+            count += 1
+        return count
+
+    streaming = asyncio.create_task(stream())
+    await asyncio.sleep(0.05)
+    started = asyncio.get_running_loop().time()
+    assert await harness.scalar("SELECT count(*) FROM campaigns") == 1  # needs the pool's connection
+    waited = asyncio.get_running_loop().time() - started
+    stop.set()
+    count = await streaming
+    await writer.close()
+    assert waited < 2.0
+    assert count > 0 and writer.leads_written == count
+
+
+async def test_a_failing_batch_is_retried_lead_by_lead(harness: Harness, campaign: dict[str, Any]) -> None:
+    writer = _writer(harness.engine, True)
+    bad = _item("orphan@company.com")
+    bad.campaign = CaptureCampaign("no-such-campaign", "x", "active", None, frozenset(), ())
+    bad.values["campaign_id"] = "no-such-campaign"  # violates the campaigns foreign key
+    good = [_item(f"good{i}@company.com") for i in range(3)]
+    results = await asyncio.gather(
+        *(writer.submit(i) for i in [good[0], bad, *good[1:]]), return_exceptions=True
+    )
+    await writer.close()
+    assert [getattr(r, "kind", None) for r in results] == ["created", None, "created", "created"]
+    assert getattr(results[1], "status", None) == 503
+    assert await harness.scalar("SELECT count(*) FROM leads") == 3
+    assert await harness.scalar("SELECT count(*) FROM jobs") == 3
+
+
+async def test_without_a_raw_sqlite3_connection_the_async_path_is_used(
+    harness: Harness, campaign: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import leadflow.leads.capture as capture
+
+    assert sqlite3_connection(object()) is None
+    monkeypatch.setattr(capture, "sqlite3_connection", lambda _: None)
+    writer = _writer(harness.engine, True)
+    outcomes = await _submit_all(writer, [_item("fallback@company.com"), _item("fallback@company.com")])
+    await writer.close()
+    assert [o.kind for o in outcomes] == ["created", "duplicate"]
+    assert writer._direct is False
+    assert await harness.scalar("SELECT count(*) FROM leads") == 1
