@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.campaigns.models import AnalyticsDaily, AnalyticsDay, AnalyticsState
-from leadflow.campaigns.repository import analytics_groups
+from leadflow.campaigns.repository import analytics_groups, first_lead_at
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import table_of
 from leadflow.leads.models import Lead
@@ -83,6 +83,12 @@ def last_closed_day(today: date) -> date:
 
 async def groups(conn: AsyncConnection, campaign_id: str, first: date, last: date) -> list[Group]:
     """The campaign's sums over the days [first, last] (UTC), by source and utm_content."""
+    earliest = await first_lead_at(conn, campaign_id)  # an index seek (idx_campaign)
+    if earliest is None:
+        return []
+    first = max(first, _day(earliest))  # days before the first lead are empty: nothing to sum or store
+    if last < first:
+        return []
     closed = last_closed_day(utcnow().date())
     found: list[Group] = []
     live_from = first
