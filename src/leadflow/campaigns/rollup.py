@@ -2,9 +2,9 @@
 
 Campaign analytics sum the leads of a period by source and ``utm_content``. Scanning 100 000 leads
 takes tens of milliseconds per request, and several dashboards asking for different periods at once
-queue behind each other; so the sums of *closed* days (before yesterday, UTC) are stored per day in
+queue behind each other; so the sums of *closed* days (UTC, ended over ten minutes ago) are stored per day in
 ``analytics_daily`` with a marker row in ``analytics_days``, and a request adds up stored days, computes
-the missing closed days once (and stores them), and scans only today and yesterday live.
+the missing closed days once (and stores them), and scans only today live (and yesterday until 00:10).
 
 Correctness rests on two rules:
 
@@ -44,7 +44,9 @@ daily = table_of(AnalyticsDaily)
 state = table_of(AnalyticsState)
 leads = table_of(Lead)
 
-LIVE_DAYS = 2  # today and yesterday are always summed from the leads themselves
+# A day is closed (and may be stored) once it ended this long ago: captures are committed within
+# moments of their timestamp, so none can still land in it. Until then it is summed live, like today.
+GRACE = timedelta(minutes=10)
 
 
 @dataclass(slots=True)
@@ -77,8 +79,8 @@ def _group(row: Any) -> Group:
     )
 
 
-def last_closed_day(today: date) -> date:
-    return today - timedelta(days=LIVE_DAYS)
+def last_closed_day(now: datetime) -> date:
+    return (now - GRACE).date() - timedelta(days=1)
 
 
 async def groups(conn: AsyncConnection, campaign_id: str, first: date, last: date) -> list[Group]:
@@ -89,7 +91,7 @@ async def groups(conn: AsyncConnection, campaign_id: str, first: date, last: dat
     first = max(first, _day(earliest))  # days before the first lead are empty: nothing to sum or store
     if last < first:
         return []
-    closed = last_closed_day(utcnow().date())
+    closed = last_closed_day(utcnow())
     found: list[Group] = []
     live_from = first
     if first <= closed:
@@ -219,10 +221,10 @@ async def invalidate(
 ) -> None:
     """Forget the stored sums of these days (a lead of theirs changed, appeared or was deleted).
 
-    Days from yesterday on are never stored and are skipped (one day more than stored, so a write
-    running across midnight is covered too).
+    Today is never stored and is skipped (invalidating it would make every busy worker batch throw
+    away the sums requests are computing); yesterday may be stored from 00:10 and is invalidated.
     """
-    newest = utcnow().date() - timedelta(days=LIVE_DAYS - 1)
+    newest = utcnow().date() - timedelta(days=1)
     for campaign_id, values in days_by_campaign.items():
         old = sorted({d for d in (_day(v) for v in values) if d <= newest})
         if old:

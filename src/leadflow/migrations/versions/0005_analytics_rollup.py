@@ -1,4 +1,5 @@
-"""materialised daily analytics per campaign (closed days), invalidated on write
+"""materialised daily analytics per campaign (closed days), invalidated on write; idx_analytics
+ordered by (campaign_id, created_at, ...) so that a campaign's days are one range of it
 
 Revision ID: 0005
 Revises: 0004
@@ -16,7 +17,33 @@ branch_labels = None
 depends_on = None
 
 
+# Same columns as 0004's, with created_at second: analytics now read ranges of days, not whole campaigns.
+ANALYTICS_COLUMNS = [
+    "campaign_id",
+    "created_at",
+    "source",
+    "utm_content",
+    "qualification_status",
+    "status",
+    "lead_score",
+    "deal_value",
+]
+ANALYTICS_COLUMNS_0004 = [
+    "campaign_id",
+    "source",
+    "utm_content",
+    "created_at",
+    "qualification_status",
+    "status",
+    "lead_score",
+    "deal_value",
+]
+
+
 def upgrade() -> None:
+    with op.batch_alter_table("leads", schema=None) as batch_op:
+        batch_op.drop_index("idx_analytics")
+        batch_op.create_index("idx_analytics", ANALYTICS_COLUMNS, unique=False)
     op.create_table(
         "analytics_days",
         sa.Column("campaign_id", sa.String(length=100), nullable=False),
@@ -50,6 +77,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("leads", schema=None) as batch_op:
+        batch_op.drop_index("idx_analytics")
+        batch_op.create_index("idx_analytics", ANALYTICS_COLUMNS_0004, unique=False)
     op.drop_table("analytics_state")
     with op.batch_alter_table("analytics_daily", schema=None) as batch_op:
         batch_op.drop_index("idx_analytics_daily")
