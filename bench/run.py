@@ -330,6 +330,7 @@ class Bench:
 
 def run_all(args: argparse.Namespace, wrk: str, workdir: Path, report: Report) -> None:
     env = bench_env(workdir, args.with_worker)
+    env.update(item.split("=", 1) for item in args.server_env)  # e.g. CAPTURE_BATCH_MAX=64
     if args.keep:  # to start the server again on the kept database
         keep = {k: v for k, v in env.items() if k not in ("PATH", "HOME", "LANG", "TZ")}
         (workdir / "bench.env").write_text("".join(f"{k}={v}\n" for k, v in keep.items()))
@@ -613,6 +614,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=10.0,
         help="before each run, wait up to this many seconds for other processes to leave the CPUs (10)",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for `leadflow serve` (repeatable), e.g. CAPTURE_BATCH_MAX=64",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (database, logs)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")

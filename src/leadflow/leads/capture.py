@@ -215,8 +215,8 @@ class CaptureWriter:
         qualifying_grades: Sequence[str],
         batch_max: int = 256,
         direct_sqlite: bool = True,
-        lease_seconds: float = 0.5,
-        linger_seconds: float = 0.05,
+        lease_seconds: float = 0.1,
+        linger_seconds: float = 0.003,
     ) -> None:
         self._engine = engine
         self._window = dedup_window
