@@ -209,6 +209,7 @@ def settings_factory(database_url: str, tmp_path: Path) -> Callable[..., Setting
             "run_worker": False,
             "rate_limit_per_ip": "100000/minute",
             "lockout_threshold": 100000,
+            "gc_freeze": False,  # hundreds of app start-ups: no full collection + freeze each time
         }
         values.update(overrides)
         return Settings(**values)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,3 +59,16 @@ def test_key_file_is_used_in_development(tmp_path: Path) -> None:
         _ = settings.encryption_keys
     assert settings.ensure_key_file()
     assert len(Settings(encryption_key_file=tmp_path / "k.key").encryption_keys[0]) == 32
+
+
+async def test_start_up_objects_are_frozen_out_of_full_collections(settings_factory: Any) -> None:
+    import gc
+
+    from leadflow.app import create_app
+
+    app = create_app(settings_factory(gc_freeze=True))
+    try:
+        async with app.router.lifespan_context(app):
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

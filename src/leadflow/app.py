@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -105,6 +106,12 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
         if settings.run_worker:
             worker_task, app.state.wake_worker = await _start_worker(engine, settings, stop)
         app.state.writer.on_commit = lambda: app.state.wake_worker()
+        if settings.gc_freeze:
+            # Everything loaded at start-up (modules, schemas, phone metadata, domain lists) lives as
+            # long as the process: frozen, full collections no longer walk it. Unfrozen they paused the
+            # server 70-95 ms each, 17 times in one benchmark run, collecting nothing.
+            gc.collect()
+            gc.freeze()
         log.info(
             "started",
             version=__version__,

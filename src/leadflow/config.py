@@ -195,6 +195,7 @@ class Settings(BaseSettings):
     campaign_cache_seconds: float = 2.0
     analytics_cache_seconds: float = Field(10.0, ge=0, le=30)  # the spec's 30 s analytics budget
     capture_batch_max: int = 256
+    gc_freeze: bool = True  # freeze start-up objects out of the garbage collector's full collections
 
     @field_validator(
         "service_catalog",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from typing import Annotated, Any
 
@@ -98,6 +99,9 @@ def worker(
                 typer.echo(f"{done} jobs processed")
                 return
             await ensure_periodic(engine)
+            if settings.gc_freeze:  # as `leadflow serve` does: no full collections over start-up objects
+                gc.collect()
+                gc.freeze()
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
