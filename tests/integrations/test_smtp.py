@@ -243,9 +243,10 @@ async def test_5xx_replies_are_permanent_and_addresses_are_redacted(
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
 
-async def test_an_invalid_assignee_address_is_permanent(smtp: FakeSmtp) -> None:
+@pytest.mark.parametrize("address", ["not-an-address", "josé@exämple.com", "a@b.com>\r\nBcc: x@y.com"])
+async def test_an_invalid_assignee_address_is_permanent(smtp: FakeSmtp, address: str) -> None:
     with pytest.raises(PermanentError, match="invalid e-mail address"):
-        await deliver(smtp_settings(smtp), assignee=make_assignee(email="not-an-address"))
+        await deliver(smtp_settings(smtp), assignee=make_assignee(email=address))
 
     assert smtp.messages == []
 

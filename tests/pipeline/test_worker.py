@@ -289,3 +289,26 @@ async def test_follow_up_jobs_are_enqueued_with_the_completion(harness: Harness,
     await _enqueue(harness, "test.first", n=3)
     assert await Worker(ctx, {"test.first": first, "test.second": second}).run_until_idle(20) == 6
     assert seen == ["test.second"] * 3
+
+
+async def test_a_job_deleted_while_it_ran_does_not_fail_the_others(
+    harness: Harness, ctx: WorkerContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def handler(job: AnyRow, _: WorkerContext) -> HandlerResult:
+        if job.payload["n"] == 2:  # its lead was erased meanwhile: the erasure deleted its jobs too
+            await harness.execute("DELETE FROM jobs WHERE id = :id", id=job.id)
+        else:
+            await asyncio.sleep(0.01)
+        return HandlerResult(status_code=200)
+
+    await _enqueue(harness, "test.erased", n=5)
+    worker = Worker(ctx, {"test.erased": handler}, concurrency=5)
+    assert await worker.run_until_idle(20) == 5
+    jobs = await _jobs(harness)
+    assert sorted(j.payload["n"] for j in jobs) == [0, 1, 3, 4]
+    assert {j.status for j in jobs} == {"done"}
+    async with harness.engine.connect() as conn:
+        for job in jobs:
+            assert [a.outcome for a in await repo.attempts_of(conn, job.id)] == ["success"]
+    # One commit for the batch: nothing failed and nothing was recorded job by job.
+    assert "job_batch_commit_failed" not in caplog.text and "job_record_failed" not in caplog.text

@@ -183,10 +183,14 @@ async def _store(
     """
     await conn.commit()
     try:
-        locked = select(state.c.version).where(state.c.campaign_id == campaign_id)
-        if conn.dialect.name != "sqlite":
-            locked = locked.with_for_update()
-        if (await conn.execute(locked)).scalar() != version:
+        # A no-op update that only matches the version read before computing: it takes the row (or, on
+        # SQLite, the database) write lock first, so no invalidation can commit between check and insert.
+        unchanged = await conn.execute(
+            update(state)
+            .where(state.c.campaign_id == campaign_id, state.c.version == version)
+            .values(version=state.c.version)
+        )
+        if unchanged.rowcount != 1:
             await conn.rollback()
             return
         await conn.execute(insert(days_t), [{"campaign_id": campaign_id, "day": d} for d in computed])
@@ -225,7 +229,8 @@ async def invalidate(
     away the sums requests are computing); yesterday may be stored from 00:10 and is invalidated.
     """
     newest = utcnow().date() - timedelta(days=1)
-    for campaign_id, values in days_by_campaign.items():
+    for campaign_id in sorted(days_by_campaign):  # one lock order for every writer: no deadlocks
+        values = days_by_campaign[campaign_id]
         old = sorted({d for d in (_day(v) for v in values) if d <= newest})
         if old:
             await _bump(conn, campaign_id)

@@ -58,7 +58,8 @@ _ADDRESS = re.compile(r"[^\s<>\"'(),;:@\\\[\]]+@[^\s<>\"'(),;:@\\\[\]]+")
 def _address(name: str, addr: str) -> str:
     """``Name <addr>`` with the name RFC 2047 encoded when it is not ASCII; a malformed address is
     refused (it could not be delivered, and must not smuggle header syntax)."""
-    if not _ADDRESS.fullmatch(addr):
+    # ASCII only: we do not use SMTPUTF8, so a non-ASCII address cannot be sent and no retry changes that.
+    if not addr.isascii() or not _ADDRESS.fullmatch(addr):
         raise PermanentError("invalid e-mail address")
     return email.utils.formataddr((one_line(name), addr), charset="utf-8")
 

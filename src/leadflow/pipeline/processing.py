@@ -242,11 +242,19 @@ async def commit_routing(conn: AsyncConnection, plans: list[RoutePlan], ctx: Wor
         ctx.settings,
         now,
     )
-    activities: list[dict[str, Any]] = []
+    # The plans stay untouched (a batch that fails is committed again job by job with the same plans):
+    # this attempt's writes are built in copies.
+    values = {p.lead_id: dict(p.values) for p in plans}
+    acts = {p.lead_id: list(p.activities) for p in plans}
+    for plan in plans:
+        row = current.get(plan.lead_id)
+        if row is not None and row.qualification_status not in ("unqualified", "marketing_qualified"):
+            # Qualified by a salesperson since enrichment read the lead: the re-score does not undo it.
+            values[plan.lead_id].pop("qualification_status", None)
     for plan, decision in zip(routable, decisions, strict=True):
         if decision.assignee is not None:
-            plan.values.update(assigned_to=decision.assignee, assigned_member_id=decision.member_id)
-        plan.activities.append(
+            values[plan.lead_id].update(assigned_to=decision.assignee, assigned_member_id=decision.member_id)
+        acts[plan.lead_id].append(
             _activity(
                 plan.lead_id,
                 "assigned",
@@ -256,11 +264,9 @@ async def commit_routing(conn: AsyncConnection, plans: list[RoutePlan], ctx: Wor
             )
         )
     member_of = {
-        p.lead_id: int(member_id)
-        for p in plans
-        if p.lead_id in current
-        and (member_id := p.values.get("assigned_member_id", current[p.lead_id].assigned_member_id))
-        is not None
+        lead_id: int(member_id)
+        for lead_id, row in current.items()
+        if (member_id := values[lead_id].get("assigned_member_id", row.assigned_member_id)) is not None
     }
     assignees: dict[int, Assignee] = {}
     if member_of:
@@ -269,14 +275,19 @@ async def commit_routing(conn: AsyncConnection, plans: list[RoutePlan], ctx: Wor
             for m in await conn.execute(select(members).where(members.c.id.in_(set(member_of.values()))))
         }
         assignees = {lead_id: found[m] for lead_id, m in member_of.items() if m in found}
+    activities: list[dict[str, Any]] = []
     new_jobs: list[jobs_repo.NewJob] = []
+    rescored: dict[str, list[datetime]] = {}
     for plan in plans:
         row = current.get(plan.lead_id)
         if row is None:  # erased meanwhile
             continue
-        await leads_repo.update_lead(conn, plan.lead_id, plan.values)
-        activities.extend(plan.activities)
-        fresh = SimpleNamespace(**{**row._mapping, **plan.values})
+        written = values[plan.lead_id]
+        await leads_repo.update_lead(conn, plan.lead_id, written)
+        activities.extend(acts[plan.lead_id])
+        if ANALYTICS_INPUTS & written.keys():
+            rescored.setdefault(row.campaign_id, []).append(row.created_at)
+        fresh = SimpleNamespace(**{**row._mapping, **written})
         view = build_view(ctx, fresh, assignees.get(plan.lead_id), plan.campaign)
         for name in registry.all_names():
             connector = connector_for(ctx, name)
@@ -294,12 +305,7 @@ async def commit_routing(conn: AsyncConnection, plans: list[RoutePlan], ctx: Wor
         metrics.STAGE_LATENCY.labels("processed").observe((now - row.created_at).total_seconds())
     await leads_repo.insert_activities(conn, activities)
     await jobs_repo.enqueue(conn, new_jobs, now)
-    rescored: dict[str, list[datetime]] = {}
-    for plan in plans:
-        row = current.get(plan.lead_id)
-        if row is not None and ANALYTICS_INPUTS & plan.values.keys():
-            rescored.setdefault(row.campaign_id, []).append(row.created_at)
-    await rollup.invalidate(conn, rescored)  # only days before yesterday: a re-run on an old lead
+    await rollup.invalidate(conn, rescored)  # only days before today: a re-run on an old lead
 
 
 def build_view(ctx: WorkerContext, row: Any, assignee: Assignee | None, campaign: AnyRow | None) -> LeadView:

@@ -112,20 +112,30 @@ def _owned(job_id: int, worker: str) -> Any:
     return (jobs.c.id == job_id) & (jobs.c.locked_by == worker) & (jobs.c.status == "running")
 
 
-async def owned(conn: AsyncConnection, job_ids: Sequence[int], worker: str) -> set[int]:
-    """Which of these jobs ``worker`` still holds (locked until commit where the database can lock)."""
+@dataclass(frozen=True, slots=True)
+class ClaimState:
+    locked_by: str | None
+    status: str
+    attempts: int
+
+
+async def claim_states(conn: AsyncConnection, job_ids: Sequence[int]) -> dict[int, ClaimState]:
+    """Who holds these jobs now (locked until commit where the database can lock); deleted jobs are absent.
+
+    A job is still held by the worker that ran it when ``locked_by`` is that worker, its status is
+    ``running`` and ``attempts`` is the one that worker claimed (a re-claim after the lease ran out
+    counts up, even by the same worker).
+    """
     if not job_ids:
-        return set()
-    query = select(jobs.c.id).where(
-        jobs.c.id.in_(job_ids), jobs.c.locked_by == worker, jobs.c.status == "running"
-    )
+        return {}
+    query = select(jobs.c.id, jobs.c.locked_by, jobs.c.status, jobs.c.attempts).where(jobs.c.id.in_(job_ids))
     if conn.dialect.name != "sqlite":
         query = query.with_for_update()
-    return {int(r[0]) for r in await conn.execute(query)}
+    return {int(r.id): ClaimState(r.locked_by, r.status, int(r.attempts)) for r in await conn.execute(query)}
 
 
 async def finish_many(conn: AsyncConnection, job_ids: Sequence[int], now: datetime) -> None:
-    """Mark jobs done; the caller has checked with :func:`owned` in the same transaction."""
+    """Mark jobs done; the caller has checked with :func:`claim_states` in the same transaction."""
     if job_ids:
         await conn.execute(
             update(jobs)

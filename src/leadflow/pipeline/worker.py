@@ -269,8 +269,19 @@ class Worker:
         attempts: list[dict[str, Any]] = []
         woken = False
         async with self.ctx.engine.begin() as conn:
-            held = await repo.owned(conn, [item.job.id for item in batch], self.ctx.worker_id)
-            done = [item for item in batch if item.error is None and item.job.id in held]
+            states = await repo.claim_states(conn, sorted({item.job.id for item in batch}))
+
+            def holds(item: _Finished) -> bool:
+                state = states.get(item.job.id)
+                return (
+                    state is not None
+                    and state.locked_by == self.ctx.worker_id
+                    and state.status == "running"
+                    and state.attempts == item.job.attempts
+                )
+
+            held = [item for item in batch if holds(item)]
+            done = [item for item in held if item.error is None]
             groups: dict[str, list[Any]] = {}
             for item in done:
                 assert item.result is not None
@@ -289,15 +300,17 @@ class Worker:
                 await repo.enqueue(conn, follow_ups, now)
                 woken = any(j.run_at <= now for j in follow_ups)
             for item in batch:
-                owned = item.job.id in held
+                if item.job.id not in states:
+                    # The job was deleted meanwhile (its lead was erased): nothing to record it on.
+                    outcomes[item.job.id] = "deleted"
+                    continue
+                owned = holds(item)
                 if item.error is None:
                     outcome = "success" if owned else "lost_lease"
-                    attempt = self._attempt(item, outcome)
                 else:
                     outcome = await self._failed(conn, item, now) if owned else "lost_lease"
-                    attempt = self._attempt(item, outcome)
                 outcomes[item.job.id] = outcome
-                attempts.append(attempt)
+                attempts.append(self._attempt(item, outcome))
             await repo.add_attempts(conn, attempts)
         if woken or groups:
             self._wake.set()
