@@ -273,7 +273,3 @@ async def get_many(conn: AsyncConnection, lead_ids: Iterable[int], lock: bool = 
     if lock and conn.dialect.name != "sqlite":
         query = query.with_for_update()
     return {int(row.id): row for row in await conn.execute(query)}
-
-
-async def get_by_id(conn: AsyncConnection, lead_id: int) -> AnyRow | None:
-    return (await conn.execute(select(leads).where(leads.c.id == lead_id))).first()
