@@ -230,7 +230,8 @@
       const r = await send(entry);
       if (r.retry === undefined) return finish(entry, form, r);
       const offline = navigator.onLine === false;
-      if (!form || (!offline && attempt >= 5)) {
+      // Give up on this page view after 5 tries or when told to wait over a minute; the outbox keeps it.
+      if (!form || (!offline && (attempt >= 5 || r.retry > 60))) {
         entry.tries = (entry.tries || 0) + 1;
         if (entry.tries > 20) drop(entry.key); else keep(entry);
         if (form) {
@@ -312,9 +313,10 @@
     },
     scan,
     flush,
+    push([method, ...args]) { if (typeof api[method] === "function") api[method](...args); }, // the queue's
   };
   w.Leadflow = api;
-  for (const [method, ...args] of queued) if (typeof api[method] === "function") api[method](...args);
+  for (const entry of queued) api.push(entry);
   const start = () => { track(); scan(); flush(); };
   if (d.readyState === "loading") d.addEventListener("DOMContentLoaded", start); else start();
 })();
