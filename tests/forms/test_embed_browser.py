@@ -382,7 +382,52 @@ def test_400_marks_the_right_input_and_a_fixed_form_goes_through(site: Site, new
     _state(page, "success")
     assert email.get_attribute("aria-invalid") is None
     assert page.locator(f"#{described}").count() == 0
-    assert site.wait_for_lead(fixed)["email"] == fixed
+    lead = site.wait_for_lead(fixed)
+    # The same person again (a new submission, new key): a 409 duplicate, shown as success.
+    page.click("button[type=submit]")
+    page.wait_for_function("() => window.__events.length === 3", timeout=WAIT_MS)
+    assert page.evaluate("window.__events")[2] == ["leadflow:success", {"lead_id": lead["lead_id"]}]
+    assert page.get_attribute("form", "data-leadflow-state") == "success"
+    assert len(site.leads(fixed)) == 1
+
+
+def test_a_lost_answer_and_a_503_are_retried_with_the_same_key(site: Site, new_context: Any) -> None:
+    page = new_context().new_page()
+    seen: list[tuple[str, str | None]] = []
+
+    def flaky(route: Any) -> None:
+        request = route.request
+        if request.method != "POST":
+            route.continue_()
+            return
+        seen.append((request.post_data_json["contact"]["email"], request.headers.get("idempotency-key")))
+        attempts = sum(1 for email, _ in seen if email == seen[-1][0])
+        if attempts == 1 and seen[-1][0].startswith("lost"):
+            route.fetch()  # the lead is stored, then the connection drops before the answer
+            route.abort("connectionreset")
+        elif attempts == 1:
+            route.fulfill(
+                status=503,
+                headers={
+                    "Retry-After": "1",
+                    "Access-Control-Allow-Origin": site.landing,
+                    "Access-Control-Expose-Headers": "Retry-After",
+                },
+                json={"success": False, "error": "SERVICE_UNAVAILABLE", "message": "down", "code": 503},
+            )
+        else:
+            route.continue_()
+
+    page.route(f"{site.api}/v1/api/leads", flaky)
+    for name in ("lost", "unavailable"):
+        page.goto(f"{site.landing}/page?consent=granted")
+        email = _email(name)
+        _fill(page, email)
+        page.click("button[type=submit]")
+        _state(page, "success")
+        keys = [key for sent, key in seen if sent == email]
+        assert len(keys) == 2 and keys[0] == keys[1] and keys[0]
+        assert len(site.leads(email)) == 1
 
 
 def test_consent_denied_stores_nothing_and_the_lead_still_arrives(site: Site, new_context: Any) -> None:

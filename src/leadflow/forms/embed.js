@@ -256,7 +256,12 @@
     if (r.status < 300 || (r.status === 409 && body.error === "DUPLICATE_SUBMISSION")) {
       setState(form, "success");
       const done = form.querySelector("[data-leadflow-success]");
-      if (done) { done.hidden = false; message(form, "", "success"); }
+      if (done) {
+        done.hidden = false;
+        done.tabIndex = -1;
+        done.focus();
+        message(form, "", "success");
+      }
       else message(form, "Thank you! We received your request.", "success");
       emit(form, "success", { lead_id: body.lead_id });
       const next = form.dataset.leadflowRedirect;
