@@ -61,7 +61,7 @@
     for (const k of UTM) { const x = q.get(k); if (x) touch[k] = x.slice(0, 255); }
     if (Object.keys(touch).length) {
       touch.t = now;
-      if (!v.last || UTM.some((k) => v.last[k] !== touch[k])) v.last = touch;
+      v.last = touch;
       if (!v.first) v.first = touch;
     }
     for (const k of ["first", "last"]) if (v[k] && now - v[k].t > TOUCH_DAYS * DAY) delete v[k];
