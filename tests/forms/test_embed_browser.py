@@ -317,6 +317,10 @@ def test_utm_survive_a_second_page_and_the_next_visit_is_returning(site: Site, n
     assert second["visitor_id"] == lead["visitor_id"]
     assert (second["visit_count"], second["returning_visitor"]) == (2, True)
     assert second["utm_source"] == "newsletter"  # last touch, kept for 90 days
+    # Consent withdrawn: the identifiers and the UTM history go.
+    assert "leadflow.visitor" in _storage(again)["local"]
+    again.evaluate("Leadflow.consent('denied')")
+    assert _storage(again) == {"local": {}, "session": {}, "cookie": ""}
 
 
 def test_offline_during_submit_arrives_exactly_once(site: Site, new_context: Any) -> None:
@@ -430,11 +434,14 @@ def test_a_lost_answer_and_a_503_are_retried_with_the_same_key(site: Site, new_c
         assert len(site.leads(email)) == 1
 
 
-def test_consent_denied_stores_nothing_and_the_lead_still_arrives(site: Site, new_context: Any) -> None:
+@pytest.mark.parametrize("consent", ["denied", "none"])
+def test_consent_denied_or_unknown_stores_nothing_and_the_lead_still_arrives(
+    site: Site, new_context: Any, consent: str
+) -> None:
     context = new_context()
     page = context.new_page()
-    page.goto(f"{site.landing}/page?consent=denied&utm_source=google&utm_medium=cpc")
-    email = _email("denied")
+    page.goto(f"{site.landing}/page?consent={consent}&utm_source=google&utm_medium=cpc")
+    email = _email(f"consent-{consent}")
     _fill(page, email)
     page.click("button[type=submit]")
     _state(page, "success")
