@@ -22,6 +22,7 @@ from leadflow.campaigns.service import CampaignCache
 from leadflow.config import Settings, load_settings
 from leadflow.db import create_engine, point_reader
 from leadflow.errors import install_error_handlers
+from leadflow.forms.api import router as forms_router
 from leadflow.leads.api import CAPTURE_PATH, CaptureFastPath, extra_schemas
 from leadflow.leads.api import router as leads_router
 from leadflow.leads.capture import CaptureWriter
@@ -43,7 +44,8 @@ DESCRIPTION = """
 Leadflow captures leads from marketing campaigns, scores and grades them, removes duplicates and
 reports how each campaign performs.
 
-* **Public**: `POST /v1/api/leads` (campaign forms), `GET /healthz`.
+* **Public**: `POST /v1/api/leads` (campaign forms), `GET /healthz`, the landing-page kit
+  (`GET /v1/embed.js`, `POST /v1/forms/{campaign_id}`, `GET /f/{campaign_id}`; see docs/embed.md).
 * **Everything else** needs `Authorization: Bearer <token>` (`leadflow tokens create --role ROLE`).
   Roles: admin, manager, sales, analyst (read-only aggregates), ingest (capture only).
 * **Errors** always use one shape: `{"success": false, "error": "CODE", "message": "...",
@@ -145,6 +147,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
     app.include_router(jobs_router)
     app.include_router(security_router)
     app.include_router(privacy_router)
+    app.include_router(forms_router)
     if capture_fast_path:
         # Inside RequestContextMiddleware (added last, so outermost): see CaptureFastPath.
         route = next(

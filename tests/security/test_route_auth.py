@@ -11,6 +11,15 @@ from leadflow.security.tokens import SCOPES
 from tests.conftest import Harness
 
 PUBLIC = {("POST", "/v1/api/leads"), ("GET", "/healthz"), ("OPTIONS", "/v1/api/leads")}
+# The landing-page kit (docs/embed.md): the script, the no-JS form post and the hosted form pages.
+PUBLIC |= {
+    ("GET", "/v1/embed.js"),
+    ("GET", "/v1/embed-some-id.js"),
+    ("GET", "/v1/embed.json"),
+    ("POST", "/v1/forms/some-id"),
+    ("GET", "/f/some-id"),
+    ("GET", "/f/some-id/thanks"),
+}
 DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 
 

@@ -55,6 +55,14 @@ class Campaign(Base):
     # The campaign's own service catalog, added to the global one for intent scoring.
     services: Mapped[list[str] | None] = mapped_column(JSON)
     settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The hosted form (GET /f/{id}) and the no-JS form endpoint (migration 0009).
+    form_title: Mapped[str | None] = mapped_column(String(255))
+    form_intro: Mapped[str | None] = mapped_column(Text)
+    thank_you_url: Mapped[str | None] = mapped_column(Text)
+    consent_text: Mapped[str | None] = mapped_column(Text)
+    privacy_notice_url: Mapped[str | None] = mapped_column(Text)
+    privacy_notice_version: Mapped[str | None] = mapped_column(String(50))
+    frame_ancestors: Mapped[list[str] | None] = mapped_column(JSON)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -23,6 +23,14 @@ def _origin(value: str) -> str:
     return text
 
 
+def _http_url(value: str) -> str:
+    text = value.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest or rest[0] in "/?#" or " " in text:
+        raise ValueError("an absolute http(s) URL, e.g. https://example.com/thanks")
+    return text
+
+
 class CampaignFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -51,6 +59,51 @@ class CampaignFields(BaseModel):
         examples=[["Nextcloud Installation"]],
     )
 
+    form_title: str | None = Field(
+        None,
+        max_length=255,
+        description="Hosted form: heading (default: the campaign name)",
+        examples=["Get your Nextcloud installed"],
+    )
+    form_intro: str | None = Field(
+        None,
+        max_length=2000,
+        description="Hosted form: text under the heading",
+        examples=["Tell us about your team and we call you back within 2 hours."],
+    )
+    thank_you_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="Where the hosted form and the no-JS endpoint send the visitor after a submission "
+        "(default: a plain thank-you page)",
+        examples=["https://nexlink.website/thanks"],
+    )
+    consent_text: str | None = Field(
+        None,
+        max_length=2000,
+        description="Hosted form: the label of the consent checkbox",
+        examples=["I agree that Nexlink may contact me about my request."],
+    )
+    privacy_notice_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="Hosted form: link to the privacy notice",
+        examples=["https://nexlink.website/privacy"],
+    )
+    privacy_notice_version: str | None = Field(
+        None,
+        max_length=50,
+        description="Version of that notice, stored with each lead as consent_notice_version",
+        examples=["2025-09"],
+    )
+    frame_ancestors: list[str] | None = Field(
+        None,
+        max_length=50,
+        description="Origins that may show the hosted form in an iframe (CSP frame-ancestors); "
+        "empty or null: only Leadflow itself.",
+        examples=[["https://nexlink.website"]],
+    )
+
     integrations: dict[str, dict[str, Any]] | None = Field(
         None,
         description=(
@@ -74,6 +127,26 @@ class CampaignFields(BaseModel):
         if len(str(value)) > 10_000:
             raise ValueError("integration settings are too large")
         return value
+
+    @field_validator("thank_you_url", "privacy_notice_url")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+    @field_validator("frame_ancestors")
+    @classmethod
+    def _ancestors(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else sorted({_origin(v) for v in value})
+
+    @field_validator("form_title", "privacy_notice_version", mode="before")
+    @classmethod
+    def _clean_form_line(cls, value: object) -> object:
+        return clean_line(value) if isinstance(value, str) else value
+
+    @field_validator("form_intro", "consent_text", mode="before")
+    @classmethod
+    def _clean_form_text(cls, value: object) -> object:
+        return clean_text(value) if isinstance(value, str) else value
 
     @field_validator("name", "assigned_to", "landing_page_url", mode="before")
     @classmethod
@@ -138,6 +211,13 @@ class CampaignOut(BaseModel):
     services: list[str]
     integrations: dict[str, dict[str, Any]] = Field(description="Per-connector overrides for this campaign")
     has_token: bool = Field(description="Whether submissions must carry X-Campaign-Token")
+    form_title: str | None = None
+    form_intro: str | None = None
+    thank_you_url: str | None = None
+    consent_text: str | None = None
+    privacy_notice_url: str | None = None
+    privacy_notice_version: str | None = None
+    frame_ancestors: list[str] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
 

@@ -124,6 +124,7 @@ def to_out(row: AnyRow) -> CampaignOut:
     data["notification_emails"] = data.get("notification_emails") or []
     data["allowed_origins"] = data.get("allowed_origins") or []
     data["services"] = data.get("services") or []
+    data["frame_ancestors"] = data.get("frame_ancestors") or []
     data["has_token"] = data.get("token_hash") is not None
     data["integrations"] = (data.get("settings") or {}).get("integrations") or {}
     return CampaignOut.model_validate(data)

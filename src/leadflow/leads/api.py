@@ -42,6 +42,8 @@ router = APIRouter(prefix="/v1/api", tags=["leads"])
 log = structlog.get_logger("leadflow.leads")
 
 CORS_HEADERS = "Content-Type, X-Campaign-Token, Idempotency-Key, X-Request-ID"
+# Answer headers a cross-origin script (embed.js) may read: retry timing and replay marker.
+CORS_EXPOSE = "Retry-After, Idempotent-Replayed, RateLimit-Reset"
 LeadId = Annotated[str, Path(description="The public lead id", examples=["lead_abc123def456"])]
 
 
@@ -115,13 +117,24 @@ async def _accept(
         raise ApiError(404, "CAMPAIGN_NOT_FOUND", "Unknown campaign", field="campaign_id")
     if campaign.status != "active":
         raise ApiError(409, "CAMPAIGN_INACTIVE", f"The campaign is {campaign.status}", field="campaign_id")
-    if not campaign.origin_ok(headers.get("origin")):
+    if not campaign.origin_ok(headers.get("origin")) and not same_origin(headers):
         raise ApiError(403, "ORIGIN_NOT_ALLOWED", "This origin may not submit to this campaign")
     if not campaign.token_ok(headers.get("x-campaign-token")) and not await _bearer_may_ingest(
         state, headers.get("authorization")
     ):
         raise ApiError(401, "INVALID_CAMPAIGN_TOKEN", "X-Campaign-Token is missing or wrong")
     return body, campaign
+
+
+def same_origin(headers: dict[str, str]) -> bool:
+    """The browser page is one Leadflow served itself (the hosted form ``/f/{id}``): Origin's host
+    equals the request's Host. Such a request is allowed whatever the campaign's origins."""
+    origin, host = headers.get("origin"), headers.get("host")
+    if not origin or not host or "://" not in origin:
+        return False
+    scheme, _, netloc = origin.lower().partition("://")
+    default = {"http": ":80", "https": ":443"}.get(scheme, "")
+    return netloc.removesuffix(default) == host.lower().removesuffix(default)
 
 
 def _reject_bots(body: CaptureRequest, settings: Settings) -> None:
@@ -211,7 +224,15 @@ async def capture(
 
 # The request headers the capture path reads (ASGI header names are lower case).
 _CAPTURE_HEADERS = frozenset(
-    {b"content-type", b"content-length", b"x-campaign-token", b"idempotency-key", b"origin", b"authorization"}
+    {
+        b"content-type",
+        b"content-length",
+        b"x-campaign-token",
+        b"idempotency-key",
+        b"origin",
+        b"authorization",
+        b"host",
+    }
 )
 IDEMPOTENCY_KEY_MAX = 255
 
@@ -226,7 +247,28 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 
 async def capture_lead(state: State, scope: Scope, receive: Receive) -> Response:
-    """POST /v1/api/leads: from the raw request to the 201 (or the error, raised as ApiError)."""
+    """POST /v1/api/leads: from the raw request to the 201 (or the error, raised as ApiError).
+
+    Errors carry the CORS headers too (a cross-origin form script must read the field of a 400 and
+    the Retry-After of a 429), except ORIGIN_NOT_ALLOWED: that one the browser must refuse."""
+    try:
+        return await _capture_lead(state, scope, receive)
+    except ApiError as exc:
+        origin = _headers(scope).get("origin")
+        if origin and exc.error != "ORIGIN_NOT_ALLOWED":
+            exc.headers = {**_cors(origin), **(exc.headers or {})}
+        raise
+
+
+def _cors(origin: str) -> dict[str, str]:
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Vary": "Origin",
+        "Access-Control-Expose-Headers": CORS_EXPOSE,
+    }
+
+
+async def _capture_lead(state: State, scope: Scope, receive: Receive) -> Response:
     headers = _headers(scope)
     idempotency_key = headers.get("idempotency-key")
     if idempotency_key is not None and len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
@@ -257,7 +299,7 @@ async def capture_lead(state: State, scope: Scope, receive: Receive) -> Response
     )
     outcome = await state.writer.submit(prepared)
 
-    cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else None
+    cors = _cors(origin) if origin else None
     metrics.LEADS_CAPTURED.labels(outcome.kind).inc()
     if outcome.kind == "duplicate":
         hours = settings.dedup_window_hours
