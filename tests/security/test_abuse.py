@@ -164,6 +164,9 @@ async def test_forwarded_for_through_the_app(settings_factory: Callable[..., Set
         ({"honeypot": "http://spam.example"}, False),
         ({"fill_time_seconds": 0.4}, False),
         ({"started_at": "2025-10-03T10:29:59Z", "timestamp": "2025-10-03T10:30:00Z"}, False),
+        # A start without a zone is UTC (it was a 500: naive minus aware).
+        ({"started_at": "2025-10-03T10:29:59", "timestamp": "2025-10-03T10:30:00Z"}, False),
+        ({"started_at": "2025-10-03T10:20:00", "timestamp": "2025-10-03T10:30:00Z"}, True),
         ({"fill_time_seconds": 12}, True),
         ({"honeypot": ""}, True),
     ],

@@ -160,8 +160,8 @@ class FormMetadata(BaseModel):
         max_length=1000,
         description="Bot trap: a hidden form field people leave empty. Any value rejects the submission.",
     )
-    started_at: datetime | None = Field(
-        None, description="When the form was shown (for the minimum fill time)"
+    started_at: UtcDateTime | None = Field(
+        None, description="When the form was shown (for the minimum fill time); no zone means UTC"
     )
     fill_time_seconds: float | None = Field(
         None, ge=0, le=86400, description="Seconds between showing and submitting the form (embed script)"
