@@ -79,8 +79,8 @@ def decrypt_row(cipher: FieldCipher, row: AnyRow) -> dict[str, Any]:
     return data
 
 
-def status_body(row: repo.StatusRow | None) -> LeadStatusResponse:
-    if row is None:
+def status_body(row: repo.StatusRow | None, only_assigned_to: str | None = None) -> LeadStatusResponse:
+    if row is None or not _visible(row, only_assigned_to):
         raise ApiError(404, "LEAD_NOT_FOUND", "Lead not found", field="lead_id")
     return LeadStatusResponse(
         lead_id=row.public_id,
@@ -92,11 +92,13 @@ def status_body(row: repo.StatusRow | None) -> LeadStatusResponse:
     )
 
 
-async def status(conn: AsyncConnection, public_id: str) -> LeadStatusResponse:
-    return status_body(await repo.status_row(conn, public_id))
+async def status(
+    conn: AsyncConnection, public_id: str, *, only_assigned_to: str | None = None
+) -> LeadStatusResponse:
+    return status_body(await repo.status_row(conn, public_id), only_assigned_to)
 
 
-def _visible(row: AnyRow | None, only_assigned_to: str | None) -> bool:
+def _visible(row: AnyRow | repo.StatusRow | None, only_assigned_to: str | None) -> bool:
     return row is not None and (only_assigned_to is None or row.assigned_to == only_assigned_to)
 
 
