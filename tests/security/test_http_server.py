@@ -43,11 +43,15 @@ class Conn:
     def send(self, head: bytes) -> None:
         self.sock.sendall(head)
 
-    def request(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
-        lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1"] + [
-            f"{k}: {v}" for k, v in (headers or {}).items()
-        ]
-        self.send(("\r\n".join(lines) + "\r\n\r\n").encode())
+    def request(
+        self, path: str, headers: dict[str, str] | None = None, body: bytes | None = None
+    ) -> tuple[int, dict[str, str], Any]:
+        method = "GET" if body is None else "POST"
+        headers = dict(headers or {})
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+        lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"] + [f"{k}: {v}" for k, v in headers.items()]
+        self.send(("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
         return self.response()
 
     def _fill(self) -> None:
@@ -138,6 +142,11 @@ def test_errors_keep_the_connection(server: tuple[int, dict[str, str]]) -> None:
         assert conn.request("/v1/api/nothing-here")[0] == 404
         assert conn.request("/v1/api/leads")[0] == 401
         assert conn.request("/v1/api/leads?limit=0", admin)[0] == 400
+        # Capture's own refusals, including a body too large that the app does not read to the end.
+        json_type = {"Content-Type": "application/json"}
+        assert conn.request("/v1/api/leads", json_type, b"{not json")[0] == 400
+        assert conn.request("/v1/api/leads", {"Content-Type": "text/plain"}, b"x")[0] == 415
+        assert conn.request("/v1/api/leads", json_type, b'{"a": "' + b"x" * 200_000 + b'"}')[0] == 413
         assert conn.request("/healthz")[0] == 200
     finally:
         conn.close()
