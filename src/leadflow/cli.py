@@ -139,13 +139,12 @@ def serve(
         typer.echo("error: --ssl-certfile and --ssl-keyfile go together", err=True)
         raise typer.Exit(2)
     configure_logging(settings.log_level)
-    from leadflow.security.headerlimits import header_limited_protocol
+    from leadflow.security.headerlimits import apply_header_limits
 
     TLS13Config = _tls13_config_class()
     config = TLS13Config(
         "leadflow.app:create_app",
         factory=True,
-        http=header_limited_protocol(settings.max_header_bytes, settings.max_header_count),
         host=host or settings.host,
         port=port or settings.port,
         access_log=False,
@@ -154,6 +153,7 @@ def serve(
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
     )
+    apply_header_limits(config, settings.max_header_bytes, settings.max_header_count)
     uvicorn.Server(config).run()
 
 

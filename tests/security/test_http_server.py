@@ -21,7 +21,8 @@ from fastapi import FastAPI
 
 from leadflow.app import create_app
 from leadflow.config import Settings
-from leadflow.security.headerlimits import header_limited_protocol
+from leadflow.security import headerlimits
+from leadflow.security.headerlimits import apply_header_limits
 from leadflow.security.tokens import create_token
 from tests.conftest import run_async
 from tests.security.test_tls import _free_port
@@ -75,14 +76,8 @@ class Conn:
 
 class Server:
     def __init__(self, app: FastAPI, settings: Settings) -> None:
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=0,
-            log_config=None,
-            access_log=False,
-            http=header_limited_protocol(settings.max_header_bytes, settings.max_header_count),
-        )
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False)
+        apply_header_limits(config, settings.max_header_bytes, settings.max_header_count)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -275,3 +270,10 @@ def test_limits_also_hold_inside_the_app(settings_factory: Any) -> None:
     ok, big, many, body = asyncio.run(run())
     assert (ok, big, many) == (200, 431, 431)
     assert body["error"] == "REQUEST_HEADER_FIELDS_TOO_LARGE"
+
+
+def test_the_protocol_defaults_are_the_settings_defaults() -> None:
+    """Without limits on the uvicorn config, the protocol applies the settings' defaults."""
+    fields = Settings.model_fields
+    assert fields["max_header_bytes"].default == headerlimits.DEFAULT_MAX_BYTES
+    assert fields["max_header_count"].default == headerlimits.DEFAULT_MAX_COUNT

@@ -307,7 +307,10 @@ class LeadEnrichment(BaseModel):
     enriched_at: datetime | None = Field(description="When enrichment ran; null while it is pending")
     geo: GeoLocation
     email_domain_type: str | None = Field(
-        description="Kind of e-mail domain: `business`, `free` (webmail) or `disposable`",
+        description=(
+            "Kind of e-mail domain: `business`, `free` (webmail) or `disposable`; `anonymized` once "
+            "the lead is anonymised"
+        ),
         examples=["business"],
     )
     mx: str | None = Field(
