@@ -258,8 +258,9 @@ async def test_two_databases_one_webhook_receiver_and_enrichment_on_the_detail(
                     await _until(lambda n=n: len(receiver.deliveries) == n + 1, 10)  # type: ignore[misc]
                     detail = (await client.get(f"/v1/api/leads/{lead_id}", headers=auth)).json()
                     captured.append((lead_id, detail))
-        # Two distinct ids (a retry of one delivery, which at-least-once allows, repeats its id).
+        # Two distinct ids, and the receiver dropped nothing as a repeat.
         assert set(receiver.deliveries) == {delivery_id(detail["uuid"]) for _, detail in captured}
+        assert receiver.duplicates == 0
         for (lead_id, detail), n in zip(captured, range(2), strict=True):
             expected = delivery_id(detail["uuid"])
             assert uuid.UUID(expected).version == 5
