@@ -156,7 +156,12 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
             if isinstance(r, APIRoute) and r.path == CAPTURE_PATH and "POST" in (r.methods or ())
         )
         app.add_middleware(CaptureFastPath, route=route)
-    app.add_middleware(RequestContextMiddleware, trusted_proxies=parse_networks(settings.trusted_proxies))
+    app.add_middleware(
+        RequestContextMiddleware,
+        trusted_proxies=parse_networks(settings.trusted_proxies),
+        max_header_bytes=settings.max_header_bytes,
+        max_header_count=settings.max_header_count,
+    )
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

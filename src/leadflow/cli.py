@@ -139,6 +139,8 @@ def serve(
         typer.echo("error: --ssl-certfile and --ssl-keyfile go together", err=True)
         raise typer.Exit(2)
     configure_logging(settings.log_level)
+    from leadflow.security.headerlimits import apply_header_limits
+
     TLS13Config = _tls13_config_class()
     config = TLS13Config(
         "leadflow.app:create_app",
@@ -151,6 +153,7 @@ def serve(
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
     )
+    apply_header_limits(config, settings.max_header_bytes, settings.max_header_count)
     uvicorn.Server(config).run()
 
 

@@ -192,6 +192,9 @@ class Settings(BaseSettings):
     qualifying_grades: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["A", "B"])
     dedup_window_hours: float = 24.0
     max_body_bytes: int = 64 * 1024
+    # Request line + headers of one request: larger or more get 431 (security/headerlimits.py).
+    max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)  # = headerlimits.DEFAULT_MAX_BYTES
+    max_header_count: int = Field(100, ge=10, le=1000)  # = headerlimits.DEFAULT_MAX_COUNT
     campaign_cache_seconds: float = 2.0
     analytics_cache_seconds: float = Field(10.0, ge=0, le=30)  # the spec's 30 s analytics budget
     capture_batch_max: int = 256

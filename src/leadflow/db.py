@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -9,12 +10,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy import JSON, LargeBinary, Table, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from leadflow.config import Settings
 from leadflow.kit.models import UTCDateTime
+
+log = structlog.get_logger("leadflow.db")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -24,6 +28,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # Deleted and overwritten content is zeroed, not just unlinked: an erased person's bytes do not
+    # linger in free pages or cell gaps (see scrub_after_erase for the WAL).
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
@@ -48,6 +55,59 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     if settings.is_sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
+
+
+# Tables that hold a person's data: vacuumed (PostgreSQL) or rebuilt (MySQL) by the retention job.
+PERSONAL_TABLES = ("leads", "lead_activities", "jobs", "job_attempts")
+
+
+async def scrub_after_erase(engine: AsyncEngine, attempts: int = 50) -> bool:
+    """SQLite: after personal data was deleted or overwritten (and committed), checkpoint the WAL into
+    the database file and truncate it.
+
+    ``secure_delete`` zeroes the deleted content in the pages it writes, but in WAL mode those pages are
+    appended to the ``-wal`` file, and the file still holds the frames of earlier transactions (the
+    lead as it was inserted) until a checkpoint resets it; the main file holds the old page until the
+    checkpoint copies the new one over it. ``wal_checkpoint(TRUNCATE)`` does both. It needs a moment
+    without readers in other processes: retried ``attempts`` times, 0.1 s apart, then logged as
+    ``sqlite_checkpoint_busy`` (the next erase or automatic checkpoint finishes the job). True when done.
+    Other databases: nothing here (the retention job vacuums them: :func:`reclaim_space`).
+    """
+    if engine.dialect.name != "sqlite":
+        return True
+    for _ in range(attempts):
+        async with engine.connect() as conn:
+            row = (await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")).first()
+        if row is not None and row[0] == 0:
+            return True
+        await asyncio.sleep(0.1)
+    log.warning("sqlite_checkpoint_busy")
+    return False
+
+
+async def reclaim_space(engine: AsyncEngine) -> str:
+    """After the retention job: make the space of deleted/overwritten personal data reusable.
+
+    PostgreSQL: ``VACUUM (ANALYZE)`` of the personal tables removes dead row versions and their index
+    entries (their bytes are overwritten as the space is reused; only ``VACUUM FULL`` rewrites the files
+    at once, under an exclusive lock: run it yourself if you need that). MySQL/MariaDB: ``OPTIMIZE
+    TABLE`` rebuilds them (InnoDB: a copy of the table into a new tablespace, concurrent writes
+    allowed). SQLite: a WAL checkpoint (:func:`scrub_after_erase`; secure_delete already zeroed the
+    content). Returns what was done, for the job record.
+    """
+    name = engine.dialect.name
+    tables = ", ".join(PERSONAL_TABLES)
+    if name == "postgresql":
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.exec_driver_sql(f"VACUUM (ANALYZE) {tables}")
+        return "vacuum"
+    if name in ("mysql", "mariadb"):
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql(f"OPTIMIZE TABLE {tables}")
+            await conn.commit()
+        return "optimize"
+    return "checkpoint" if await scrub_after_erase(engine) else "checkpoint busy"
 
 
 @asynccontextmanager

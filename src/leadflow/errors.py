@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import ErrorDetails
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("leadflow.errors")
 
@@ -109,7 +110,47 @@ def validation_error(errors: list[ErrorDetails] | list[Any]) -> ApiError:
     return ApiError(400, "VALIDATION_ERROR", message, field=field)
 
 
+class KeepConnectionOnError:
+    """Outermost ASGI layer: an exception after the error response was sent in full ends there.
+
+    Starlette's ``ServerErrorMiddleware`` sends our ``INTERNAL_ERROR`` answer and then re-raises the
+    exception "so that servers can log it"; uvicorn, seeing an exception after the response started,
+    closes the connection, and the client's next request on that keep-alive connection is reset. The
+    exception was already logged (with its stack trace) by the 500 handler, so once the response is
+    complete it is dropped here and the connection stays usable. An exception before the response is
+    complete still reaches the server, which must then close the connection (its state is unknown).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        complete = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal complete
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete = True
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            if not complete:
+                raise
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    build = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        return KeepConnectionOnError(build())
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> Response:
         return exc.response()

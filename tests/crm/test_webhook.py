@@ -11,7 +11,13 @@ from decimal import Decimal
 import pytest
 
 from leadflow.integrations.base import DeliveryContext, PermanentError, RetriableError
-from leadflow.integrations.webhook import WebhookConnector, body_for, signature_header, verify_signature
+from leadflow.integrations.webhook import (
+    WebhookConnector,
+    body_for,
+    delivery_id,
+    signature_header,
+    verify_signature,
+)
 from tests.crm.conftest import vendor_settings
 from tests.crm.factories import make_lead, with_integration
 from tests.fakes.server import Reply
@@ -46,9 +52,10 @@ async def test_posts_the_signed_lead(receiver: FakeWebhookReceiver, make_ctx: Ct
     outcome = await connector(receiver).deliver(lead, make_ctx(dedup_key="deliver:webhook:42"))
 
     assert outcome.status_code == 200
-    body = receiver.deliveries["deliver:webhook:42"]
+    expected_id = delivery_id(lead.uuid)
+    body = receiver.deliveries[expected_id]
     assert body["event"] == "lead.processed"
-    assert body["delivery_id"] == "deliver:webhook:42"
+    assert body["delivery_id"] == expected_id
     document = body["lead"]
     assert document["lead_id"] == "lead_0123456789ab"
     assert document["contact"] == {
@@ -68,7 +75,7 @@ async def test_posts_the_signed_lead(receiver: FakeWebhookReceiver, make_ctx: Ct
     assert document["assignee"] == {"name": "Sam Seller", "email": "sam@nexlink.website"}
 
     request = receiver.accepted[0]
-    assert request.headers["x-leadflow-delivery"] == "deliver:webhook:42"
+    assert request.headers["x-leadflow-delivery"] == expected_id
     assert request.headers["x-leadflow-event"] == "lead.processed"
     assert verify_signature(SECRET, request.headers["x-leadflow-signature"], request.body)
 
@@ -77,9 +84,29 @@ async def test_a_retried_delivery_is_processed_once(receiver: FakeWebhookReceive
     hook = connector(receiver)
     await hook.deliver(make_lead(), make_ctx(dedup_key="deliver:webhook:7"))
     await hook.deliver(make_lead(), make_ctx(dedup_key="deliver:webhook:7", attempt=2))
-    assert list(receiver.deliveries) == ["deliver:webhook:7"]
+    assert list(receiver.deliveries) == [delivery_id(make_lead().uuid)]
     assert receiver.duplicates == 1
     assert len(receiver.requests) == 2
+
+
+async def test_two_databases_feeding_one_receiver_do_not_collide(
+    receiver: FakeWebhookReceiver, make_ctx: Ctx
+) -> None:
+    """The same internal row id (and dedup key) in two Leadflow databases: two different leads arrive."""
+    hook = connector(receiver)
+    first = make_lead(id=42, uuid="0b1c8f52-5a53-4b7e-8d43-3a3c1b7f2e10", email="a@first.example")
+    second = make_lead(id=42, uuid="9e4d7c21-2f6a-4d8b-b1c3-7a5e6f8d9c02", email="b@second.example")
+    await hook.deliver(first, make_ctx(dedup_key="deliver:webhook:42"))
+    await hook.deliver(second, make_ctx(dedup_key="deliver:webhook:42"))
+    assert len(receiver.deliveries) == 2
+    assert {d["lead"]["contact"]["email"] for d in receiver.deliveries.values()} == {
+        "a@first.example",
+        "b@second.example",
+    }
+    # A UUID, and the same one on every retry.
+    assert delivery_id(first.uuid) == delivery_id(first.uuid) != delivery_id(second.uuid)
+    assert len(delivery_id(first.uuid)) == 36
+    assert receiver.duplicates == 0
 
 
 async def test_wrong_secret_or_stale_timestamp_is_refused(

@@ -38,6 +38,7 @@ def make_lead(**overrides: Any) -> LeadView:
     values: dict[str, Any] = {
         "id": 1,
         "lead_id": "lead_0123456789ab",
+        "uuid": "5f0c3f4e-8a5b-4c1e-9d2a-0b6f7e1c2d3a",
         "first_name": "John",
         "last_name": "Doe",
         "email": LEAD_EMAIL,

@@ -372,3 +372,35 @@ async def test_concurrent_duplicates_store_exactly_one(harness: Harness, campaig
     created = next(r for r in responses if r.status_code == 201).json()["lead_id"]
     assert {r.json()["lead_id"] for r in responses if r.status_code == 409} == {created}
     assert await harness.scalar("SELECT count(*) FROM leads") == 1
+
+
+async def test_bidi_and_invisible_characters_are_not_stored(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str]
+) -> None:
+    body = example_lead(
+        email="bidi@company.com",
+        firstName="Ana\u202egnp.exe",
+        lastName="\u2066Do\u00ade\u2069\u200b",
+        company="\u3164Acme\u200f Corp\ufeff",
+    )
+    body["lead_details"]["message"] = "See invoice\u202efdp.exe\nthanks\u2060"
+    persian = example_lead(email="zwnj@company.com", firstName="\u0645\u06cc\u200c\u0631\u0636\u0627")
+    first = await harness.client.post(URL, json=body)
+    second = await harness.client.post(URL, json=persian)
+    assert first.status_code == second.status_code == 201, (first.text, second.text)
+    detail = await _detail(harness, first.json()["lead_id"], admin)
+    assert (detail["first_name"], detail["last_name"], detail["company"]) == (
+        "Anagnp.exe",
+        "Doe",
+        "Acme Corp",
+    )
+    assert detail["message"] == "See invoicefdp.exe\nthanks"
+    # What a Persian name needs (ZWNJ between letters) is kept.
+    kept = await _detail(harness, second.json()["lead_id"], admin)
+    assert kept["first_name"] == "\u0645\u06cc\u200c\u0631\u0636\u0627"
+    # A lone surrogate (a JSON escape that is not text) is refused by the JSON parser, not a 500.
+    raw = httpx.Response(200, json=example_lead(email="surrogate@company.com")).text
+    raw = raw.replace('"firstName":"John"', '"firstName":"Jo\\ud800hn"')
+    assert "\\ud800" in raw
+    lone = await harness.client.post(URL, content=raw, headers={"Content-Type": "application/json"})
+    assert (lone.status_code, lone.json()["error"]) == (400, "INVALID_JSON")

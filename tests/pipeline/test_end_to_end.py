@@ -200,3 +200,81 @@ async def test_failing_vendor_is_retried_then_dead_lettered_and_replayed(
                 replay = await client.post(f"/v1/api/jobs/{job['id']}/retry", headers=auth)
                 assert replay.status_code == 200
                 await _until(lambda: "john.doe@company.com" in hubspot.contacts, 10)
+
+
+async def test_two_databases_one_webhook_receiver_and_enrichment_on_the_detail(
+    backend: str,
+    settings_factory: Callable[..., Settings],
+    shared: Path,
+    tmp_path: Path,
+    sqlite_template: Path,
+) -> None:
+    """Two Leadflow installations (separate databases, so both leads have row id 1) feed one webhook
+    receiver that drops repeated delivery ids: both leads arrive. The lead detail shows what
+    enrichment found, as the webhook does."""
+    if backend != "sqlite":
+        pytest.skip(
+            "two installations, each on its own SQLite file; the id scheme does not depend on the database"
+        )
+    import shutil
+    import uuid
+
+    from leadflow.integrations.webhook import delivery_id
+    from tests.fakes.webhook_receiver import FakeWebhookReceiver
+
+    secret = "whsec-0123456789"
+    with FakeWebhookReceiver(secret=secret) as receiver:
+        captured: list[tuple[str, dict[str, Any]]] = []
+        for n, ip in enumerate(("2.125.160.216", "81.2.69.160")):  # both in MaxMind's test database
+            target = tmp_path / f"install-{n}.db"
+            shutil.copy(sqlite_template, target)
+            settings = settings_factory(
+                database_url=f"sqlite+aiosqlite:///{target}",
+                run_worker=True,
+                worker_poll_seconds=0.05,
+                geoip_city_db=shared / "data" / "geoip" / "GeoIP2-City-Test.mmdb",
+                webhook_url=receiver.url,
+                webhook_secret=secret,
+                sequence_enabled=False,
+            )
+            app = create_app(settings)
+            async with app.router.lifespan_context(app):
+                async with app.state.engine.begin() as conn:
+                    auth = {
+                        "Authorization": f"Bearer {(await create_token(conn, name='e', role='admin')).token}"
+                    }
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                    await client.post(
+                        "/v1/api/campaigns",
+                        headers=auth,
+                        json={"id": "nextcloud-installation-2025", "name": "N", "campaign_type": "service"},
+                    )
+                    body = example_lead(email=f"buyer{n}@acme-corp.com")
+                    body["tracking"]["ip_address"] = ip
+                    response = await client.post("/v1/api/leads", json=body)
+                    assert response.status_code == 201
+                    lead_id = response.json()["lead_id"]
+                    await _until(lambda n=n: len(receiver.deliveries) == n + 1, 10)  # type: ignore[misc]
+                    detail = (await client.get(f"/v1/api/leads/{lead_id}", headers=auth)).json()
+                    captured.append((lead_id, detail))
+        # Two distinct ids, and the receiver dropped nothing as a repeat.
+        assert set(receiver.deliveries) == {delivery_id(detail["uuid"]) for _, detail in captured}
+        assert receiver.duplicates == 0
+        for (lead_id, detail), n in zip(captured, range(2), strict=True):
+            expected = delivery_id(detail["uuid"])
+            assert uuid.UUID(expected).version == 5
+            delivered = receiver.deliveries[expected]
+            assert delivered["lead"]["lead_id"] == lead_id
+            assert delivered["lead"]["contact"]["email"] == f"buyer{n}@acme-corp.com"
+        # Enrichment on the lead detail: geo, e-mail domain type, company, MX, privacy regime.
+        first = captured[0][1]
+        assert first["enrichment"]["enriched_at"] is not None
+        assert first["enrichment"]["geo"] == {"country": "GB", "region": "England", "city": "Boxford"}
+        assert first["enrichment"]["email_domain_type"] == "business"
+        assert first["enrichment"]["company_domain"] == "acme-corp.com"
+        assert first["enrichment"]["company_name"] == "Acme Corp"
+        assert first["enrichment"]["mx"] == "skipped"
+        assert first["privacy_regime"] == "gdpr" and first["do_not_sell"] is False
+        webhook_geo = receiver.deliveries[delivery_id(first["uuid"])]["lead"]["geo"]
+        assert webhook_geo == first["enrichment"]["geo"]

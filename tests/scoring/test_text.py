@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+import unicodedata
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
@@ -20,9 +22,28 @@ from leadflow.kit.text import (
     strip_html,
 )
 
-# Characters clean_line/clean_text promise to remove: C0 (except tab/newline/CR), DEL, C1, zero-width
-# characters, the Unicode line/paragraph separators and the BOM.
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
+# Characters clean_line/clean_text promise to remove: C0 (except tab/newline/CR), DEL, C1, the
+# Unicode line/paragraph separators, and the blank look-alikes (Hangul fillers, blank Braille).
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u115f\u1160\u3164\uffa0\u2800]")
+ZWNJ, ZWJ = "\u200c", "\u200d"
+
+
+def _letter_or_mark(char: str) -> bool:
+    return unicodedata.category(char)[0] in "LM"
+
+
+def assert_no_invisible(result: str) -> None:
+    """No control or format character, nor a lone surrogate; ZWNJ/ZWJ only between letters or marks."""
+    assert not CONTROL.search(result)
+    for i, char in enumerate(result):
+        category = unicodedata.category(char)
+        assert category != "Cs", repr(result)
+        if char in (ZWNJ, ZWJ):
+            assert 0 < i < len(result) - 1, repr(result)
+            assert _letter_or_mark(result[i - 1]) and _letter_or_mark(result[i + 1]), repr(result)
+        else:
+            assert category != "Cf", repr(result)
+
 
 # --- clean_line: HTML ---------------------------------------------------------------------------------
 
@@ -95,10 +116,56 @@ def test_clean_line_is_idempotent_on_encoded_markup() -> None:
         ("   ", None),
         ("\x00\u200b", None),
         (None, None),
+        # Bidirectional controls (the attack: "Ana\u202egnp.exe" displays as "Anaexe.png").
+        ("Ana\u202egnp.exe", "Anagnp.exe"),
+        ("\u202aA\u202bB\u202cC\u202dD\u202eE", "ABCDE"),
+        ("\u2066A\u2067B\u2068C\u2069D", "ABCD"),
+        ("\u200eLRM\u200f\u061c", "LRM"),
+        # Other invisible format characters and blank look-alikes.
+        ("soft\u00adhyphen", "softhyphen"),
+        ("word\u2060joiner\u2062", "wordjoiner"),
+        ("tag\U000e0041\U000e007f", "tag"),
+        ("\u3164", None),
+        ("Kim\u115f\u1160", "Kim"),
+        ("\u2800Bob\uffa0", "Bob"),
+        ("lone\ud800surrogate", "lonesurrogate"),
+        # ZWNJ/ZWJ: kept between letters or marks (Persian, Devanagari), removed anywhere else.
+        ("\u0645\u06cc\u200c\u0631\u0636\u0627", "\u0645\u06cc\u200c\u0631\u0636\u0627"),  # Persian
+        ("\u0915\u094d\u200d\u0937", "\u0915\u094d\u200d\u0937"),  # Devanagari half form (virama)
+        ("\u200cAna\u200d", "Ana"),
+        ("Ana \u200d Bob", "Ana Bob"),
+        ("1\u200c2", "12"),
+        ("A\u200d\u200dB", "AB"),
+        ("A\u202e\u200cB", "A\u200cB"),  # the joiner's neighbours are judged after the rest is removed
     ],
 )
 def test_clean_line_control_and_whitespace(value: str | None, expected: str | None) -> None:
     assert clean_line(value) == expected
+
+
+def test_the_format_table_is_unicode_category_cf() -> None:
+    """kit.text lists the Cf characters of the Unicode version Python ships; it must stay complete."""
+    from leadflow.kit import text
+
+    table = set(re.findall(f"[{text._FORMAT}{text._JOINERS}]", "".join(map(chr, range(sys.maxunicode + 1)))))
+    category_cf = {chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"}
+    assert table == category_cf
+
+
+TRICKY = list("aZ9 \t\n\u0645\u06cc\u094d\u0301\u200c\u200d\u202e\u2066\u2069\u200f\u00ad\u3164\ufeff")
+
+
+@given(st.text(alphabet=st.sampled_from(TRICKY), max_size=40))
+def test_invisible_rule_properties(value: str) -> None:
+    for clean in (clean_line, clean_text):
+        result = clean(value)
+        if result is not None:
+            assert_no_invisible(result)
+            assert clean(result) == result
+
+
+def test_bidi_controls_are_removed_from_messages() -> None:
+    assert clean_text("invoice\u202efdp.exe\nline two\u2066x\u2069") == "invoicefdp.exe\nline twox"
 
 
 def test_clean_line_collapses_unicode_whitespace() -> None:
@@ -112,7 +179,7 @@ def test_clean_line_properties(value: str) -> None:
         return
     assert result
     assert result == result.strip()
-    assert not CONTROL.search(result)
+    assert_no_invisible(result)
     assert not re.search(r"[\t\n\r\f\v\u00a0]", result)
     assert "  " not in result
 
@@ -157,7 +224,7 @@ def test_clean_text_properties(value: str) -> None:
     assert result == result.strip()
     assert "\r" not in result
     assert "\n\n\n" not in result
-    assert not CONTROL.search(result)
+    assert_no_invisible(result)
     for line in result.split("\n"):
         assert line == " ".join(line.split())
 

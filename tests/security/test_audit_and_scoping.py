@@ -89,8 +89,17 @@ async def test_sales_users_see_only_their_leads(
     assert (await harness.client.get(f"/v1/api/leads/{theirs}", headers=amy)).status_code == 404
     patch = await harness.client.patch(f"/v1/api/leads/{theirs}", headers=amy, json={"status": "contacted"})
     assert patch.status_code == 404
+    # The status endpoint is scoped like the detail (it names the assignee and the next action).
+    status = await harness.client.get(f"/v1/api/leads/{mine}/status", headers=amy)
+    assert status.status_code == 200 and status.json()["assigned_to"] == "amy@nexlink.website"
+    hidden = await harness.client.get(f"/v1/api/leads/{theirs}/status", headers=amy)
+    assert hidden.status_code == 404 and hidden.json()["error"] == "LEAD_NOT_FOUND"
+    assert "bob@" not in hidden.text
     nobody = await harness.token("sales")  # a sales token without a subject sees nothing
     assert (await harness.client.get("/v1/api/leads", headers=nobody)).json()["items"] == []
+    assert (await harness.client.get(f"/v1/api/leads/{mine}/status", headers=nobody)).status_code == 404
+    # Other roles with leads:status are not scoped.
+    assert (await harness.client.get(f"/v1/api/leads/{theirs}/status", headers=admin)).status_code == 200
 
 
 async def test_analyst_sees_aggregates_but_no_personal_data(

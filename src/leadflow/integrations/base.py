@@ -81,6 +81,7 @@ class LeadView:
 
     id: int
     lead_id: str  # public id, lead_ + 12 hex
+    uuid: str  # the lead's random UUID (leads.uuid): unique across databases
     first_name: str
     last_name: str
     email: str

@@ -5,7 +5,7 @@ Request::
     POST <WEBHOOK_URL>
     Content-Type: application/json
     X-Leadflow-Event: lead.processed
-    X-Leadflow-Delivery: <delivery id, the same on every retry of one delivery>
+    X-Leadflow-Delivery: <delivery id: a UUID, the same on every retry, unique across databases>
     X-Leadflow-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(WEBHOOK_SECRET, "<t>.<raw body>")>
 
     {"event": "lead.processed", "delivery_id": "...", "lead": {...}}
@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import json
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -161,6 +162,17 @@ def lead_document(lead: LeadView) -> dict[str, Any]:
     }
 
 
+def delivery_id(lead_uuid: str, event: str = EVENT) -> str:
+    """The id of one event about one lead: ``uuid5(namespace=<the lead's UUID>, name=<event>)``.
+
+    The lead's UUID is random (uuid4), so ids from two Leadflow databases feeding one receiver never
+    collide (the internal row ids they used before did: ``deliver:webhook:42`` existed in both, and the
+    receiver dropped the second as a repeat). Derived, not stored: every retry and replay of the
+    delivery sends the same id.
+    """
+    return str(uuid.uuid5(uuid.UUID(lead_uuid), event))
+
+
 def body_for(lead: LeadView, delivery_id: str) -> bytes:
     document = {"event": EVENT, "delivery_id": delivery_id, "lead": lead_document(lead)}
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
@@ -186,14 +198,15 @@ class WebhookConnector:
     async def deliver(self, lead: LeadView, ctx: DeliveryContext) -> Outcome:
         if not self.configured() or self.config.url is None or self.config.secret is None:
             raise PermanentError("the webhook is not configured (WEBHOOK_URL / WEBHOOK_SECRET)")
-        body = body_for(lead, ctx.dedup_key)
+        delivery = delivery_id(lead.uuid)
+        body = body_for(lead, delivery)
         timestamp = int(self._clock())
         secret = self.config.secret.get_secret_value().strip()
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "Leadflow-Webhook/1",
             EVENT_HEADER: EVENT,
-            DELIVERY_HEADER: ctx.dedup_key,
+            DELIVERY_HEADER: delivery,
             SIGNATURE_HEADER: signature_header(secret, body, timestamp),
         }
         response = await send(ctx.http, "POST", self.config.url.strip(), content=body, headers=headers)

@@ -11,7 +11,29 @@ import nh3
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
+# Invisible characters removed from every text field (single-line fields and messages):
+# * control characters (Unicode category Cc) other than tab, LF and CR, which are whitespace (collapsed
+#   to one space; single line breaks are kept in messages);
+# * every format character (category Cf, Unicode 14, the table below): the bidirectional embeddings,
+#   overrides and isolates U+202A-U+202E and U+2066-U+2069 that make "Ana\u202egnp.exe" display as
+#   "Anaexe.png", the marks U+200E/U+200F/U+061C, zero-width space U+200B, word joiner and invisible
+#   operators U+2060-U+2064, soft hyphen U+00AD, BOM U+FEFF, tag characters U+E0000-U+E007F, ...;
+# * line and paragraph separators U+2028/U+2029 (categories Zl/Zp) and lone surrogates (Cs: they are
+#   not text and cannot be stored);
+# * the Hangul fillers U+115F, U+1160, U+3164, U+FFA0 and the blank Braille pattern U+2800, letters and
+#   symbols that show as nothing and are used to fake empty or look-alike names.
+# Kept: ZERO WIDTH NON-JOINER U+200C and ZERO WIDTH JOINER U+200D *between two letters or marks*,
+# where Persian, Kurdish, Urdu and the Indic scripts need them to spell a name right (e.g. Persian
+# names with a ZWNJ, Malayalam/Devanagari conjuncts); anywhere else they are removed too.
+# test_text.py checks this table against Python's unicodedata.
+_FORMAT = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b\u200e\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U00013438"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
+)
+_INVISIBLE = "\u115f\u1160\u3164\uffa0\u2800\u2028\u2029\ud800-\udfff"
+_JOINERS = "\u200c\u200d"  # the two format characters not in _FORMAT: see _keep_joiners
+_CONTROL = re.compile(f"[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f{_FORMAT}{_INVISIBLE}]")
 _SPACES = re.compile(r"\s+")
 _BLOCK_END = re.compile(r"<\s*(?:br|hr)\s*/?\s*>|</\s*(?:p|div|li|h[1-6]|tr|td|th|blockquote|pre)\s*>", re.I)
 _MULTI_BLANK = re.compile(r"\n{3,}")
@@ -35,12 +57,34 @@ def strip_html(value: str, block_separator: str = " ") -> str:
     return value.replace("<", "").replace(">", "")
 
 
+def _letter_or_mark(char: str) -> bool:
+    return unicodedata.category(char)[0] in "LM"
+
+
+def _keep_joiners(text: str) -> str:
+    """ZWNJ/ZWJ stay only between two letters or marks (Persian ZWNJ, Indic virama + ZWJ)."""
+    last = len(text) - 1
+    return "".join(
+        char
+        for i, char in enumerate(text)
+        if char not in _JOINERS
+        or (0 < i < last and _letter_or_mark(text[i - 1]) and _letter_or_mark(text[i + 1]))
+    )
+
+
+def strip_invisible(text: str) -> str:
+    """Remove the invisible characters listed above, then NFC."""
+    text = _CONTROL.sub("", text)
+    if "\u200c" in text or "\u200d" in text:
+        text = _keep_joiners(text)
+    return unicodedata.normalize("NFC", text)
+
+
 def clean_line(value: str | None) -> str | None:
-    """One line of text: no HTML, no control characters, whitespace collapsed, trimmed."""
+    """One line of text: no HTML, no invisible characters, whitespace collapsed, trimmed."""
     if value is None:
         return None
-    text = unicodedata.normalize("NFC", strip_html(value))
-    text = _CONTROL.sub("", text)
+    text = strip_invisible(strip_html(value))
     text = _SPACES.sub(" ", text).strip()
     return text or None
 
@@ -49,8 +93,8 @@ def clean_text(value: str | None) -> str | None:
     """Multi-line text (a message): like :func:`clean_line` but keeps single line breaks."""
     if value is None:
         return None
-    text = unicodedata.normalize("NFC", strip_html(value, "\n")).replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub("", text)
+    text = strip_html(value, "\n").replace("\r\n", "\n").replace("\r", "\n")
+    text = "\n".join(strip_invisible(line) for line in text.split("\n"))
     lines = [" ".join(line.split()) for line in text.split("\n")]
     text = _MULTI_BLANK.sub("\n\n", "\n".join(lines)).strip()
     return text or None

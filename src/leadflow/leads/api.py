@@ -18,7 +18,7 @@ from leadflow.enrichment.email_domain import classify_domain
 from leadflow.errors import ApiError, json_response, responses, validation_error
 from leadflow.kit.clock import UtcDateTime
 from leadflow.kit.ids import LEAD_ID_RE
-from leadflow.kit.pagination import decode_cursor
+from leadflow.kit.pagination import CursorParam, decode_cursor
 from leadflow.leads import service
 from leadflow.leads.capture import RESPONSE_TIMES, prepare
 from leadflow.leads.repository import LeadFilter, status_row_sqlite
@@ -372,19 +372,23 @@ class CaptureFastPath:
     "/leads/{lead_id}/status",
     response_model=LeadStatusResponse,
     summary="Lead status",
-    description="Status, assignee and next action of a lead (no personal data). Scope `leads:status`.",
+    description=(
+        "Status, assignee and next action of a lead (no personal data). Scope `leads:status`. "
+        "A sales token sees only the leads assigned to it (404 for the others), like the lead detail."
+    ),
     responses=responses(401, 403, 404),
 )
 async def lead_status(
-    request: Request, lead_id: LeadId, _: Principal = Depends(require("leads:status"))
+    request: Request, lead_id: LeadId, principal: Principal = Depends(require("leads:status"))
 ) -> Response:
     _check_lead_id(lead_id)
+    scope = _scope(principal)
     reader = request.app.state.point_reader
     if reader is not None:
-        body = service.status_body(status_row_sqlite(reader, lead_id))
+        body = service.status_body(status_row_sqlite(reader, lead_id), scope)
     else:
         async with request.app.state.engine.connect() as conn:
-            body = await service.status(conn, lead_id)
+            body = await service.status(conn, lead_id, only_assigned_to=scope)
     return json_response(body.model_dump(mode="json"))
 
 
@@ -408,9 +412,7 @@ async def list_leads(
     created_to: Annotated[
         UtcDateTime | None, Query(description="Exclusive, ISO 8601 (UTC if no zone)")
     ] = None,
-    cursor: Annotated[
-        str | None, Query(max_length=200, description="next_cursor of the previous page")
-    ] = None,
+    cursor: CursorParam = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> LeadPage:
     def aware(value: datetime | None) -> datetime | None:

@@ -293,6 +293,41 @@ class LeadSummary(BaseModel):
     contacted_at: datetime | None
 
 
+class GeoLocation(BaseModel):
+    """Where the lead's IP address is, from the GeoIP database (``GEOIP_CITY_DB``)."""
+
+    country: str | None = Field(description="ISO 3166-1 alpha-2 country code", examples=["GB"])
+    region: str | None = Field(description="Largest subdivision (state, nation)", examples=["England"])
+    city: str | None = Field(examples=["Boxford"])
+
+
+class LeadEnrichment(BaseModel):
+    """What the worker found out about the lead (all null until it has run: see ``enriched_at``)."""
+
+    enriched_at: datetime | None = Field(description="When enrichment ran; null while it is pending")
+    geo: GeoLocation
+    email_domain_type: str | None = Field(
+        description=(
+            "Kind of e-mail domain: `business`, `free` (webmail) or `disposable`; `anonymized` once "
+            "the lead is anonymised"
+        ),
+        examples=["business"],
+    )
+    mx: str | None = Field(
+        description=(
+            "MX check of the e-mail domain: `valid`, `invalid` (no mail server: scored as undeliverable), "
+            "`unknown` (DNS failed) or `skipped` (`MX_CHECK` off)"
+        ),
+        examples=["valid"],
+    )
+    company_domain: str | None = Field(
+        description="The e-mail domain, for business addresses", examples=["acme-corp.com"]
+    )
+    company_name: str | None = Field(
+        description="Company name guessed from a business domain", examples=["Acme Corp"]
+    )
+
+
 class LeadDetail(LeadSummary):
     message: str | None
     budget_range: str | None
@@ -317,6 +352,15 @@ class LeadDetail(LeadSummary):
     submitted_at: datetime | None
     previous_lead_id: str | None = Field(description="The earlier lead of the same person and campaign")
     score_breakdown: dict[str, Any] | None
+    enrichment: LeadEnrichment
+    privacy_regime: str | None = Field(
+        description=(
+            "Privacy law that applies: `gdpr` (EU/EEA/UK) or `ccpa` (California), from the form's "
+            "country/region, else from GeoIP; null when neither applies or is known"
+        ),
+        examples=["gdpr"],
+    )
+    do_not_sell: bool = Field(description="The lead opted out of the sale/sharing of personal data (CCPA)")
     activities: list[Activity]
 
 

@@ -19,7 +19,9 @@ from leadflow.leads.capture import RESPONSE_TIMES
 from leadflow.leads.models import PII_FIELDS
 from leadflow.leads.schemas import (
     Activity,
+    GeoLocation,
     LeadDetail,
+    LeadEnrichment,
     LeadPage,
     LeadStatusResponse,
     LeadSummary,
@@ -79,8 +81,8 @@ def decrypt_row(cipher: FieldCipher, row: AnyRow) -> dict[str, Any]:
     return data
 
 
-def status_body(row: repo.StatusRow | None) -> LeadStatusResponse:
-    if row is None:
+def status_body(row: repo.StatusRow | None, only_assigned_to: str | None = None) -> LeadStatusResponse:
+    if row is None or not _visible(row, only_assigned_to):
         raise ApiError(404, "LEAD_NOT_FOUND", "Lead not found", field="lead_id")
     return LeadStatusResponse(
         lead_id=row.public_id,
@@ -92,11 +94,13 @@ def status_body(row: repo.StatusRow | None) -> LeadStatusResponse:
     )
 
 
-async def status(conn: AsyncConnection, public_id: str) -> LeadStatusResponse:
-    return status_body(await repo.status_row(conn, public_id))
+async def status(
+    conn: AsyncConnection, public_id: str, *, only_assigned_to: str | None = None
+) -> LeadStatusResponse:
+    return status_body(await repo.status_row(conn, public_id), only_assigned_to)
 
 
-def _visible(row: AnyRow | None, only_assigned_to: str | None) -> bool:
+def _visible(row: AnyRow | repo.StatusRow | None, only_assigned_to: str | None) -> bool:
     return row is not None and (only_assigned_to is None or row.assigned_to == only_assigned_to)
 
 
@@ -108,8 +112,22 @@ async def detail(
         raise ApiError(404, "LEAD_NOT_FOUND", "Lead not found", field="lead_id")
     data = decrypt_row(cipher, row)
     data["previous_lead_id"] = await repo.public_id_of(conn, row.previous_lead_id)
+    data["enrichment"] = enrichment_of(row)
     data["activities"] = [_activity_out(cipher, a) for a in await repo.activities_for(conn, row.id)]
     return LeadDetail.model_validate(data)
+
+
+def enrichment_of(row: AnyRow) -> LeadEnrichment:
+    """The enrichment columns (and the company-name guess and MX verdict kept in the JSON) of a lead."""
+    stored = row.enrichment if isinstance(row.enrichment, dict) else {}
+    return LeadEnrichment(
+        enriched_at=row.enriched_at,
+        geo=GeoLocation(country=row.geo_country, region=row.geo_region, city=row.geo_city),
+        email_domain_type=row.email_kind,
+        mx=stored.get("mx"),
+        company_domain=row.company_domain,
+        company_name=stored.get("company_name_guess"),
+    )
 
 
 async def page(

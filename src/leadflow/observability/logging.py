@@ -14,6 +14,7 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from leadflow.security import headerlimits
 from leadflow.security.clientip import Network, client_ip
 
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -115,6 +116,18 @@ async def _reject_nul(send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _reject_headers(send: Send) -> None:
+    body = headerlimits.error_body()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": headerlimits.STATUS,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class RequestContextMiddleware:
     """Pure ASGI middleware: request id (X-Request-ID in and out), one access line per request.
 
@@ -122,9 +135,17 @@ class RequestContextMiddleware:
     the status and the duration are logged.
     """
 
-    def __init__(self, app: ASGIApp, trusted_proxies: tuple[Network, ...] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        trusted_proxies: tuple[Network, ...] = (),
+        max_header_bytes: int = 16 * 1024,
+        max_header_count: int = 100,
+    ) -> None:
         self.app = app
         self.trusted = trusted_proxies
+        self.max_header_bytes = max_header_bytes
+        self.max_header_count = max_header_count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,6 +178,10 @@ class RequestContextMiddleware:
 
         if _has_nul(scope):
             await _reject_nul(send_with_id)
+            return
+        target = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
+        if headerlimits.too_large(target, scope["headers"], self.max_header_bytes, self.max_header_count):
+            await _reject_headers(send_with_id)
             return
         try:
             await self.app(scope, receive, send_with_id)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from leadflow.errors import responses
 from leadflow.kit.clock import utcnow
-from leadflow.kit.pagination import decode_cursor
+from leadflow.kit.pagination import CursorParam, decode_cursor
 from leadflow.pipeline import repository as repo
 from leadflow.pipeline import service
 from leadflow.pipeline.schemas import JobDetail, JobPage, RetryResult
@@ -32,7 +32,7 @@ async def list_jobs(
     _: Principal = Depends(require("admin")),
     status: Literal["pending", "running", "done", "dead"] | None = None,
     kind: Annotated[str | None, Query(max_length=50, examples=["deliver"])] = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: CursorParam = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobPage:
     before = decode_cursor(cursor)

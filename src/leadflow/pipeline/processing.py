@@ -316,6 +316,7 @@ def build_view(ctx: WorkerContext, row: Any, assignee: Assignee | None, campaign
     return LeadView(
         id=row.id,
         lead_id=row.public_id,
+        uuid=row.uuid,
         first_name=data["first_name"] or "",
         last_name=data["last_name"] or "",
         email=data["email"] or "",

@@ -104,6 +104,8 @@ async def scan_reminders(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
 
 async def retention(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
     """Daily: anonymise or delete leads older than the retention period, in batches."""
+    from leadflow.db import reclaim_space
+    from leadflow.privacy.repository import erased_since
     from leadflow.privacy.service import enforce_retention
     from leadflow.security.audit import Actor, record
 
@@ -115,6 +117,11 @@ async def retention(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
             total += report.done
         if report.done == 0:
             break
+    async with ctx.engine.connect() as conn:
+        erased = await erased_since(conn, now - PERIODIC[RETENTION_JOB] - timedelta(hours=1))
+    # Deleted or anonymised rows leave their bytes in the database files until the space is
+    # reclaimed: vacuum (PostgreSQL), rebuild (MySQL) or checkpoint (SQLite) when anything went.
+    reclaimed = await reclaim_space(ctx.engine) if total or erased else "nothing to reclaim"
     async with ctx.engine.begin() as conn:
         if total:
             await record(
@@ -126,7 +133,7 @@ async def retention(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
                 {"done": total, "action": ctx.settings.retention_action},
             )
         await jobs_repo.enqueue(conn, [_slot(RETENTION_JOB, now + PERIODIC[RETENTION_JOB])], now)
-    return HandlerResult(response_excerpt=f"{total} leads {ctx.settings.retention_action}d")
+    return HandlerResult(response_excerpt=f"{total} leads {ctx.settings.retention_action}d; {reclaimed}")
 
 
 def periodic_handlers() -> dict[str, Handler]:

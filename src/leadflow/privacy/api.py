@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from leadflow.db import scrub_after_erase
 from leadflow.errors import responses
 from leadflow.kit.ids import LEAD_ID_RE
 from leadflow.leads.schemas import LeadDetail
@@ -87,6 +88,7 @@ async def erase(
                 "reason": body.reason,
             },
         )
+    await scrub_after_erase(state.engine)
     state.wake_worker()
     return ErasureResponse(
         leads_deleted=result.leads_deleted, remote_deletions_queued=result.remote_deletions_queued
@@ -115,5 +117,6 @@ async def anonymize(
     async with state.engine.begin() as conn:
         await service.anonymize(conn, state.cipher, lead_id, principal.actor)
         await record(conn, Actor.from_request(request, principal), "lead.anonymize", "lead", lead_id)
+    await scrub_after_erase(state.engine)
     async with state.engine.connect() as conn:
         return await leads_service.detail(conn, state.cipher, lead_id)

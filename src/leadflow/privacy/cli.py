@@ -17,6 +17,7 @@ def purge(
 ) -> None:
     """Enforce the retention period now (RETENTION_DAYS, RETENTION_ACTION)."""
     from leadflow.cli import _run, _settings
+    from leadflow.db import reclaim_space
     from leadflow.privacy.service import enforce_retention
     from leadflow.security.audit import CLI, record
     from leadflow.security.crypto import FieldCipher
@@ -37,12 +38,14 @@ def purge(
             async with engine.begin() as conn:
                 report = await enforce_retention(conn, cipher, settings, dry_run=False)
                 total += report.done
-        return report, total
+        reclaimed = await reclaim_space(engine) if total else None
+        return report, total, reclaimed
 
-    report, total = _run(settings, work)
+    report, total, reclaimed = _run(settings, work)
     verb = "would be" if dry_run else "were"
     count = report.matched if dry_run else total
-    typer.echo(f"{count} leads created before {report.cutoff:%Y-%m-%d} {verb} {report.action}d")
+    done = f"; space reclaimed: {reclaimed}" if reclaimed else ""
+    typer.echo(f"{count} leads created before {report.cutoff:%Y-%m-%d} {verb} {report.action}d{done}")
 
 
 @privacy_app.command("export")
@@ -78,6 +81,7 @@ def erase_cmd(
 ) -> None:
     """Erase a person: delete their leads, queue deletion at connected tools, keep a tombstone."""
     from leadflow.cli import _run, _settings
+    from leadflow.db import scrub_after_erase
     from leadflow.privacy.service import erase
     from leadflow.security.audit import CLI, record
     from leadflow.security.crypto import FieldCipher
@@ -100,7 +104,8 @@ def erase_cmd(
                     "reason": reason,
                 },
             )
-            return result
+        await scrub_after_erase(engine)
+        return result
 
     result = _run(settings, work)
     remote = ", ".join(result.remote_deletions_queued) or "none configured"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,3 +31,9 @@ def previously_erased_sqlite(db: sqlite3.Connection, hashes: list[str]) -> set[s
         sql = f"SELECT email_hash FROM privacy_tombstones WHERE email_hash IN ({marks})"  # noqa: S608
         found.update(row[0] for row in db.execute(sql, part))
     return found
+
+
+async def erased_since(conn: AsyncConnection, since: datetime) -> bool:
+    """Whether anybody was erased (or erased again) since ``since``."""
+    query = select(tombstones.c.id).where(tombstones.c.erased_at >= since).limit(1)
+    return (await conn.execute(query)).first() is not None

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from leadflow.errors import responses
 from leadflow.kit.clock import UtcDateTime
-from leadflow.kit.pagination import decode_cursor, encode_cursor
+from leadflow.kit.pagination import CursorParam, decode_cursor, encode_cursor
 from leadflow.security import audit
 from leadflow.security.auth import require
 from leadflow.security.tokens import Principal
@@ -60,7 +60,7 @@ async def list_audit(
     target_id: Annotated[str | None, Query(max_length=100)] = None,
     since: Annotated[UtcDateTime | None, Query(description="Inclusive, ISO 8601")] = None,
     until: Annotated[UtcDateTime | None, Query(description="Exclusive, ISO 8601")] = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: CursorParam = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditPage:
     flt = audit.AuditFilter(actor, action, target_type, target_id, _aware(since), _aware(until))
