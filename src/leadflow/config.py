@@ -140,7 +140,9 @@ class Settings(BaseSettings):
     run_worker: bool = True  # `leadflow serve` runs one in-process worker unless --no-worker
     worker_concurrency: int = 64
     worker_poll_seconds: float = 0.5
-    worker_lease_seconds: float = 60.0
+    worker_lease_seconds: float = Field(15.0, gt=0, le=300)  # renewed by a heartbeat while a job runs
+    worker_job_timeout_seconds: float = Field(60.0, gt=0)  # a job running longer is failed as retriable
+    shutdown_grace_seconds: float = Field(20.0, ge=0)  # SIGTERM: time left to in-flight requests and jobs
     public_base_url: str = "http://127.0.0.1:8000"
     fallback_owner: str | None = None  # e-mail of the owner when no team member is eligible
     geoip_city_db: Path | None = None
