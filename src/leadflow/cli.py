@@ -18,6 +18,7 @@ from leadflow.errors import ApiError
 from leadflow.leads.cli import leads_app
 from leadflow.pipeline.cli import jobs_app, worker
 from leadflow.privacy.cli import privacy_app
+from leadflow.reports.cli import reports_app
 from leadflow.routing.cli import members_app, rules_app
 from leadflow.security.cli import keys_app
 
@@ -32,6 +33,7 @@ app.add_typer(leads_app, name="leads")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(keys_app, name="keys")
+app.add_typer(reports_app, name="reports")
 app.command("worker")(worker)
 
 T = TypeVar("T")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -25,6 +26,9 @@ DEFAULT_SERVICE_CATALOG = [
     "IT Consulting",
     "Help Desk Support",
 ]
+
+
+REPORT_PERIODS: tuple[Literal["daily", "weekly"], ...] = ("daily", "weekly")
 
 
 class ConfigError(RuntimeError):
@@ -187,6 +191,14 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     sequence_enabled: bool = True  # automated e-mail sequence to consenting leads
 
+    # --- reports (daily/weekly e-mail to campaigns' notification_emails and to REPORT_EMAILS) -----
+    report_periods: Annotated[list[Literal["daily", "weekly"]], NoDecode] = Field(
+        default_factory=lambda: list(REPORT_PERIODS)
+    )
+    report_timezone: str = "UTC"  # IANA name: the days reported and the hour they are sent at
+    report_hour: int = Field(7, ge=0, le=23)  # local hour from which a finished period's report goes out
+    report_emails: Annotated[list[str], NoDecode] = Field(default_factory=list)  # managers: all campaigns
+
     default_phone_region: str = "US"
     service_catalog: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_SERVICE_CATALOG)
@@ -206,6 +218,8 @@ class Settings(BaseSettings):
         "dns_nameservers",
         "sendgrid_list_ids",
         "trusted_proxies",
+        "report_periods",
+        "report_emails",
         mode="before",
     )
     @classmethod
@@ -222,6 +236,27 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"unknown grades {bad}")
         return grades
+
+    @field_validator("report_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Berlin)") from exc
+        return value
+
+    @field_validator("report_emails")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        bad = [a for a in value if "@" not in a or any(c.isspace() for c in a)]
+        if bad:
+            raise ValueError("REPORT_EMAILS must be comma-separated e-mail addresses")
+        return [a.lower() for a in value]
+
+    @property
+    def report_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.report_timezone)
 
     @field_validator("database_url")
     @classmethod
