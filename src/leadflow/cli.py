@@ -184,6 +184,9 @@ def serve(
         proxy_headers=False,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
+        # SIGTERM: stop accepting, give requests in flight this long, then the lifespan's shutdown
+        # (capture writer flushed, in-process worker stopped: it too gets this long, then gives back).
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
     )
     uvicorn.Server(config).run()
 
