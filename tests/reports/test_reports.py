@@ -311,9 +311,12 @@ async def test_schedule_sends_each_report_once_with_several_workers(
         await jobs_repo.enqueue(
             conn, [slot(REPORTS_JOB, now), slot(REPORTS_JOB, now - timedelta(minutes=1))], now
         )
-    for worker_id in ("worker-a", "worker-b"):
+
+    async def work(worker_id: str) -> None:
         async with worker_context(harness.engine, settings, worker_id) as ctx:
             await build_worker(ctx, poll_seconds=0.01).run_until_idle(30)
+
+    await asyncio.gather(work("worker-a"), work("worker-b"))  # both run the schedule at the same time
     # And once more later (a restarted worker): nothing new is due.
     async with harness.engine.begin() as conn:
         await jobs_repo.enqueue(conn, [slot(REPORTS_JOB, now - timedelta(minutes=2))], now)
@@ -388,3 +391,26 @@ async def test_report_goes_through_sendgrid_too(
         [sent] = sendgrid.accepted
         [attachment] = sent.json()["attachments"]
         assert attachment["type"] == "text/csv" and attachment["filename"].endswith(".csv")
+
+
+@all_backends
+async def test_send_to_one_address_and_unknown_campaign(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str], smtp: FakeSmtp
+) -> None:
+    day = utcnow().date() - timedelta(days=1)
+    await _seed(harness, admin, day)
+    env = _cli_env(harness, smtp)
+    args = ["reports", "send", "--period", "weekly", "--date", day.isoformat()]
+    sent = await _invoke(cli_app, [*args, "--campaign", CAMPAIGN, "--to", "Me@Example.com"], env)
+    assert sent.exit_code == 0, sent.output
+    [mail] = smtp.messages
+    assert mail.rcpt_tos == ["me@example.com"]
+    assert "Nextcloud Installation 2025" in mail.message()["Subject"]
+    assert "Leadflow weekly report, week " in mail.message()["Subject"]
+
+    unknown = await _invoke(cli_app, [*args, "--campaign", "nope"], env)
+    assert unknown.exit_code == 1
+    assert unknown.stderr.strip() == "error: CAMPAIGN_NOT_FOUND: Campaign not found"
+    bad = await _invoke(cli_app, [*args, "--to", "not an address"], env)
+    assert bad.exit_code == 2
+    assert len(smtp.messages) == 1
