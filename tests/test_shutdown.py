@@ -23,7 +23,7 @@ from tests.conftest import TEST_KEY, Harness, example_lead
 from tests.fakes.webhook_receiver import SECRET as WEBHOOK_SECRET
 from tests.fakes.webhook_receiver import FakeWebhookReceiver
 
-pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)
 BIN = Path(sys.executable).parent / "leadflow"
 
 

@@ -21,7 +21,7 @@ from tests.conftest import TEST_KEY, Harness, example_lead
 from tests.fakes.hubspot import TOKEN as HUBSPOT_TOKEN
 from tests.fakes.hubspot import FakeHubSpot
 
-pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)
 BIN = Path(sys.executable).parent / "leadflow"
 
 
