@@ -285,6 +285,24 @@ async def test_report_days_follow_the_report_time_zone(
     )
     assert _value(rows, "summary", "total_leads")[0] == str(expected)
     assert expected == 3  # 23:30 UTC moved to the next local day
+    text = tmp_path / "report.txt"
+    rendered = await _invoke(
+        cli_app,
+        [
+            "reports",
+            "send",
+            "--period",
+            "daily",
+            "--date",
+            day.isoformat(),
+            "--dry-run",
+            "--output",
+            str(text),
+        ],
+        env=_cli_env(harness, smtp, "Europe/Berlin"),
+    )
+    assert rendered.exit_code == 0, rendered.output
+    assert "  banner: 1 lead, 100.0 % qualified" in text.read_text()  # (A grade) the other is the next day
 
     eml = tmp_path / "report.eml"
     again = await _invoke(
