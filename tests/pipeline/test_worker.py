@@ -322,14 +322,14 @@ async def test_heartbeat_keeps_a_long_job_leased(harness: Harness, ctx: WorkerCo
 
     async def slow(job: AnyRow, _: WorkerContext) -> HandlerResult:
         started.set()
-        for _ in range(6):  # 1.8 s in all; the lease is 0.6 s
-            await asyncio.sleep(0.3)
+        for _ in range(6):  # 3.6 s in all; the lease is 1.2 s (renewed every 0.4 s)
+            await asyncio.sleep(0.6)
             async with harness.engine.begin() as conn:
                 claimed = await repo.claim(conn, "other", 5, timedelta(seconds=5), utcnow())
                 taken_by_others.extend(j.id for j in claimed)
         return HandlerResult(response_excerpt="slow but fine")
 
-    worker = Worker(ctx, {"test.slow": slow}, lease_seconds=0.6, poll_seconds=0.05)
+    worker = Worker(ctx, {"test.slow": slow}, lease_seconds=1.2, poll_seconds=0.05)
     await worker.run_until_idle(10)
     assert started.is_set()
     assert taken_by_others == []
