@@ -10,18 +10,46 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from typer.core import TyperGroup
 
 from leadflow.config import ConfigError, Settings, load_settings
 from leadflow.db import create_engine
 from leadflow.errors import ApiError
 from leadflow.leads.cli import leads_app
+from leadflow.observability.health import StartupError, preflight, reason, where
 from leadflow.pipeline.cli import jobs_app, worker
 from leadflow.privacy.cli import privacy_app
+from leadflow.reports.cli import reports_app
 from leadflow.routing.cli import members_app, rules_app
 from leadflow.security.cli import keys_app
 
-app = typer.Typer(help="Leadflow: capture, score and route campaign leads.", no_args_is_help=True)
+
+class OneLineErrors(TyperGroup):
+    """Every command's last line of defence: a known start-up or database failure is one line on
+    stderr and an exit code (2: configuration, 1: database), never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StartupError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        except ConfigError as exc:
+            typer.echo(f"configuration error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        except DBAPIError as exc:
+            typer.echo(f"error: database: {reason(exc)}", err=True)
+            raise typer.Exit(1) from exc
+        except OSError as exc:  # e.g. `migrate` against a database that does not answer, an unwritable file
+            typer.echo(f"error: {reason(exc)}", err=True)
+            raise typer.Exit(1) from exc
+
+
+app = typer.Typer(
+    cls=OneLineErrors, help="Leadflow: capture, score and route campaign leads.", no_args_is_help=True
+)
 campaigns_app = typer.Typer(help="Manage campaigns.", no_args_is_help=True)
 tokens_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
 app.add_typer(campaigns_app, name="campaigns")
@@ -32,6 +60,7 @@ app.add_typer(leads_app, name="leads")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(keys_app, name="keys")
+app.add_typer(reports_app, name="reports")
 app.command("worker")(worker)
 
 T = TypeVar("T")
@@ -49,6 +78,7 @@ def _run(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
     async def main() -> T:
         engine = create_engine(settings)
         try:
+            await preflight(engine, settings)
             return await work(engine)
         finally:
             await engine.dispose()
@@ -76,7 +106,10 @@ def _migrate(settings: Settings) -> None:
     path = settings.sqlite_path()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url)
+    try:
+        upgrade(settings.database_url)
+    except (OSError, TimeoutError) as exc:  # the server does not answer (a failing migration is not this)
+        raise StartupError(f"database unreachable: {where(settings)}: {reason(exc)}") from exc
 
 
 @app.command()
@@ -138,6 +171,7 @@ def serve(
     if bool(ssl_certfile) != bool(ssl_keyfile):
         typer.echo("error: --ssl-certfile and --ssl-keyfile go together", err=True)
         raise typer.Exit(2)
+    _run(settings, lambda engine: _nothing())  # start-up checks: database reachable and migrated
     configure_logging(settings.log_level)
     from leadflow.security.headerlimits import apply_header_limits
 
@@ -152,9 +186,16 @@ def serve(
         proxy_headers=False,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
+        # SIGTERM: stop accepting, give requests in flight this long, then the lifespan's shutdown
+        # (capture writer flushed, in-process worker stopped: it too gets this long, then gives back).
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
     )
     apply_header_limits(config, settings.max_header_bytes, settings.max_header_count)
     uvicorn.Server(config).run()
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def _create_campaign(engine: AsyncEngine, data: dict[str, Any]) -> Any:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -25,6 +26,9 @@ DEFAULT_SERVICE_CATALOG = [
     "IT Consulting",
     "Help Desk Support",
 ]
+
+
+REPORT_PERIODS: tuple[Literal["daily", "weekly"], ...] = ("daily", "weekly")
 
 
 class ConfigError(RuntimeError):
@@ -140,7 +144,9 @@ class Settings(BaseSettings):
     run_worker: bool = True  # `leadflow serve` runs one in-process worker unless --no-worker
     worker_concurrency: int = 64
     worker_poll_seconds: float = 0.5
-    worker_lease_seconds: float = 60.0
+    worker_lease_seconds: float = Field(15.0, gt=0, le=300)  # renewed by a heartbeat while a job runs
+    worker_job_timeout_seconds: float = Field(60.0, gt=0)  # a job running longer is failed as retriable
+    shutdown_grace_seconds: float = Field(20.0, ge=0)  # SIGTERM: time left to in-flight requests and jobs
     public_base_url: str = "http://127.0.0.1:8000"
     fallback_owner: str | None = None  # e-mail of the owner when no team member is eligible
     geoip_city_db: Path | None = None
@@ -185,6 +191,14 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     sequence_enabled: bool = True  # automated e-mail sequence to consenting leads
 
+    # --- reports (daily/weekly e-mail to campaigns' notification_emails and to REPORT_EMAILS) -----
+    report_periods: Annotated[list[Literal["daily", "weekly"]], NoDecode] = Field(
+        default_factory=lambda: list(REPORT_PERIODS)
+    )
+    report_timezone: str = "UTC"  # IANA name: the days reported and the hour they are sent at
+    report_hour: int = Field(7, ge=0, le=23)  # local hour from which a finished period's report goes out
+    report_emails: Annotated[list[str], NoDecode] = Field(default_factory=list)  # managers: all campaigns
+
     default_phone_region: str = "US"
     service_catalog: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_SERVICE_CATALOG)
@@ -207,6 +221,8 @@ class Settings(BaseSettings):
         "dns_nameservers",
         "sendgrid_list_ids",
         "trusted_proxies",
+        "report_periods",
+        "report_emails",
         mode="before",
     )
     @classmethod
@@ -223,6 +239,27 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"unknown grades {bad}")
         return grades
+
+    @field_validator("report_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Berlin)") from exc
+        return value
+
+    @field_validator("report_emails")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        bad = [a for a in value if "@" not in a or any(c.isspace() for c in a)]
+        if bad:
+            raise ValueError("REPORT_EMAILS must be comma-separated e-mail addresses")
+        return [a.lower() for a in value]
+
+    @property
+    def report_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.report_timezone)
 
     @field_validator("database_url")
     @classmethod

@@ -312,3 +312,63 @@ async def test_a_job_deleted_while_it_ran_does_not_fail_the_others(
             assert [a.outcome for a in await repo.attempts_of(conn, job.id)] == ["success"]
     # One commit for the batch: nothing failed and nothing was recorded job by job.
     assert "job_batch_commit_failed" not in caplog.text and "job_record_failed" not in caplog.text
+
+
+async def test_heartbeat_keeps_a_long_job_leased(harness: Harness, ctx: WorkerContext) -> None:
+    """A job running three times longer than its lease is renewed, so nobody else takes it."""
+    await _enqueue(harness, "test.slow")
+    started = asyncio.Event()
+    taken_by_others: list[int] = []
+
+    async def slow(job: AnyRow, _: WorkerContext) -> HandlerResult:
+        started.set()
+        for _ in range(6):  # 3.6 s in all; the lease is 1.2 s (renewed every 0.4 s)
+            await asyncio.sleep(0.6)
+            async with harness.engine.begin() as conn:
+                claimed = await repo.claim(conn, "other", 5, timedelta(seconds=5), utcnow())
+                taken_by_others.extend(j.id for j in claimed)
+        return HandlerResult(response_excerpt="slow but fine")
+
+    worker = Worker(ctx, {"test.slow": slow}, lease_seconds=1.2, poll_seconds=0.05)
+    await worker.run_until_idle(10)
+    assert started.is_set()
+    assert taken_by_others == []
+    [job] = await _jobs(harness)
+    assert (job.status, job.attempts) == ("done", 1)
+
+
+async def test_stopping_worker_finishes_quick_jobs_and_gives_back_the_rest(
+    harness: Harness, ctx: WorkerContext
+) -> None:
+    await _enqueue(harness, "test.quick", n=3)
+    await _enqueue(harness, "test.stuck")
+    stuck = asyncio.Event()
+
+    async def quick(job: AnyRow, _: WorkerContext) -> HandlerResult:
+        await stuck.wait()  # still running when the stop comes; finishes within the grace period
+        await asyncio.sleep(0.05)
+        return HandlerResult(activities=())
+
+    async def hang(job: AnyRow, _: WorkerContext) -> HandlerResult:
+        stuck.set()
+        await asyncio.sleep(3600)
+        raise AssertionError("not reached")
+
+    worker = Worker(
+        ctx, {"test.quick": quick, "test.stuck": hang}, lease_seconds=30, poll_seconds=0.05, grace_seconds=0.5
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await asyncio.wait_for(stuck.wait(), 10)
+    stop.set()
+    await asyncio.wait_for(running, 10)
+    jobs = {j.kind: j for j in await _jobs(harness) if j.kind == "test.stuck"}
+    assert all(j.status == "done" for j in await _jobs(harness) if j.kind == "test.quick")
+    released = jobs["test.stuck"]
+    # Given back at once (no wait for the 30 s lease), the interrupted attempt not counted.
+    assert (released.status, released.locked_by, released.locked_until, released.attempts) == (
+        "pending",
+        None,
+        None,
+        0,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from datetime import date
 from decimal import Decimal
 from time import monotonic
@@ -15,6 +16,7 @@ from leadflow.campaigns.schemas import CampaignAnalytics, ContentPerformance, Me
 from leadflow.campaigns.service import get_or_404
 from leadflow.errors import ApiError
 from leadflow.kit.clock import utcnow
+from leadflow.kit.models import AnyRow
 
 TOP_CONTENT = 5
 
@@ -36,8 +38,12 @@ async def campaign_analytics(
         start = min(candidates) if candidates else end
     if end < start:
         raise ApiError(400, "VALIDATION_ERROR", "end is before start", field="end")
-    rows = await rollup.groups(conn, campaign_id, start, end)
+    return summarise(campaign, await rollup.groups(conn, campaign_id, start, end), start, end)
 
+
+def summarise(campaign: AnyRow, rows: Iterable[rollup.Group], start: date, end: date) -> CampaignAnalytics:
+    """The campaign's figures from its grouped sums (``rollup.groups``): the analytics API and the
+    daily/weekly reports compute them here, so they cannot disagree."""
     total = qualified = score_sum = 0
     revenue = Decimal(0)
     sources: Counter[str] = Counter()
@@ -60,7 +66,7 @@ async def campaign_analytics(
         key=lambda c: (-content_total[c], -_ratio(content_qualified[c], content_total[c]), c),
     )[:TOP_CONTENT]
     return CampaignAnalytics(
-        campaign_id=campaign_id,
+        campaign_id=campaign.id,
         period=Period(start=start, end=end),
         metrics=Metrics(
             total_leads=total,

@@ -103,6 +103,20 @@ async def groups(conn: AsyncConnection, campaign_id: str, first: date, last: dat
     return found
 
 
+async def groups_between(
+    conn: AsyncConnection, campaign_id: str, start: datetime, end: datetime
+) -> list[Group]:
+    """The campaign's sums over [start, end) (aware datetimes): whole UTC days through :func:`groups`
+    (stored sums), any other span (a day in another time zone) by one live scan."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    midnight = time.min
+    if start.timetz().replace(tzinfo=None) == midnight and end.timetz().replace(tzinfo=None) == midnight:
+        if end <= start:
+            return []
+        return await groups(conn, campaign_id, start.date(), end.date() - timedelta(days=1))
+    return [_group(r) for r in await analytics_groups(conn, campaign_id, start, end)]
+
+
 async def _closed_days(conn: AsyncConnection, campaign_id: str, first: date, last: date) -> list[Group]:
     version = (await conn.execute(select(state.c.version).where(state.c.campaign_id == campaign_id))).scalar()
     have = {

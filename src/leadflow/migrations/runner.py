@@ -53,3 +53,27 @@ async def downgrade_async(url: str, revision: str) -> None:
 
 def upgrade(url: str, revision: str = "head") -> None:
     asyncio.run(upgrade_async(url, revision))
+
+
+def head_revisions() -> set[str]:
+    """The revisions this version of the code expects the database to be at."""
+    from alembic.script import ScriptDirectory
+
+    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def known_revision(revision: str) -> bool:
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def current_revisions(connection: Connection) -> set[str]:
+    """The revisions the database is at (empty: never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
+    return set(MigrationContext.configure(connection).get_current_heads())

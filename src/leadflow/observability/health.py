@@ -1,11 +1,16 @@
-"""Liveness and readiness."""
+"""Liveness and readiness, and the start-up checks of every process and command."""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from leadflow.config import Settings
 from leadflow.errors import json_response
 
 router = APIRouter(tags=["operations"])
@@ -35,3 +40,61 @@ async def healthz(request: Request) -> Response:
         database = "unavailable"
     body = Health(status="ok" if database == "ok" else "degraded", database=database, version=__version__)
     return json_response(body.model_dump(), 200 if database == "ok" else 503)
+
+
+# --- start-up checks (``leadflow serve``, ``leadflow worker`` and every command that uses the database) --
+
+
+class StartupError(RuntimeError):
+    """The process cannot start; the message is one line for the operator (no traceback)."""
+
+
+def where(settings: Settings) -> str:
+    """The database named for an operator, without credentials."""
+    url = make_url(settings.database_url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return f"sqlite {url.database or ':memory:'}"
+    return f"{backend} at {url.host or 'localhost'}:{url.port or 'default port'}/{url.database or ''}"
+
+
+def reason(exc: BaseException) -> str:
+    """The driver's own first line (SQLAlchemy's wrapper adds SQL and links), without credentials."""
+    cause: BaseException = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    first = lines[0][:200] if lines else ""
+    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
+
+
+async def preflight(engine: AsyncEngine, settings: Settings, wait_seconds: float = 10.0) -> None:
+    """Refuse to start, in one line, without a usable key, a reachable database and the schema this
+    version needs."""
+    from leadflow.migrations.runner import current_revisions, head_revisions, known_revision
+
+    _ = settings.encryption_keys  # ConfigError: missing or weak key
+    try:
+        async with asyncio.timeout(wait_seconds):
+            async with engine.connect() as conn:
+                current = await conn.run_sync(current_revisions)
+    except TimeoutError as exc:
+        raise StartupError(
+            f"database unreachable: {where(settings)} did not answer within {wait_seconds:g} s"
+        ) from exc
+    except Exception as exc:
+        raise StartupError(f"database unreachable: {where(settings)}: {reason(exc)}") from exc
+    expected = head_revisions()
+    if current == expected:
+        return
+    needs = ", ".join(sorted(expected))
+    if not current:
+        raise StartupError(
+            f"database schema not migrated ({where(settings)} is empty): run `leadflow migrate`"
+        )
+    at = ", ".join(sorted(current))
+    if all(known_revision(r) for r in current):
+        raise StartupError(
+            f"database schema not migrated (at {at}, this version needs {needs}): run `leadflow migrate`"
+        )
+    raise StartupError(
+        f"database schema {at} is newer than this version of Leadflow knows ({needs}): run a newer version"
+    )

@@ -81,16 +81,18 @@ def worker(
     """Run a background worker: enrichment, routing, notifications and integrations."""
     from leadflow.cli import _settings
     from leadflow.db import create_engine
+    from leadflow.observability.health import preflight
     from leadflow.observability.logging import configure_logging
     from leadflow.pipeline.runtime import build_worker, run_worker, worker_context
     from leadflow.pipeline.scheduler import ensure_periodic
 
     settings = _settings()
-    configure_logging(settings.log_level)
 
     async def main() -> None:
         engine = create_engine(settings)
         try:
+            await preflight(engine, settings)  # one line on stderr if it fails (see cli.OneLineErrors)
+            configure_logging(settings.log_level)
             if once:
                 async with worker_context(engine, settings) as ctx:
                     done = await build_worker(

@@ -112,6 +112,39 @@ def _owned(job_id: int, worker: str) -> Any:
     return (jobs.c.id == job_id) & (jobs.c.locked_by == worker) & (jobs.c.status == "running")
 
 
+async def renew(
+    conn: AsyncConnection, worker: str, job_ids: Sequence[int], until: datetime, now: datetime
+) -> int:
+    """Heartbeat: extend the lease of the jobs ``worker`` still holds; returns how many it holds."""
+    if not job_ids:
+        return 0
+    result = await conn.execute(
+        update(jobs)
+        .where(jobs.c.id.in_(job_ids), jobs.c.locked_by == worker, jobs.c.status == "running")
+        .values(locked_until=until, updated_at=now)
+    )
+    return int(result.rowcount or 0)
+
+
+async def release(conn: AsyncConnection, worker: str, job_ids: Sequence[int], now: datetime) -> int:
+    """Give jobs back at once (a worker shutting down): pending again, the attempt not counted."""
+    if not job_ids:
+        return 0
+    result = await conn.execute(
+        update(jobs)
+        .where(jobs.c.id.in_(job_ids), jobs.c.locked_by == worker, jobs.c.status == "running")
+        .values(
+            status="pending",
+            run_at=now,
+            locked_by=None,
+            locked_until=None,
+            attempts=jobs.c.attempts - 1,
+            updated_at=now,
+        )
+    )
+    return int(result.rowcount or 0)
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimState:
     locked_by: str | None

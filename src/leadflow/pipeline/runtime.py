@@ -46,7 +46,10 @@ async def worker_context(
 
 
 def build_worker(ctx: WorkerContext, **options: float | int | None) -> Worker:
-    return Worker(ctx, {**handlers(), **periodic_handlers()}, committers=committers(), **options)  # type: ignore[arg-type]
+    from leadflow.reports.tasks import handlers as report_handlers
+
+    every = {**handlers(), **periodic_handlers(), **report_handlers()}
+    return Worker(ctx, every, committers=committers(), **options)  # type: ignore[arg-type]
 
 
 async def run_worker(

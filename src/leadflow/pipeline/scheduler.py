@@ -17,15 +17,20 @@ from leadflow.pipeline.worker import Handler, HandlerResult, WorkerContext
 
 REMINDERS_JOB = "reminders.scan"
 RETENTION_JOB = "privacy.retention"
+REPORTS_JOB = "reports.schedule"  # handler in reports/tasks.py
 REMINDER_INTERVAL = timedelta(minutes=1)
 # Each periodic job and how often it runs.
-PERIODIC = {REMINDERS_JOB: REMINDER_INTERVAL, RETENTION_JOB: timedelta(days=1)}
+PERIODIC = {
+    REMINDERS_JOB: REMINDER_INTERVAL,
+    RETENTION_JOB: timedelta(days=1),
+    REPORTS_JOB: timedelta(minutes=15),
+}
 leads = table_of(Lead)
 activities = table_of(LeadActivity)
 jobs = table_of(Job)
 
 
-def _slot(kind: str, when: datetime) -> jobs_repo.NewJob:
+def slot(kind: str, when: datetime) -> jobs_repo.NewJob:
     slot = when.replace(second=0, microsecond=0)
     return jobs_repo.NewJob(
         kind=kind, payload={}, run_at=slot, dedup_key=f"periodic:{kind}:{slot:%Y%m%dT%H%M}"
@@ -45,7 +50,7 @@ async def ensure_periodic(engine: AsyncEngine) -> None:
                 )
             ).first()
             if pending is None:
-                await jobs_repo.enqueue(conn, [_slot(kind, now)], now)
+                await jobs_repo.enqueue(conn, [slot(kind, now)], now)
 
 
 async def scan_reminders(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
@@ -85,7 +90,7 @@ async def scan_reminders(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
         ]
         if acts:
             await conn.execute(activities.insert(), acts)
-        new_jobs = [_slot(REMINDERS_JOB, now + REMINDER_INTERVAL)]
+        new_jobs = [slot(REMINDERS_JOB, now + REMINDER_INTERVAL)]
         if email.configured():
             new_jobs += [
                 jobs_repo.NewJob(
@@ -132,7 +137,7 @@ async def retention(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
                 None,
                 {"done": total, "action": ctx.settings.retention_action},
             )
-        await jobs_repo.enqueue(conn, [_slot(RETENTION_JOB, now + PERIODIC[RETENTION_JOB])], now)
+        await jobs_repo.enqueue(conn, [slot(RETENTION_JOB, now + PERIODIC[RETENTION_JOB])], now)
     return HandlerResult(response_excerpt=f"{total} leads {ctx.settings.retention_action}d; {reclaimed}")
 
 

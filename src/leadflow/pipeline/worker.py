@@ -1,10 +1,12 @@
 """The outbox worker: claims due jobs with a lease, runs their handler, retries or dead-letters.
 
 Any number of workers on any number of hosts share the queue on PostgreSQL and MySQL (claims use
-``SELECT … FOR UPDATE SKIP LOCKED``); SQLite runs one worker. A worker that dies mid-job simply stops
-renewing nothing: its lease (``locked_until``) runs out and another worker takes the job again, so every
-job finishes; deliveries are idempotent at the receiver (upserts, dedup keys), which makes a repeated
-attempt harmless.
+``SELECT … FOR UPDATE SKIP LOCKED``); SQLite runs one worker. Leases are short (``WORKER_LEASE_SECONDS``,
+15 s) and a heartbeat renews them every third of a lease while the jobs run. A worker that dies stops
+renewing: its leases run out within one lease and another worker takes the jobs again, so every job
+finishes; deliveries are idempotent at the receiver (upserts, dedup keys), which makes a repeated
+attempt harmless. A worker that is stopped (SIGTERM) lets its running jobs finish for
+``SHUTDOWN_GRACE_SECONDS``, then gives the rest back at once (:func:`repository.release`).
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ class Worker:
         concurrency: int | None = None,
         lease_seconds: float | None = None,
         poll_seconds: float | None = None,
+        job_timeout_seconds: float | None = None,
+        grace_seconds: float | None = None,
     ) -> None:
         settings = ctx.settings
         self.ctx = ctx
@@ -118,6 +122,9 @@ class Worker:
         self.concurrency = concurrency or settings.worker_concurrency
         self.lease = timedelta(seconds=lease_seconds or settings.worker_lease_seconds)
         self.poll = poll_seconds if poll_seconds is not None else settings.worker_poll_seconds
+        self.job_timeout = job_timeout_seconds or settings.worker_job_timeout_seconds
+        self.grace = grace_seconds if grace_seconds is not None else settings.shutdown_grace_seconds
+        self._held: dict[int, AnyRow] = {}  # claimed and not yet recorded: their leases are renewed
         self._running: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._finished: list[_Finished] = []
@@ -128,8 +135,58 @@ class Worker:
         """Tell an idle worker there is new work (capture calls this in the same process)."""
         self._wake.set()
 
+    async def heartbeat(self) -> None:
+        """Renew the leases of the jobs this worker holds, every third of a lease, until cancelled."""
+        interval = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            ids = sorted(self._held)
+            if not ids:
+                continue
+            now = utcnow()
+            try:
+                async with self.ctx.engine.begin() as conn:
+                    held = await repo.renew(conn, self.ctx.worker_id, ids, now + self.lease, now)
+            except Exception as exc:  # the database is away: the leases may run out, jobs are retaken
+                log.warning("lease_renewal_failed", jobs=len(ids), exc_type=type(exc).__name__)
+                continue
+            if held < len(ids):
+                log.warning("lease_lost", jobs=len(ids) - held, worker=self.ctx.worker_id)
+
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker_started", worker=self.ctx.worker_id, concurrency=self.concurrency)
+        beat = asyncio.create_task(self.heartbeat())
+        try:
+            await self._loop(stop)
+        finally:
+            await self.shutdown()
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+        log.info("worker_stopped", worker=self.ctx.worker_id, processed=self.processed)
+
+    async def shutdown(self) -> None:
+        """Stop: let running jobs finish for ``grace`` seconds, then cancel the rest and give them back."""
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=self.grace)
+        late = [t for t in self._running if not t.done()]
+        if late:
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        await self.drain()  # a group commit handed over to a new task
+        ids = sorted(self._held)
+        if ids:
+            now = utcnow()
+            try:
+                async with self.ctx.engine.begin() as conn:
+                    released = await repo.release(conn, self.ctx.worker_id, ids, now)
+            except Exception as exc:  # their leases run out instead
+                log.error("lease_release_failed", jobs=len(ids), exc_type=type(exc).__name__)
+            else:
+                log.info("jobs_released", jobs=released, worker=self.ctx.worker_id)
+            self._held.clear()
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         last_stats = 0.0
         while not stop.is_set():
             try:
@@ -146,8 +203,6 @@ class Worker:
                 await asyncio.wait(waiters, timeout=self.poll, return_when=asyncio.FIRST_COMPLETED)
                 for waiter in waiters:
                     waiter.cancel()
-        await self.drain()
-        log.info("worker_stopped", worker=self.ctx.worker_id, processed=self.processed)
 
     async def drain(self) -> None:
         if self._running:
@@ -157,13 +212,18 @@ class Worker:
         """Process until nothing is due and nothing runs (tests, ``leadflow worker --once``)."""
         deadline = time.monotonic() + max_seconds
         before = self.processed
-        while time.monotonic() < deadline:
-            claimed = await self.tick()
-            if claimed == 0 and not self._running:
-                break
-            if claimed == 0:
-                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
-        await self.drain()
+        beat = asyncio.create_task(self.heartbeat())
+        try:
+            while time.monotonic() < deadline:
+                claimed = await self.tick()
+                if claimed == 0 and not self._running:
+                    break
+                if claimed == 0:
+                    await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+            await self.drain()
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
         return self.processed - before
 
     async def tick(self) -> int:
@@ -177,6 +237,7 @@ class Worker:
         async with self.ctx.engine.begin() as conn:
             rows = await repo.claim(conn, self.ctx.worker_id, free, self.lease, now)
         for row in rows:
+            self._held[row.id] = row
             task = asyncio.create_task(self._run_one(row))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -192,11 +253,11 @@ class Worker:
         try:
             if handler is None:
                 raise PermanentError(f"no handler for job kind {job.kind!r}")
-            result = await asyncio.wait_for(handler(job, self.ctx), timeout=self.lease.total_seconds() * 0.8)
+            result = await asyncio.wait_for(handler(job, self.ctx), timeout=self.job_timeout)
             if result.staged is not None and result.staged.group not in self.committers:
                 raise PermanentError(f"no committer for staged work {result.staged.group!r}")
         except TimeoutError:
-            error = RetriableError("the job ran longer than its lease allows")
+            error = RetriableError(f"the job ran longer than {self.job_timeout:g} s")
         except Exception as exc:
             error = exc
         duration = time.perf_counter() - clock
@@ -208,6 +269,7 @@ class Worker:
         if not self._committing:
             await self._lead()
         await finished.done
+        self._held.pop(job.id, None)
         self.processed += 1
 
     async def _lead(self) -> None:

@@ -1,0 +1,65 @@
+"""SQL for reports: grade mix, speed to lead per rep and the leads still waiting for first contact."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from leadflow.kit.models import AnyRow, table_of
+from leadflow.leads.models import Lead
+
+leads = table_of(Lead)
+
+
+def _in_period(campaign_id: str, start: datetime, end: datetime) -> list[ColumnElement[bool]]:
+    return [leads.c.campaign_id == campaign_id, leads.c.created_at >= start, leads.c.created_at < end]
+
+
+async def grade_counts(
+    conn: AsyncConnection, campaign_id: str, start: datetime, end: datetime
+) -> dict[str, int]:
+    """Leads captured in [start, end) by grade (one scan of ``idx_campaign``)."""
+    query = select(leads.c.lead_grade, func.count()).where(*_in_period(campaign_id, start, end))
+    return {str(g): int(n) for g, n in await conn.execute(query.group_by(leads.c.lead_grade))}
+
+
+async def assignments(
+    conn: AsyncConnection, campaign_id: str, start: datetime, end: datetime
+) -> Sequence[AnyRow]:
+    """Assigned leads captured in [start, end): assignee, capture and first-contact times."""
+    query = select(leads.c.assigned_to, leads.c.created_at, leads.c.contacted_at).where(
+        *_in_period(campaign_id, start, end), leads.c.assigned_to.is_not(None)
+    )
+    return (await conn.execute(query)).all()
+
+
+def _waiting(campaign_id: str) -> list[ColumnElement[bool]]:
+    return [
+        leads.c.campaign_id == campaign_id,
+        leads.c.status == "new",
+        leads.c.contacted_at.is_(None),
+        leads.c.anonymized_at.is_(None),
+    ]
+
+
+async def waiting(conn: AsyncConnection, campaign_id: str, limit: int) -> tuple[int, Sequence[AnyRow]]:
+    """Leads nobody has contacted yet (status ``new``): how many, and the ``limit`` oldest."""
+    count = (await conn.execute(select(func.count()).where(*_waiting(campaign_id)))).scalar() or 0
+    oldest = (
+        await conn.execute(
+            select(
+                leads.c.public_id,
+                leads.c.lead_grade,
+                leads.c.lead_score,
+                leads.c.assigned_to,
+                leads.c.created_at,
+            )
+            .where(*_waiting(campaign_id))
+            .order_by(leads.c.created_at, leads.c.id)
+            .limit(limit)
+        )
+    ).all()
+    return int(count), oldest

@@ -1,0 +1,81 @@
+"""Report jobs: ``reports.schedule`` (periodic) queues one ``reports.send`` per recipient and period.
+
+Once per period even with several workers: each e-mail is a job whose dedup key names the period,
+the scope and the recipient (``service.dedup_key``); the outbox's unique ``dedup_key`` lets only the
+first enqueue in, however many workers run the schedule. The send is retried like any delivery and
+keeps its ``Message-ID`` across retries.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from leadflow.integrations.mailer import Mailer
+from leadflow.kit.clock import utcnow
+from leadflow.kit.models import AnyRow
+from leadflow.pipeline import repository as jobs_repo
+from leadflow.pipeline.scheduler import PERIODIC, REPORTS_JOB, slot
+from leadflow.pipeline.worker import Handler, HandlerResult, WorkerContext
+from leadflow.reports import service
+
+SEND_JOB = "reports.send"
+SEND_ATTEMPTS = 8
+
+
+async def schedule(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
+    """Queue the reports that are due (already queued ones are skipped by their dedup key)."""
+    now = utcnow()
+    settings = ctx.settings
+    follow_ups = [slot(REPORTS_JOB, now + PERIODIC[REPORTS_JOB])]
+    if not settings.report_periods:
+        return HandlerResult(jobs=tuple(follow_ups), response_excerpt="reports are off (REPORT_PERIODS)")
+    if not Mailer(settings).configured():
+        return HandlerResult(jobs=tuple(follow_ups), response_excerpt="e-mail is not configured: no reports")
+    async with ctx.engine.connect() as conn:
+        recipients = await service.recipients(conn, settings)
+    for kind in settings.report_periods:
+        period = service.due_period(kind, now, settings.report_zone, settings.report_hour)
+        follow_ups += [
+            jobs_repo.NewJob(
+                kind=SEND_JOB,
+                payload={
+                    "period": kind,
+                    "first": period.first.isoformat(),
+                    "to": r.to,
+                    "campaign_id": r.campaign_id,
+                },
+                run_at=now,
+                dedup_key=service.dedup_key(period, r),
+                max_attempts=SEND_ATTEMPTS,
+            )
+            for r in recipients
+        ]
+    return HandlerResult(jobs=tuple(follow_ups), response_excerpt=f"{len(follow_ups) - 1} report e-mails due")
+
+
+async def send(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
+    """Build one report and e-mail it (SMTP or SendGrid, as ``EMAIL_TRANSPORT`` says)."""
+    payload = job.payload or {}
+    settings = ctx.settings
+    period = service.period_containing(
+        payload["period"], date.fromisoformat(payload["first"]), settings.report_zone
+    )
+    campaign_id = payload.get("campaign_id")
+    async with ctx.engine.connect() as conn:
+        if campaign_id is not None:
+            from leadflow.campaigns import repository as campaigns_repo
+
+            if await campaigns_repo.get(conn, campaign_id) is None:
+                return HandlerResult(response_excerpt="the campaign was deleted: nothing sent")
+        report = await service.build(conn, settings, period, [campaign_id] if campaign_id else None, utcnow())
+    message = service.compose(report, payload["to"], job.dedup_key or f"report-job:{job.id}")
+    sent = await Mailer(settings, ctx.http).send(message)
+    return HandlerResult(
+        status_code=sent.status_code,
+        response_excerpt=sent.response_excerpt,
+        connector="report",
+    )
+
+
+def handlers() -> dict[str, Handler]:
+    return {REPORTS_JOB: schedule, SEND_JOB: send}
