@@ -28,6 +28,7 @@ from leadflow.leads.capture import CaptureWriter
 from leadflow.observability.health import router as health_router
 from leadflow.observability.logging import RequestContextMiddleware
 from leadflow.pipeline.api import router as jobs_router
+from leadflow.privacy.api import public_router as privacy_public_router
 from leadflow.privacy.api import router as privacy_router
 from leadflow.routing.api import router as routing_router
 from leadflow.scoring.rules import normalise_catalog
@@ -43,7 +44,8 @@ DESCRIPTION = """
 Leadflow captures leads from marketing campaigns, scores and grades them, removes duplicates and
 reports how each campaign performs.
 
-* **Public**: `POST /v1/api/leads` (campaign forms), `GET /healthz`.
+* **Public**: `POST /v1/api/leads` (campaign forms), `GET /healthz`, the unsubscribe links of
+  marketing e-mails (`GET`/`POST /v1/unsubscribe/{token}`, RFC 8058 one-click).
 * **Everything else** needs `Authorization: Bearer <token>` (`leadflow tokens create --role ROLE`).
   Roles: admin, manager, sales, analyst (read-only aggregates), ingest (capture only).
 * **Errors** always use one shape: `{"success": false, "error": "CODE", "message": "...",
@@ -145,6 +147,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
     app.include_router(jobs_router)
     app.include_router(security_router)
     app.include_router(privacy_router)
+    app.include_router(privacy_public_router)
     if capture_fast_path:
         # Inside RequestContextMiddleware (added last, so outermost): see CaptureFastPath.
         route = next(

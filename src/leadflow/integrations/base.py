@@ -160,6 +160,42 @@ class Connector(Protocol):
     async def deliver(self, lead: LeadView, ctx: DeliveryContext) -> Outcome: ...
 
 
+@dataclass(frozen=True, slots=True)
+class PrivacySubject:
+    """A person a connected tool must erase, or stop marketing to (decrypted only inside the job)."""
+
+    email: str
+    lead_ids: tuple[str, ...] = ()  # public lead ids (``lead_…``) the person had
+    request_id: str | None = None
+
+
+@runtime_checkable
+class Erases(Protocol):
+    """Trait: the tool keeps its own copy of a person and can delete it (right to erasure)."""
+
+    async def erase(self, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome: ...
+
+
+@runtime_checkable
+class Unsubscribes(Protocol):
+    """Trait: the tool sends marketing to a person and can stop it (withdrawn consent, unsubscribe)."""
+
+    async def unsubscribe(self, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome: ...
+
+
+@runtime_checkable
+class ResyncsCorrections(Protocol):
+    """Trait: a corrected lead (rectification) is delivered again so the tool updates its record."""
+
+    resyncs_corrections: ClassVar[bool]
+
+
+def erasure_note(connector: Connector) -> str | None:
+    """What a connector without deletion says about the personal data it holds (``erasure_note``)."""
+    note = getattr(type(connector), "erasure_note", None)
+    return note if isinstance(note, str) else None
+
+
 def campaign_toggle(lead: LeadView, name: str) -> bool | None:
     """A campaign's explicit on/off for a connector (``{"enabled": false}``), or None when not set."""
     enabled = lead.integration_settings(name).get("enabled")

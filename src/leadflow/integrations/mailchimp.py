@@ -11,6 +11,12 @@ Only leads who gave consent, and never a lead who opted out of selling/sharing (
 2. ``POST .../members/{subscriber_hash}/tags`` — ``campaign:<id>``, ``service:<service>`` and
    ``grade:<grade>`` active, the other ``grade:`` tags inactive, so segments follow the current grade.
 
+Withdrawn consent / unsubscribe (:meth:`MailchimpConnector.unsubscribe`, list ``MAILCHIMP_LIST_ID``):
+``PUT`` the member with ``status_if_new: unsubscribed`` (an address Mailchimp did not know is kept as
+unsubscribed, so a later sync cannot subscribe it), then, if the member existed with another status,
+``PUT`` with ``status: unsubscribed``. An address permanently deleted before is already gone.
+Erasure: ``POST .../members/{subscriber_hash}/actions/delete-permanent``.
+
 Authentication is HTTP Basic ``anystring:<api key>``; the data centre comes from the key's suffix
 (``…-us21`` → ``https://us21.api.mailchimp.com``) unless ``MAILCHIMP_BASE_URL`` is set. The list is
 ``MAILCHIMP_LIST_ID`` or the campaign's ``integrations.mailchimp.list_id``.
@@ -32,6 +38,7 @@ from leadflow.integrations.base import (
     LeadView,
     Outcome,
     PermanentError,
+    PrivacySubject,
     campaign_toggle,
 )
 from leadflow.integrations.http import check, excerpt, redact, send
@@ -199,4 +206,44 @@ class MailchimpConnector:
         _checked(response, (email, email.strip().lower()))
         return Outcome(
             status_code=response.status_code, detail=f"Mailchimp member deleted from list {target}"
+        )
+
+    async def erase(self, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome:
+        return await self.permanent_delete(subject.email, ctx)
+
+    async def unsubscribe(self, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome:
+        """Mark the address ``unsubscribed`` on the list, creating it so (suppressed) if it is new."""
+        target = self.config.list_id
+        if target is None:
+            raise PermanentError("no Mailchimp list to unsubscribe from (MAILCHIMP_LIST_ID)")
+        address = subject.email.strip().lower()
+        url = self._member_url(target, address)
+        pii = (subject.email, address)
+        response = await send(
+            ctx.http,
+            "PUT",
+            url,
+            auth=self._auth(),
+            json={"email_address": address, "status_if_new": "unsubscribed"},
+        )
+        if response.status_code == 400 and _summary(response).startswith("Forgotten Email"):
+            return Outcome(status_code=400, detail=f"address was permanently deleted from list {target}")
+        _checked(response, pii)
+        try:
+            before = str(response.json().get("status", ""))
+        except (ValueError, AttributeError):
+            before = ""
+        if before != "unsubscribed":
+            response = await send(
+                ctx.http,
+                "PUT",
+                url,
+                auth=self._auth(),
+                json={"email_address": address, "status": "unsubscribed"},
+            )
+            _checked(response, pii)
+        return Outcome(
+            status_code=response.status_code,
+            response_excerpt=json.dumps({"before": before or None, "status": "unsubscribed"}),
+            detail=f"Mailchimp member unsubscribed on list {target}",
         )

@@ -18,6 +18,10 @@ redirects included, are permanent failures.
 
 The body carries the lead's personal data (the receiver is the operator's own system). It also carries
 ``consent_given`` and ``do_not_sell`` so a receiver that forwards leads can honour them.
+
+Erasure: when a person is erased, the receiver gets ``X-Leadflow-Event: lead.erased``, signed the same
+way, with ``{"event": "lead.erased", "delivery_id", "erased_at", "lead_ids": [...]}`` — the public ids
+of the person's leads, no personal data. Receivers delete what they stored under those ids.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import hmac
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -38,11 +43,13 @@ from leadflow.integrations.base import (
     LeadView,
     Outcome,
     PermanentError,
+    PrivacySubject,
     campaign_toggle,
 )
 from leadflow.integrations.http import check, excerpt, redact, send
 
 EVENT = "lead.processed"
+ERASED_EVENT = "lead.erased"
 SIGNATURE_HEADER = "X-Leadflow-Signature"
 DELIVERY_HEADER = "X-Leadflow-Delivery"
 EVENT_HEADER = "X-Leadflow-Event"
@@ -183,22 +190,22 @@ class WebhookConnector:
     def wants(self, lead: LeadView) -> bool:
         return campaign_toggle(lead, self.name) is not False
 
-    async def deliver(self, lead: LeadView, ctx: DeliveryContext) -> Outcome:
+    async def _post(
+        self, ctx: DeliveryContext, event: str, body: bytes, pii: tuple[str | None, ...]
+    ) -> Outcome:
         if not self.configured() or self.config.url is None or self.config.secret is None:
             raise PermanentError("the webhook is not configured (WEBHOOK_URL / WEBHOOK_SECRET)")
-        body = body_for(lead, ctx.dedup_key)
         timestamp = int(self._clock())
         secret = self.config.secret.get_secret_value().strip()
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "Leadflow-Webhook/1",
-            EVENT_HEADER: EVENT,
+            EVENT_HEADER: event,
             DELIVERY_HEADER: ctx.dedup_key,
             SIGNATURE_HEADER: signature_header(secret, body, timestamp),
         }
         response = await send(ctx.http, "POST", self.config.url.strip(), content=body, headers=headers)
         # Some receivers echo the body back: keep the lead's personal data out of the job record.
-        pii = (lead.email, lead.phone, lead.first_name, lead.last_name, lead.company, lead.message)
         answer = excerpt(redact(response.text, *pii), 200)
         try:
             check(response)
@@ -208,5 +215,22 @@ class WebhookConnector:
         return Outcome(
             status_code=response.status_code,
             response_excerpt=answer,
-            detail=f"webhook delivered ({response.status_code})",
+            detail=f"webhook {event} delivered ({response.status_code})",
         )
+
+    async def deliver(self, lead: LeadView, ctx: DeliveryContext) -> Outcome:
+        pii = (lead.email, lead.phone, lead.first_name, lead.last_name, lead.company, lead.message)
+        return await self._post(ctx, EVENT, body_for(lead, ctx.dedup_key), pii)
+
+    async def erase(self, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome:
+        """Tell the receiver to delete the person's leads (``lead.erased``, lead ids only)."""
+        if not subject.lead_ids:
+            return Outcome(detail="no leads to report as erased")
+        document = {
+            "event": ERASED_EVENT,
+            "delivery_id": ctx.dedup_key,
+            "erased_at": datetime.fromtimestamp(self._clock(), UTC).isoformat(),
+            "lead_ids": list(subject.lead_ids),
+        }
+        body = json.dumps(document, separators=(",", ":")).encode()
+        return await self._post(ctx, ERASED_EVENT, body, (subject.email,))

@@ -52,6 +52,16 @@ def _scope(principal: Principal) -> str | None:
     return None
 
 
+def _email_hash(state: State, email: str) -> str:
+    from leadflow.kit.text import email_index_form, normalise_email
+
+    try:
+        normal = normalise_email(email)
+    except ValueError as exc:
+        raise ApiError(400, "VALIDATION_ERROR", "Invalid email format", field="email") from exc
+    return str(state.cipher.blind_index(email_index_form(normal)))
+
+
 def _check_lead_id(lead_id: str) -> str:
     if not LEAD_ID_RE.match(lead_id):
         raise ApiError(404, "LEAD_NOT_FOUND", "Lead not found", field="lead_id")
@@ -360,6 +370,10 @@ async def list_leads(
     status: Status | None = None,
     grade: Grade | None = None,
     assigned_to: Annotated[str | None, Query(max_length=100)] = None,
+    email: Annotated[
+        str | None,
+        Query(max_length=320, description="Exact e-mail address (matched by blind index, case-insensitive)"),
+    ] = None,
     created_from: Annotated[
         UtcDateTime | None, Query(description="Inclusive, ISO 8601 (UTC if no zone)")
     ] = None,
@@ -382,6 +396,7 @@ async def list_leads(
         aware(created_from),
         aware(created_to),
         only_assigned_to=_scope(principal),
+        email_hash=_email_hash(request.app.state, email) if email is not None else None,
     )
     before = decode_cursor(cursor)
     async with request.app.state.engine.connect() as conn:
@@ -425,6 +440,11 @@ async def lead_detail(
     description=(
         "Change status (allowed transitions only, else 409), assignment, follow-up date, qualification, "
         "deal value (closed_won leads) or add a note. Each change is recorded as an activity. "
+        "Rectification (GDPR Art. 16): `first_name`, `last_name`, `email`, `phone`, `company` are "
+        "re-encrypted; a corrected e-mail gets a new blind index, so de-duplication, `GET /v1/api/leads"
+        "?email=` and the privacy tools find the lead under the new address only; CRMs that already "
+        "have the lead get it again as an update. `do_not_sell` records the person's opt-out of "
+        "sale/sharing (all their leads, consent history). Audited (field names, never values). "
         "Scope `leads:write`."
     ),
     responses=responses(400, 401, 403, 404, 409),
@@ -435,6 +455,8 @@ async def lead_detail(
                     "examples": {
                         "contacted": {"value": {"status": "contacted", "note": "Called, will send a quote"}},
                         "won": {"value": {"status": "closed_won", "deal_value": 7500}},
+                        "rectify": {"value": {"email": "john.doe@company.org", "last_name": "Doe-Smith"}},
+                        "opt_out": {"value": {"do_not_sell": True}},
                     }
                 }
             }
@@ -452,8 +474,22 @@ async def update_lead(
     scope = _scope(principal)
     actor = Actor.from_request(request, principal)
     async with state.engine.begin() as conn:
-        await service.update(conn, state.cipher, lead_id, body, principal.actor, only_assigned_to=scope)
-        await record(conn, actor, "lead.update", "lead", lead_id, {"fields": sorted(body.model_fields_set)})
+        crm = await service.update(
+            conn,
+            state.cipher,
+            lead_id,
+            body,
+            principal.actor,
+            only_assigned_to=scope,
+            settings=state.settings,
+            request_id=actor.request_id,
+        )
+        details: dict[str, Any] = {"fields": sorted(body.model_fields_set)}
+        if crm:
+            details["crm_updates"] = crm
+        await record(conn, actor, "lead.update", "lead", lead_id, details)
+    if crm or body.do_not_sell:
+        state.wake_worker()
     async with state.engine.connect() as conn:
         result = await service.detail(conn, state.cipher, lead_id, only_assigned_to=scope)
     state.analytics.invalidate(result.campaign_id)

@@ -33,7 +33,7 @@ def purge(
                 await record(
                     conn, CLI, "privacy.purge", None, None, {"done": report.done, "action": report.action}
                 )
-        while not dry_run and report.done:
+        while not dry_run and report.progressed:
             async with engine.begin() as conn:
                 report = await enforce_retention(conn, cipher, settings, dry_run=False)
                 total += report.done
