@@ -33,6 +33,7 @@ from leadflow.privacy.api import router as privacy_router
 from leadflow.routing.api import router as routing_router
 from leadflow.scoring.rules import normalise_catalog
 from leadflow.security.api import router as security_router
+from leadflow.security.audit import AuditBuffer
 from leadflow.security.clientip import parse_networks
 from leadflow.security.crypto import FieldCipher
 from leadflow.security.ratelimit import Guard
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
         app.state.tokens = TokenStore(engine)
         app.state.guard = Guard(settings)
         app.state.analytics = AnalyticsCache(settings.analytics_cache_seconds)
+        app.state.audit = AuditBuffer()
         app.state.writer = CaptureWriter(
             engine,
             dedup_window=timedelta(hours=settings.dedup_window_hours),
@@ -103,6 +105,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
             batch_max=settings.capture_batch_max,
         )
         stop = asyncio.Event()
+        audit_task = asyncio.create_task(app.state.audit.run(engine, stop, settings.audit_flush_seconds))
         worker_task: asyncio.Task[None] | None = None
         app.state.wake_worker = lambda: None
         if settings.run_worker:
@@ -128,6 +131,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
             stop.set()
             if worker_task is not None:
                 await asyncio.gather(worker_task, return_exceptions=True)
+            await asyncio.gather(audit_task, return_exceptions=True)  # writes what it still counts
             if app.state.point_reader is not None:
                 app.state.point_reader.close()
             await engine.dispose()

@@ -33,7 +33,7 @@ from leadflow.leads.schemas import (
     Status,
 )
 from leadflow.observability import metrics
-from leadflow.security.audit import Actor, record, record_now
+from leadflow.security.audit import Actor, note_refusal, record, record_now
 from leadflow.security.auth import require
 from leadflow.security.ratelimit import Guard, rate_limited
 from leadflow.security.tokens import Principal
@@ -330,6 +330,7 @@ class CaptureFastPath:
         try:
             response = await capture_lead(scope["app"].state, scope, receive)
         except ApiError as exc:
+            note_refusal(scope, exc.status, exc.error)
             response = exc.response()
         except ValidationError as exc:
             response = validation_error(exc.errors(include_input=False)).response()
@@ -340,12 +341,14 @@ class CaptureFastPath:
     "/leads/{lead_id}/status",
     response_model=LeadStatusResponse,
     summary="Lead status",
-    description="Status, assignee and next action of a lead (no personal data). Scope `leads:status`.",
+    description="Status, assignee and next action of a lead (no personal data). Scope `leads:status`. "
+    "Audited in aggregate: one entry per token, address and minute with the count and the lead ids.",
     responses=responses(401, 403, 404),
 )
 async def lead_status(
-    request: Request, lead_id: LeadId, _: Principal = Depends(require("leads:status"))
+    request: Request, lead_id: LeadId, principal: Principal = Depends(require("leads:status"))
 ) -> Response:
+    request.app.state.audit.add(Actor.from_request(request, principal), "lead.status", "lead", lead_id)
     _check_lead_id(lead_id)
     reader = request.app.state.point_reader
     if reader is not None:
