@@ -455,3 +455,50 @@ async def test_do_not_sell_and_consent_changes_are_kept_in_the_history(
     for bad in ({"email": "nope", "action": "withdraw"}, {"email": "a@b.co", "action": "sell_more"}):
         answer = await harness.client.post("/v1/api/privacy/consent", headers=admin, json=bad)
         assert answer.status_code == 400 and answer.json()["error"] == "VALIDATION_ERROR"
+
+
+# --- the CLI equivalents -----------------------------------------------------------------------------
+
+
+async def test_cli_withdraw_consent_and_correct_a_lead(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str], database_url: str
+) -> None:
+    from tests.privacy.test_privacy_api import _cli
+
+    SUBMITTED_PII.update({"jon.doe@company.org", "Doe-Smith"})
+    lead_id = await capture(harness, email="john.doe@company.com")
+    await harness.engine.dispose()
+    withdrawn = _cli(["privacy", "withdraw", "--email", "John.Doe@company.com"], database_url, {})
+    assert withdrawn.returncode == 0, withdrawn.stderr
+    assert withdrawn.stdout.strip() == "withdraw: 1 leads changed; unsubscribe queued at: none"
+    dns = _cli(
+        ["privacy", "consent", "--email", "john.doe@company.com", "--action", "do-not-sell"], database_url, {}
+    )
+    assert dns.returncode == 0, dns.stderr
+    unknown = _cli(
+        ["privacy", "consent", "--email", "john.doe@company.com", "--action", "sell"], database_url, {}
+    )
+    assert unknown.returncode == 2
+    data = await export(harness, admin, "john.doe@company.com")
+    assert [(e["action"], e["channel"], e["actor"]) for e in data["consent_history"][1:]] == [
+        ("withdraw", "cli", "cli"),
+        ("do_not_sell", "cli", "cli"),
+    ]
+    assert data["leads"][0]["privacy"]["do_not_sell"] is True
+
+    fixed = _cli(
+        ["leads", "update", lead_id, "--email", "jon.doe@company.org", "--last-name", "Doe-Smith"],
+        database_url,
+        {},
+    )
+    assert fixed.returncode == 0, fixed.stderr
+    assert fixed.stdout.strip() == f"{lead_id} updated (email, last_name); CRM update queued at: none"
+    assert "jon.doe" not in fixed.stdout + fixed.stderr
+    lead = (await harness.client.get(f"/v1/api/leads/{lead_id}", headers=admin)).json()
+    assert lead["email"] == "jon.doe@company.org" and lead["last_name"] == "Doe-Smith"
+    bad = _cli(["leads", "update", lead_id, "--email", "not an address"], database_url, {})
+    assert bad.returncode == 2 and "email" in bad.stderr
+    audit = (
+        await harness.client.get("/v1/api/audit", headers=admin, params={"action": "lead.update"})
+    ).json()
+    assert audit["items"][0]["channel"] == "cli"
