@@ -10,7 +10,14 @@ from fastapi.routing import APIRoute
 from leadflow.security.tokens import SCOPES
 from tests.conftest import Harness
 
-PUBLIC = {("POST", "/v1/api/leads"), ("GET", "/healthz"), ("OPTIONS", "/v1/api/leads")}
+PUBLIC = {
+    ("POST", "/v1/api/leads"),
+    ("GET", "/healthz"),
+    ("OPTIONS", "/v1/api/leads"),
+    # The e-mail's unsubscribe link is its own credential (signed, expiring, single use).
+    ("GET", "/v1/unsubscribe/some-id"),
+    ("POST", "/v1/unsubscribe/some-id"),
+}
 DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 
 
