@@ -55,9 +55,22 @@ async def until(condition: Callable[[], bool | Awaitable[bool]], seconds: float 
         await asyncio.sleep(0.05)
 
 
+def smtp_values(smtp: FakeSmtp) -> dict[str, Any]:
+    return {"smtp_host": smtp.host, "smtp_port": smtp.port, "smtp_starttls": False}
+
+
+def salesforce_values(salesforce: FakeSalesforce) -> dict[str, Any]:
+    return {
+        "salesforce_client_id": salesforce.client_id,
+        "salesforce_client_secret": salesforce.client_secret,
+        "salesforce_token_url": salesforce.base_url + "/services/oauth2/token",
+    }
+
+
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[tuple[Harness, dict[str, str]]]:
     """The app with its in-process worker, the campaign, and an admin's headers."""
+    settings = settings.model_copy(update={"run_worker": True, "worker_poll_seconds": 0.05})
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -108,11 +121,7 @@ async def test_withdrawn_person_gets_no_further_step_and_leaves_the_lists(
         FakeSendGridContacts(contracts / "sendgrid" / "marketing-contacts-v3.subset.json") as sendgrid,
     ):
         settings = settings_factory(
-            run_worker=True,
-            worker_poll_seconds=0.05,
-            smtp_host=smtp.host,
-            smtp_port=smtp.port,
-            smtp_starttls=False,
+            **smtp_values(smtp),
             mailchimp_api_key=mailchimp.api_key,
             mailchimp_base_url=mailchimp.base_url,
             mailchimp_list_id="list-main",
@@ -183,11 +192,7 @@ async def test_unsubscribe_link_works_once_is_signed_and_expires(
 ) -> None:
     with FakeSmtp() as smtp:
         settings = settings_factory(
-            run_worker=True,
-            worker_poll_seconds=0.05,
-            smtp_host=smtp.host,
-            smtp_port=smtp.port,
-            smtp_starttls=False,
+            **smtp_values(smtp),
             public_base_url="https://leads.example.test",
         )
         async with running(settings) as (h, admin):
@@ -258,19 +263,13 @@ async def test_erase_deletes_the_salesforce_lead_and_signals_the_webhook(
     contract = shared / "contracts" / "salesforce" / "postman-rest-sobject-composite.items.json"
     with FakeSalesforce(contract) as salesforce, FakeWebhookReceiver() as receiver, FakeSmtp() as smtp:
         settings = settings_factory(
-            run_worker=True,
-            worker_poll_seconds=0.05,
-            salesforce_client_id=salesforce.client_id,
-            salesforce_client_secret=salesforce.client_secret,
-            salesforce_token_url=salesforce.base_url + "/services/oauth2/token",
+            **salesforce_values(salesforce),
             webhook_url=receiver.url,
             webhook_secret=WEBHOOK_SECRET,
             ga4_measurement_id="G-TEST123456",
             ga4_api_secret="unused",
             ga4_base_url=receiver.base_url,  # GA4 is not under test; its hits are dropped
-            smtp_host=smtp.host,
-            smtp_port=smtp.port,
-            smtp_starttls=False,
+            **smtp_values(smtp),
         )
         async with running(settings) as (h, admin):
             lead_id = await capture(h, email="john.doe@company.com")
@@ -381,11 +380,7 @@ async def test_correction_is_synced_to_salesforce_as_an_update(
     contract = shared / "contracts" / "salesforce" / "postman-rest-sobject-composite.items.json"
     with FakeSalesforce(contract) as salesforce:
         settings = settings_factory(
-            run_worker=True,
-            worker_poll_seconds=0.05,
-            salesforce_client_id=salesforce.client_id,
-            salesforce_client_secret=salesforce.client_secret,
-            salesforce_token_url=salesforce.base_url + "/services/oauth2/token",
+            **salesforce_values(salesforce),
             sequence_enabled=False,
         )
         async with running(settings) as (h, admin):

@@ -75,8 +75,9 @@ class ConsentResponse(BaseModel):
 @router.get(
     "/privacy/export",
     summary="Export everything about a person (right of access)",
-    description="Every lead of this e-mail address with activities, consents and enrichment, as JSON. "
-    "Scope `admin`; audited.",
+    description="Every lead of this e-mail address with activities, consents and enrichment, and the "
+    "person's consent history (`consent_history`: each form's consent, then every withdrawal, grant or "
+    "do-not-sell change with time, channel and actor), as JSON. Scope `admin`; audited.",
     responses=responses(400, 401, 403),
 )
 async def export(
