@@ -226,3 +226,22 @@ async def test_unsubscribe_existing_new_and_forgotten_addresses(fake: FakeMailch
     await mc.permanent_delete("john.doe@company.com", make_ctx())
     gone = await mc.unsubscribe(PrivacySubject("john.doe@company.com"), make_ctx())
     assert gone.status_code == 400 and "permanently deleted" in (gone.detail or "")
+
+
+async def test_privacy_requests_cover_the_lists_campaigns_set(fake: FakeMailchimp, make_ctx: Ctx) -> None:
+    mc = connector(fake)
+    settings = with_integration("mailchimp", list_id="list-campaign")
+    await mc.deliver(make_lead(campaign_settings=settings), make_ctx())
+    await mc.deliver(make_lead(), make_ctx())
+    subject = PrivacySubject("john.doe@company.com", campaign_settings=(settings, {}, settings))
+    assert mc.subject_lists(subject) == ["list-main", "list-campaign"]
+    await mc.unsubscribe(subject, make_ctx())
+    for list_id in ("list-main", "list-campaign"):
+        assert fake.member(list_id, "john.doe@company.com")["status"] == "unsubscribed"  # type: ignore[index]
+    outcome = await mc.erase(subject, make_ctx())
+    assert fake.lists["list-main"] == {} and fake.lists["list-campaign"] == {}
+    assert outcome.detail == (
+        "Mailchimp member deleted from list list-main; Mailchimp member deleted from list list-campaign"
+    )
+    with pytest.raises(PermanentError):
+        connector(fake, list_id=None).subject_lists(PrivacySubject("john.doe@company.com"))

@@ -167,6 +167,17 @@ class PrivacySubject:
     email: str
     lead_ids: tuple[str, ...] = ()  # public lead ids (``lead_…``) the person had
     request_id: str | None = None
+    # Settings of the campaigns the person's leads came from (connector overrides, e.g. list ids).
+    campaign_settings: tuple[dict[str, Any], ...] = ()
+
+    def integration_values(self, name: str, key: str) -> list[Any]:
+        """The distinct values campaigns set for ``integrations.<name>.<key>``."""
+        found: list[Any] = []
+        for settings in self.campaign_settings:
+            value = ((settings.get("integrations") or {}).get(name) or {}).get(key)
+            if value is not None and value not in found:
+                found.append(value)
+        return found
 
 
 @runtime_checkable

@@ -11,11 +11,12 @@ Only leads who gave consent, and never a lead who opted out of selling/sharing (
 2. ``POST .../members/{subscriber_hash}/tags`` — ``campaign:<id>``, ``service:<service>`` and
    ``grade:<grade>`` active, the other ``grade:`` tags inactive, so segments follow the current grade.
 
-Withdrawn consent / unsubscribe (:meth:`MailchimpConnector.unsubscribe`, list ``MAILCHIMP_LIST_ID``):
+Withdrawn consent / unsubscribe (:meth:`MailchimpConnector.unsubscribe`, on ``MAILCHIMP_LIST_ID`` and
+every list the person's campaigns set):
 ``PUT`` the member with ``status_if_new: unsubscribed`` (an address Mailchimp did not know is kept as
 unsubscribed, so a later sync cannot subscribe it), then, if the member existed with another status,
 ``PUT`` with ``status: unsubscribed``. An address permanently deleted before is already gone.
-Erasure: ``POST .../members/{subscriber_hash}/actions/delete-permanent``.
+Erasure: ``POST .../members/{subscriber_hash}/actions/delete-permanent`` on the same lists.
 
 Authentication is HTTP Basic ``anystring:<api key>``; the data centre comes from the key's suffix
 (``…-us21`` → ``https://us21.api.mailchimp.com``) unless ``MAILCHIMP_BASE_URL`` is set. The list is
@@ -208,14 +209,32 @@ class MailchimpConnector:
             status_code=response.status_code, detail=f"Mailchimp member deleted from list {target}"
         )
 
+    def subject_lists(self, subject: PrivacySubject) -> list[str]:
+        """``MAILCHIMP_LIST_ID`` and the lists the person's campaigns override it with."""
+        lists = [self.config.list_id] if self.config.list_id else []
+        for value in subject.integration_values(self.name, "list_id"):
+            if isinstance(value, str) and value.strip() and value.strip() not in lists:
+                lists.append(value.strip())
+        if not lists:
+            raise PermanentError("no Mailchimp list (MAILCHIMP_LIST_ID or a campaign's list_id)")
+        return lists
+
     async def erase(self, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome:
-        return await self.permanent_delete(subject.email, ctx)
+        outcomes = [await self.permanent_delete(subject.email, ctx, t) for t in self.subject_lists(subject)]
+        return Outcome(
+            status_code=outcomes[-1].status_code, detail="; ".join(o.detail or "" for o in outcomes)
+        )
 
     async def unsubscribe(self, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome:
+        outcomes = [await self._unsubscribe_on(t, subject, ctx) for t in self.subject_lists(subject)]
+        return Outcome(
+            status_code=outcomes[-1].status_code,
+            response_excerpt=outcomes[-1].response_excerpt,
+            detail="; ".join(o.detail or "" for o in outcomes),
+        )
+
+    async def _unsubscribe_on(self, target: str, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome:
         """Mark the address ``unsubscribed`` on the list, creating it so (suppressed) if it is new."""
-        target = self.config.list_id
-        if target is None:
-            raise PermanentError("no Mailchimp list to unsubscribe from (MAILCHIMP_LIST_ID)")
         address = subject.email.strip().lower()
         url = self._member_url(target, address)
         pii = (subject.email, address)

@@ -227,6 +227,16 @@ PAGE_HEADERS = {
 }
 
 
+async def _head_of_body(request: Request, limit: int = 1024) -> bytes:
+    """At most ``limit`` bytes of the body (the one-click body is 26 bytes); the rest is not read."""
+    head = b""
+    async for chunk in request.stream():
+        head += chunk
+        if len(head) >= limit:
+            break
+    return head[:limit]
+
+
 def _page_responses(ok: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
     return {200: ok, **responses(404, 410, 429)}
 
@@ -302,7 +312,7 @@ async def unsubscribe_page(request: Request, token: TokenPath) -> Response:
 async def unsubscribe_post(request: Request, token: TokenPath) -> Response:
     ip = await _guard(request)
     state = request.app.state
-    body = (await request.body())[:1024].decode("utf-8", "replace")
+    body = (await _head_of_body(request)).decode("utf-8", "replace")
     channel: consent.Channel = "one_click" if ONE_CLICK_BODY in body else "unsubscribe_link"
     request_id = request.scope.get("state", {}).get("request_id")
     try:

@@ -127,6 +127,7 @@ async def change(
                 lead_ids=[r.public_id for r in rows],
                 request_id=request_id,
                 now=now,
+                campaign_ids=[r.campaign_id for r in rows],
             )
             await jobs_repo.enqueue(conn, new_jobs, now)
     return ConsentChange(action, [r.public_id for r in rows], queued, now)

@@ -126,6 +126,7 @@ async def erase(
         lead_ids=[r.public_id for r in rows],
         request_id=request_id,
         now=now,
+        campaign_ids=[r.campaign_id for r in rows],
     )
     await jobs_repo.enqueue(conn, new_jobs, now)
     notes = {

@@ -46,6 +46,7 @@ def remote_jobs(
     lead_ids: Sequence[str],
     request_id: str | None,
     now: datetime,
+    campaign_ids: Sequence[str] = (),
 ) -> tuple[list[str], list[jobs_repo.NewJob]]:
     """One job per configured connector with the trait ``kind`` needs; returns their names too."""
     sealed = cipher.encrypt(email, SEALED_FIELD)
@@ -61,6 +62,7 @@ def remote_jobs(
                     "connector": connector.name,
                     "email": base64.b64encode(sealed).decode(),
                     "lead_ids": list(lead_ids),
+                    "campaign_ids": sorted(set(campaign_ids)),
                     "request_id": request_id,
                 },
                 run_at=now,
@@ -73,7 +75,7 @@ def remote_jobs(
 
 async def run_remote(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
     """Erase at / unsubscribe from one connected tool, then scrub the address from the job."""
-    from leadflow.pipeline.processing import connector_for
+    from leadflow.pipeline.processing import connector_for, loaders
 
     name = str(job.payload["connector"])
     sealed = job.payload.get("email")
@@ -84,10 +86,16 @@ async def run_remote(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
     connector = connector_for(ctx, name)
     if not connector.configured():
         raise PermanentError(f"the {name} connector is not configured")
+    campaign_settings = []
+    for campaign_id in job.payload.get("campaign_ids") or ():
+        campaign = await loaders(ctx).campaigns.load(str(campaign_id))
+        if campaign is not None and campaign.settings:
+            campaign_settings.append(dict(campaign.settings))
     subject = PrivacySubject(
         email=email,
         lead_ids=tuple(str(i) for i in job.payload.get("lead_ids") or ()),
         request_id=job.payload.get("request_id"),
+        campaign_settings=tuple(campaign_settings),
     )
     dctx = DeliveryContext(
         settings=ctx.settings,
@@ -107,7 +115,9 @@ async def run_remote(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
         await conn.execute(
             update(jobs_repo.jobs)
             .where(jobs_repo.jobs.c.id == job.id)
-            .values(payload={"connector": name, "email": None, "lead_ids": [], "done": True})
+            .values(
+                payload={"connector": name, "email": None, "lead_ids": [], "campaign_ids": [], "done": True}
+            )
         )
     return HandlerResult(status_code=outcome.status_code, connector=name, response_excerpt=outcome.detail)
 
