@@ -46,6 +46,8 @@ TABLES = (
     "analytics_daily",
     "analytics_days",
     "analytics_state",
+    "consent_events",
+    "unsubscribe_uses",
 )
 
 # The spec's example request, as documented in the capture endpoint's OpenAPI example.

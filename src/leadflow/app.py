@@ -29,10 +29,12 @@ from leadflow.leads.capture import CaptureWriter
 from leadflow.observability.health import router as health_router
 from leadflow.observability.logging import RequestContextMiddleware
 from leadflow.pipeline.api import router as jobs_router
+from leadflow.privacy.api import public_router as privacy_public_router
 from leadflow.privacy.api import router as privacy_router
 from leadflow.routing.api import router as routing_router
 from leadflow.scoring.rules import normalise_catalog
 from leadflow.security.api import router as security_router
+from leadflow.security.audit import AuditBuffer
 from leadflow.security.clientip import parse_networks
 from leadflow.security.crypto import FieldCipher
 from leadflow.security.ratelimit import Guard
@@ -45,7 +47,8 @@ Leadflow captures leads from marketing campaigns, scores and grades them, remove
 reports how each campaign performs.
 
 * **Public**: `POST /v1/api/leads` (campaign forms), `GET /healthz`, the landing-page kit
-  (`GET /v1/embed.js`, `POST /v1/forms/{campaign_id}`, `GET /f/{campaign_id}`; see docs/embed.md).
+  (`GET /v1/embed.js`, `POST /v1/forms/{campaign_id}`, `GET /f/{campaign_id}`; see docs/embed.md), the
+  unsubscribe links of marketing e-mails (`GET`/`POST /v1/unsubscribe/{token}`, RFC 8058 one-click).
 * **Everything else** needs `Authorization: Bearer <token>` (`leadflow tokens create --role ROLE`).
   Roles: admin, manager, sales, analyst (read-only aggregates), ingest (capture only).
 * **Errors** always use one shape: `{"success": false, "error": "CODE", "message": "...",
@@ -96,6 +99,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
         app.state.tokens = TokenStore(engine)
         app.state.guard = Guard(settings)
         app.state.analytics = AnalyticsCache(settings.analytics_cache_seconds)
+        app.state.audit = AuditBuffer()
         app.state.writer = CaptureWriter(
             engine,
             dedup_window=timedelta(hours=settings.dedup_window_hours),
@@ -103,6 +107,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
             batch_max=settings.capture_batch_max,
         )
         stop = asyncio.Event()
+        audit_task = asyncio.create_task(app.state.audit.run(engine, stop, settings.audit_flush_seconds))
         worker_task: asyncio.Task[None] | None = None
         app.state.wake_worker = lambda: None
         if settings.run_worker:
@@ -128,6 +133,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
             stop.set()
             if worker_task is not None:
                 await asyncio.gather(worker_task, return_exceptions=True)
+            await asyncio.gather(audit_task, return_exceptions=True)  # writes what it still counts
             if app.state.point_reader is not None:
                 app.state.point_reader.close()
             await engine.dispose()
@@ -148,6 +154,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
     app.include_router(security_router)
     app.include_router(privacy_router)
     app.include_router(forms_router)
+    app.include_router(privacy_public_router)
     if capture_fast_path:
         # Inside RequestContextMiddleware (added last, so outermost): see CaptureFastPath.
         route = next(

@@ -139,6 +139,8 @@ class Settings(BaseSettings):
     # --- privacy ---------------------------------------------------------------------------------
     retention_days: int = Field(2555, ge=1, le=2557)  # the spec's maximum: 7 years
     retention_action: Literal["anonymize", "delete"] = "anonymize"
+    unsubscribe_link_days: int = Field(60, ge=1, le=366)  # how long an e-mail's unsubscribe link works
+    audit_flush_seconds: float = Field(10.0, gt=0, le=60)  # aggregated audit entries are written this often
 
     # --- processing pipeline -------------------------------------------------------------------
     run_worker: bool = True  # `leadflow serve` runs one in-process worker unless --no-worker

@@ -152,7 +152,10 @@ def install_error_handlers(app: FastAPI) -> None:
     app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
 
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> Response:
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        from leadflow.security.audit import note_refusal
+
+        note_refusal(request.scope, exc.status, exc.error)  # 401/403/429: audited, aggregated
         return exc.response()
 
     @app.exception_handler(RequestValidationError)

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from leadflow.integrations.base import DeliveryContext, PermanentError, RetriableError
+from leadflow.integrations.base import DeliveryContext, PermanentError, PrivacySubject, RetriableError
 from leadflow.integrations.mailchimp import MailchimpConfig, MailchimpConnector, subscriber_hash
 from tests.crm.conftest import vendor_settings
 from tests.crm.factories import make_lead, with_integration
@@ -203,3 +203,45 @@ async def test_the_fake_enforces_the_contract(fake: FakeMailchimp, http: httpx.A
     response = await http.post(f"{url}/tags", json={"tags": [{"name": "x"}]}, auth=("x", KEY))
     assert response.status_code == 400
     assert fake.lists["list-main"] == {}
+
+
+async def test_unsubscribe_existing_new_and_forgotten_addresses(fake: FakeMailchimp, make_ctx: Ctx) -> None:
+    mc = connector(fake)
+    await mc.deliver(make_lead(), make_ctx())
+    assert fake.member("list-main", "john.doe@company.com")["status"] == "subscribed"  # type: ignore[index]
+    outcome = await mc.unsubscribe(PrivacySubject("John.Doe@company.com"), make_ctx())
+    assert outcome.detail == "Mailchimp member unsubscribed on list list-main"
+    assert fake.member("list-main", "john.doe@company.com")["status"] == "unsubscribed"  # type: ignore[index]
+    # A later form does not subscribe the person again (status_if_new only).
+    await mc.deliver(make_lead(), make_ctx())
+    assert fake.member("list-main", "john.doe@company.com")["status"] == "unsubscribed"  # type: ignore[index]
+
+    # Unknown to Mailchimp: kept as unsubscribed (suppressed), in one request.
+    before = len(fake.requests)
+    await mc.unsubscribe(PrivacySubject("new.person@company.com"), make_ctx())
+    assert fake.member("list-main", "new.person@company.com")["status"] == "unsubscribed"  # type: ignore[index]
+    assert len(fake.requests) == before + 1
+
+    # Permanently deleted before: nothing left to unsubscribe.
+    await mc.permanent_delete("john.doe@company.com", make_ctx())
+    gone = await mc.unsubscribe(PrivacySubject("john.doe@company.com"), make_ctx())
+    assert gone.status_code == 400 and "permanently deleted" in (gone.detail or "")
+
+
+async def test_privacy_requests_cover_the_lists_campaigns_set(fake: FakeMailchimp, make_ctx: Ctx) -> None:
+    mc = connector(fake)
+    settings = with_integration("mailchimp", list_id="list-campaign")
+    await mc.deliver(make_lead(campaign_settings=settings), make_ctx())
+    await mc.deliver(make_lead(), make_ctx())
+    subject = PrivacySubject("john.doe@company.com", campaign_settings=(settings, {}, settings))
+    assert mc.subject_lists(subject) == ["list-main", "list-campaign"]
+    await mc.unsubscribe(subject, make_ctx())
+    for list_id in ("list-main", "list-campaign"):
+        assert fake.member(list_id, "john.doe@company.com")["status"] == "unsubscribed"  # type: ignore[index]
+    outcome = await mc.erase(subject, make_ctx())
+    assert fake.lists["list-main"] == {} and fake.lists["list-campaign"] == {}
+    assert outcome.detail == (
+        "Mailchimp member deleted from list list-main; Mailchimp member deleted from list list-campaign"
+    )
+    with pytest.raises(PermanentError):
+        connector(fake, list_id=None).subject_lists(PrivacySubject("john.doe@company.com"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from leadflow.integrations.base import DeliveryContext, PermanentError, RetriableError
+from leadflow.integrations.base import DeliveryContext, PermanentError, PrivacySubject, RetriableError
 from leadflow.integrations.salesforce import SalesforceConnector
 from tests.crm.conftest import vendor_settings
 from tests.crm.factories import make_lead, with_integration
@@ -211,3 +211,20 @@ def test_wants_and_configured() -> None:
 async def test_not_configured_deliver_is_permanent(make_ctx: Ctx) -> None:
     with pytest.raises(PermanentError, match="not configured"):
         await SalesforceConnector(vendor_settings()).deliver(make_lead(), make_ctx())
+
+
+async def test_erase_deletes_each_lead_and_tolerates_missing_ones(
+    fake: FakeSalesforce, make_ctx: Ctx
+) -> None:
+    sf = connector(fake)
+    lead = make_lead()
+    await sf.deliver(lead, make_ctx())
+    [record_id] = list(fake.leads)
+    outcome = await sf.erase(PrivacySubject(lead.email, (lead.lead_id, "lead_000000000000")), make_ctx())
+    assert fake.leads == {} and fake.deleted == [record_id]
+    assert outcome.detail == "Salesforce Leads deleted: 1, not found: 1"
+    deletes = [r for r in fake.accepted if r.method == "DELETE"]
+    assert deletes[0].path.endswith(f"/sobjects/Lead/Leadflow_Id__c/{lead.lead_id}")
+    fake.fail_next(fake_sf.server_error(503))
+    with pytest.raises(RetriableError):
+        await sf.erase(PrivacySubject(lead.email, (lead.lead_id,)), make_ctx())

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from leadflow.integrations.base import DeliveryContext, PermanentError, RetriableError
+from leadflow.integrations.base import DeliveryContext, PermanentError, PrivacySubject, RetriableError
 from leadflow.integrations.sendgrid import SendGridContactsConnector
 from tests.crm.conftest import vendor_settings
 from tests.crm.factories import make_lead, with_integration
@@ -192,3 +192,18 @@ async def test_the_fake_enforces_the_contract(fake: FakeSendGridContacts, http: 
         assert response.status_code == 400, body
         assert response.json()["errors"][0]["message"]
     assert fake.contacts == {}
+
+
+async def test_unsubscribe_suppresses_and_removes_the_contact(
+    fake: FakeSendGridContacts, make_ctx: Ctx
+) -> None:
+    sg = connector(fake)
+    await sg.deliver(make_lead(), make_ctx())
+    assert "john.doe@company.com" in fake.contacts
+    outcome = await sg.unsubscribe(PrivacySubject("John.Doe@company.com"), make_ctx())
+    assert fake.suppressed == {"john.doe@company.com"}
+    assert "john.doe@company.com" not in fake.contacts
+    assert outcome.status_code == 201 and "suppressed" in (outcome.detail or "")
+    # An address SendGrid never had is still suppressed.
+    await sg.unsubscribe(PrivacySubject("other@company.com"), make_ctx())
+    assert "other@company.com" in fake.suppressed

@@ -6,6 +6,8 @@ the Lead fields are checked against a Lead description written here from Salesfo
 (standard field names and lengths, plus the custom fields Leadflow documents). Answers use Salesforce's
 shapes: ``{id, success, errors, created}`` for an upsert (201 created / 200 updated), a list of
 ``{message, errorCode, fields}`` for errors, and ``{error, error_description}`` from the token endpoint.
+``DELETE`` on the external-id resource (listed among that item's methods) deletes the record: 204
+without a body, 404 ``NOT_FOUND`` when no record has that value; it needs no Content-Type.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class FakeSalesforce(FakeVendor):
         self.tokens: set[str] = set()
         self.tokens_issued = 0
         self.leads: dict[str, dict[str, Any]] = {}  # record id -> fields
+        self.deleted: list[str] = []  # record ids deleted
         self._next = 1
 
     def reset(self) -> None:
@@ -104,6 +107,7 @@ class FakeSalesforce(FakeVendor):
             self.tokens.clear()
             self.tokens_issued = 0
             self.leads.clear()
+            self.deleted.clear()
 
     def expire_tokens(self) -> None:
         """Every issued token stops working (a session timeout or revocation)."""
@@ -124,8 +128,10 @@ class FakeSalesforce(FakeVendor):
             match = pattern.match(request.path)
             if match is None:
                 continue
-            if "content-type" in required_headers and not request.headers.get("content-type", "").startswith(
-                "application/json"
+            if (
+                request.method != "DELETE"
+                and "content-type" in required_headers
+                and not request.headers.get("content-type", "").startswith("application/json")
             ):
                 return sf_error(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json")
             version = match.group("version")
@@ -133,6 +139,8 @@ class FakeSalesforce(FakeVendor):
                 return sf_error(404, "NOT_FOUND", f"API version v{version} is not supported here")
             if match.group("SOBJECT_API_NAME") != "Lead":
                 return sf_error(404, "NOT_FOUND", "The requested resource does not exist")
+            if kind == "upsert" and request.method == "DELETE":
+                return self._delete_by(match.group("FIELD_NAME"), match.group("FIELD_VALUE"))
             try:
                 body = request.json()
             except ValueError:
@@ -237,3 +245,18 @@ class FakeSalesforce(FakeVendor):
             return self._save(None, {**body, field: value})
         record_id = next(k for k, v in self.leads.items() if v is existing)
         return self._save(record_id, body)
+
+    def _delete_by(self, field: str, value: str) -> Reply:
+        if field not in EXTERNAL_IDS:
+            return sf_error(
+                404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {field}"
+            )
+        with self._lock:
+            matches = [k for k, v in self.leads.items() if v.get(field) == value]
+            if not matches:
+                return sf_error(404, "NOT_FOUND", "The requested resource does not exist")
+            if len(matches) > 1:
+                return Reply(300, [f"/services/data/v60.0/sobjects/Lead/{k}" for k in matches])
+            del self.leads[matches[0]]
+            self.deleted.append(matches[0])
+        return Reply(204)

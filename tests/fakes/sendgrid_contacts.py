@@ -9,6 +9,11 @@ The erasure endpoints are not in the contract subset; they follow SendGrid's ref
 ``{"result": {<email>: {"contact": {...}} | {"error": "contact not found"}}}`` when any matches, 404
 when none does; ``DELETE /v3/marketing/contacts?ids=<id,...>`` → ``202 {"job_id"}``. Errors are
 ``{"errors": [{"field", "message"}]}``; a 429 carries ``X-RateLimit-*`` headers.
+
+Global suppressions (not in the subset either; SendGrid's reference "Add recipient addresses to the global
+suppression group"): ``POST /v3/asm/suppressions/global`` with a JSON body ``{"recipient_emails": [...]}``
+(required, a non-empty list of valid addresses) → ``201 {"recipient_emails": [...]}``; adding an address
+twice is accepted.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from tests.fakes.server import FakeVendor, Recorded, Reply
 
 CONTACTS = "/v3/marketing/contacts"
 SEARCH = "/v3/marketing/contacts/search/emails"
+SUPPRESSIONS = "/v3/asm/suppressions/global"
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]{2,}$")
 IDENTIFIERS = ("email", "phone_number_id", "external_id", "anonymous_id")
 
@@ -73,6 +79,7 @@ class FakeSendGridContacts(FakeVendor):
         self.api_key = api_key
         self.contacts: dict[str, dict[str, Any]] = {}  # lower-cased e-mail -> contact
         self.jobs: list[str] = []
+        self.suppressed: set[str] = set()  # global unsubscribes (lower-cased)
 
     def reset(self) -> None:
         """Forget every request, scripted reply and contact (one server serves a whole test module)."""
@@ -81,6 +88,7 @@ class FakeSendGridContacts(FakeVendor):
             self.scripted.clear()
             self.contacts.clear()
             self.jobs.clear()
+            self.suppressed.clear()
 
     def handle(self, request: Recorded) -> Reply:
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
@@ -91,7 +99,23 @@ class FakeSendGridContacts(FakeVendor):
             return self._delete(request)
         if request.path == SEARCH and request.method == "POST":
             return self._search(request)
+        if request.path == SUPPRESSIONS and request.method == "POST":
+            return self._suppress(request)
         return errors(404, "not found")
+
+    def _suppress(self, request: Recorded) -> Reply:
+        body = self._body(request)
+        if isinstance(body, Reply):
+            return body
+        emails = body.get("recipient_emails") if isinstance(body, dict) else None
+        if not isinstance(emails, list) or not emails:
+            return errors(400, "recipient_emails is required", "recipient_emails")
+        for email in emails:
+            if not isinstance(email, str) or not EMAIL.match(email):
+                return errors(400, "email address is not valid", "recipient_emails")
+        with self._lock:
+            self.suppressed.update(e.lower() for e in emails)
+        return Reply(201, {"recipient_emails": emails})
 
     def _body(self, request: Recorded) -> Any:
         if not request.headers.get("content-type", "").startswith("application/json"):

@@ -18,6 +18,7 @@ import httpx
 
 from leadflow.config import Settings
 from leadflow.integrations.base import Assignee, DeliveryContext, LeadView
+from tests.conftest import TEST_KEY
 
 LEAD_EMAIL = "john.doe@company.com"
 LEAD_PHONE = "+15551234567"
@@ -125,6 +126,7 @@ def make_settings(**overrides: Any) -> Settings:
         "default_phone_region": "US",
         "smtp_from": "Leadflow <noreply@nexlink.website>",
         "sequence_enabled": True,
+        "encryption_key": TEST_KEY,  # signs the sequence's unsubscribe links
         **CONNECTORS_OFF,
     }
     values.update(overrides)

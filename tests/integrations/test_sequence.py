@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ from leadflow.integrations import registry
 from leadflow.integrations.base import FollowUp, Outcome, PermanentError, RetriableError
 from leadflow.integrations.mailer import DEDUP_HEADER
 from leadflow.integrations.sequence import DAY, EmailSequenceConnector
+from leadflow.kit.clock import utcnow
+from leadflow.privacy.unsubscribe import read_token
 from tests.fakes.sendgrid_mail import FakeSendGridMail
 from tests.fakes.smtp import FakeSmtp
 from tests.integrations.factories import (
@@ -49,6 +53,20 @@ async def run_step(
         return await connector.deliver(make_lead(**lead), ctx)
 
 
+def one_click_url(header: str) -> str:
+    """The signed HTTPS link of a ``List-Unsubscribe`` header (then the mailto fallback); checks it."""
+    header = " ".join(str(header).split())  # long headers are folded
+    match = re.fullmatch(
+        r"<(https://leads\.example\.test/v1/unsubscribe/([^>]+))>, "
+        r"<mailto:noreply@nexlink\.website\?subject=unsubscribe>",
+        header,
+    )
+    assert match is not None, header
+    link = read_token(make_settings().encryption_keys, match.group(2), utcnow())
+    assert link.expires > utcnow() + timedelta(days=59)
+    return match.group(1)
+
+
 def text_of(fake: FakeSmtp, index: int = -1) -> str:
     body = fake.messages[index].message().get_body(("plain",))
     assert body is not None
@@ -67,11 +85,12 @@ async def test_step_0_acknowledges_now_and_schedules_step_1_in_two_days(smtp: Fa
     assert message["To"] == f"John Doe <{LEAD_EMAIL}>"
     assert message["Reply-To"] == "alice@nexlink.website"
     assert message["Subject"] == "We received your request about Nextcloud Installation"
-    assert message["List-Unsubscribe"] == "<mailto:noreply@nexlink.website?subject=unsubscribe>"
+    url = one_click_url(message["List-Unsubscribe"])
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     text = text_of(smtp)
     assert text.startswith("Hello John,")
     assert "Alice Seller will get in touch with you today" in text
-    assert "unsubscribe" in text
+    assert f"unsubscribe here: {url}" in " ".join(text.split())
     assert outcome.follow_up == FollowUp(delay_seconds=2 * DAY, payload={"step": 1}, key="step1")
     assert outcome.detail == "sequence step 0 sent"
 
@@ -265,5 +284,6 @@ async def test_sequence_over_sendgrid(shared: Path) -> None:
     assert body["personalizations"][0]["to"] == [{"email": LEAD_EMAIL, "name": "John Doe"}]
     assert body["reply_to"] == {"email": "alice@nexlink.website"}
     assert body["categories"] == ["lead-sequence-0"]
-    assert body["headers"]["List-Unsubscribe"] == "<mailto:noreply@nexlink.website?subject=unsubscribe>"
+    one_click_url(body["headers"]["List-Unsubscribe"])
+    assert body["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert outcome.follow_up is not None

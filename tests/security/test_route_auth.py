@@ -19,6 +19,9 @@ PUBLIC |= {
     ("POST", "/v1/forms/some-id"),
     ("GET", "/f/some-id"),
     ("GET", "/f/some-id/thanks"),
+    # The e-mail's unsubscribe link is its own credential (signed, expiring, single use).
+    ("GET", "/v1/unsubscribe/some-id"),
+    ("POST", "/v1/unsubscribe/some-id"),
 }
 DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 

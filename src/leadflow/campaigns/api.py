@@ -37,9 +37,10 @@ CampaignId = Annotated[str, Path(max_length=100, examples=["nextcloud-installati
 )
 async def list_campaigns(
     request: Request,
-    _: Principal = Depends(require("campaigns:read")),
+    principal: Principal = Depends(require("campaigns:read")),
     status: CampaignStatus | None = None,
 ) -> CampaignList:
+    request.app.state.audit.add(Actor.from_request(request, principal), "campaign.list", "campaign")
     async with request.app.state.engine.connect() as conn:
         rows = await repo.list_all(conn, status)
     return CampaignList(items=[service.to_out(r) for r in rows])
@@ -72,8 +73,11 @@ async def create_campaign(
     responses=responses(401, 403, 404),
 )
 async def get_campaign(
-    request: Request, campaign_id: CampaignId, _: Principal = Depends(require("campaigns:read"))
+    request: Request, campaign_id: CampaignId, principal: Principal = Depends(require("campaigns:read"))
 ) -> CampaignOut:
+    request.app.state.audit.add(
+        Actor.from_request(request, principal), "campaign.read", "campaign", campaign_id
+    )
     async with request.app.state.engine.connect() as conn:
         return service.to_out(await service.get_or_404(conn, campaign_id))
 
@@ -178,10 +182,13 @@ async def remove_token(
 async def analytics(
     request: Request,
     campaign_id: CampaignId,
-    _: Principal = Depends(require("analytics:read")),
+    principal: Principal = Depends(require("analytics:read")),
     start: Annotated[date | None, Query(description="First day, YYYY-MM-DD")] = None,
     end: Annotated[date | None, Query(description="Last day, YYYY-MM-DD")] = None,
 ) -> Response:
+    request.app.state.audit.add(
+        Actor.from_request(request, principal), "campaign.analytics", "campaign", campaign_id
+    )
     cache = request.app.state.analytics
     key = (campaign_id, start, end)
     hit = cache.get(key)

@@ -161,6 +161,53 @@ class Connector(Protocol):
     async def deliver(self, lead: LeadView, ctx: DeliveryContext) -> Outcome: ...
 
 
+@dataclass(frozen=True, slots=True)
+class PrivacySubject:
+    """A person a connected tool must erase, or stop marketing to (decrypted only inside the job)."""
+
+    email: str
+    lead_ids: tuple[str, ...] = ()  # public lead ids (``lead_…``) the person had
+    request_id: str | None = None
+    # Settings of the campaigns the person's leads came from (connector overrides, e.g. list ids).
+    campaign_settings: tuple[dict[str, Any], ...] = ()
+
+    def integration_values(self, name: str, key: str) -> list[Any]:
+        """The distinct values campaigns set for ``integrations.<name>.<key>``."""
+        found: list[Any] = []
+        for settings in self.campaign_settings:
+            value = ((settings.get("integrations") or {}).get(name) or {}).get(key)
+            if value is not None and value not in found:
+                found.append(value)
+        return found
+
+
+@runtime_checkable
+class Erases(Protocol):
+    """Trait: the tool keeps its own copy of a person and can delete it (right to erasure)."""
+
+    async def erase(self, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome: ...
+
+
+@runtime_checkable
+class Unsubscribes(Protocol):
+    """Trait: the tool sends marketing to a person and can stop it (withdrawn consent, unsubscribe)."""
+
+    async def unsubscribe(self, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome: ...
+
+
+@runtime_checkable
+class ResyncsCorrections(Protocol):
+    """Trait: a corrected lead (rectification) is delivered again so the tool updates its record."""
+
+    resyncs_corrections: ClassVar[bool]
+
+
+def erasure_note(connector: Connector) -> str | None:
+    """What a connector without deletion says about the personal data it holds (``erasure_note``)."""
+    note = getattr(type(connector), "erasure_note", None)
+    return note if isinstance(note, str) else None
+
+
 def campaign_toggle(lead: LeadView, name: str) -> bool | None:
     """A campaign's explicit on/off for a connector (``{"enabled": false}``), or None when not set."""
     enabled = lead.integration_settings(name).get("enabled")

@@ -133,6 +133,11 @@ def payload(lead: LeadView, now: datetime | None = None) -> dict[str, Any]:
 class Ga4Connector:
     name: ClassVar[str] = "ga4"
     max_attempts: ClassVar[int] = 4  # an analytics hit is worth little once the 72-hour window closes
+    # Facts for privacy requests: GA4 holds no personal data from us, so there is nothing to erase.
+    erasure_note: ClassVar[str] = (
+        "GA4 events carry no personal data (no name, e-mail, phone, company or message; a pseudonymous "
+        "client id only), so nothing is erased there"
+    )
 
     def __init__(self, settings: Settings) -> None:
         self.config = Ga4Config.from_settings(settings)

@@ -45,6 +45,7 @@ from leadflow.integrations.base import (
     LeadView,
     Outcome,
     PermanentError,
+    PrivacySubject,
     RetriableError,
     campaign_toggle,
 )
@@ -140,6 +141,8 @@ def _raise_for(response: httpx.Response, pii: tuple[str | None, ...]) -> None:
 class HubSpotConnector:
     name: ClassVar[str] = "hubspot"
     max_attempts: ClassVar[int] = 8
+    # A corrected lead is upserted again (by e-mail: a corrected address makes a new contact).
+    resyncs_corrections: ClassVar[bool] = True
 
     def __init__(self, settings: Settings) -> None:
         self.config = HubSpotConfig.from_settings(settings)
@@ -206,6 +209,9 @@ class HubSpotConnector:
         )
         _raise_for(response, (email, address))
         return Outcome(status_code=response.status_code, detail="HubSpot contact permanently deleted (GDPR)")
+
+    async def erase(self, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome:
+        return await self.gdpr_delete(subject.email, ctx)
 
 
 def _batch_errors(response: httpx.Response) -> str:

@@ -11,6 +11,13 @@ Only leads who gave consent, and never a lead who opted out of selling/sharing (
 2. ``POST .../members/{subscriber_hash}/tags`` — ``campaign:<id>``, ``service:<service>`` and
    ``grade:<grade>`` active, the other ``grade:`` tags inactive, so segments follow the current grade.
 
+Withdrawn consent / unsubscribe (:meth:`MailchimpConnector.unsubscribe`, on ``MAILCHIMP_LIST_ID`` and
+every list the person's campaigns set):
+``PUT`` the member with ``status_if_new: unsubscribed`` (an address Mailchimp did not know is kept as
+unsubscribed, so a later sync cannot subscribe it), then, if the member existed with another status,
+``PUT`` with ``status: unsubscribed``. An address permanently deleted before is already gone.
+Erasure: ``POST .../members/{subscriber_hash}/actions/delete-permanent`` on the same lists.
+
 Authentication is HTTP Basic ``anystring:<api key>``; the data centre comes from the key's suffix
 (``…-us21`` → ``https://us21.api.mailchimp.com``) unless ``MAILCHIMP_BASE_URL`` is set. The list is
 ``MAILCHIMP_LIST_ID`` or the campaign's ``integrations.mailchimp.list_id``.
@@ -32,6 +39,7 @@ from leadflow.integrations.base import (
     LeadView,
     Outcome,
     PermanentError,
+    PrivacySubject,
     campaign_toggle,
 )
 from leadflow.integrations.http import check, excerpt, redact, send
@@ -199,4 +207,62 @@ class MailchimpConnector:
         _checked(response, (email, email.strip().lower()))
         return Outcome(
             status_code=response.status_code, detail=f"Mailchimp member deleted from list {target}"
+        )
+
+    def subject_lists(self, subject: PrivacySubject) -> list[str]:
+        """``MAILCHIMP_LIST_ID`` and the lists the person's campaigns override it with."""
+        lists = [self.config.list_id] if self.config.list_id else []
+        for value in subject.integration_values(self.name, "list_id"):
+            if isinstance(value, str) and value.strip() and value.strip() not in lists:
+                lists.append(value.strip())
+        if not lists:
+            raise PermanentError("no Mailchimp list (MAILCHIMP_LIST_ID or a campaign's list_id)")
+        return lists
+
+    async def erase(self, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome:
+        outcomes = [await self.permanent_delete(subject.email, ctx, t) for t in self.subject_lists(subject)]
+        return Outcome(
+            status_code=outcomes[-1].status_code, detail="; ".join(o.detail or "" for o in outcomes)
+        )
+
+    async def unsubscribe(self, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome:
+        outcomes = [await self._unsubscribe_on(t, subject, ctx) for t in self.subject_lists(subject)]
+        return Outcome(
+            status_code=outcomes[-1].status_code,
+            response_excerpt=outcomes[-1].response_excerpt,
+            detail="; ".join(o.detail or "" for o in outcomes),
+        )
+
+    async def _unsubscribe_on(self, target: str, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome:
+        """Mark the address ``unsubscribed`` on the list, creating it so (suppressed) if it is new."""
+        address = subject.email.strip().lower()
+        url = self._member_url(target, address)
+        pii = (subject.email, address)
+        response = await send(
+            ctx.http,
+            "PUT",
+            url,
+            auth=self._auth(),
+            json={"email_address": address, "status_if_new": "unsubscribed"},
+        )
+        if response.status_code == 400 and _summary(response).startswith("Forgotten Email"):
+            return Outcome(status_code=400, detail=f"address was permanently deleted from list {target}")
+        _checked(response, pii)
+        try:
+            before = str(response.json().get("status", ""))
+        except (ValueError, AttributeError):
+            before = ""
+        if before != "unsubscribed":
+            response = await send(
+                ctx.http,
+                "PUT",
+                url,
+                auth=self._auth(),
+                json={"email_address": address, "status": "unsubscribed"},
+            )
+            _checked(response, pii)
+        return Outcome(
+            status_code=response.status_code,
+            response_excerpt=json.dumps({"before": before or None, "status": "unsubscribed"}),
+            detail=f"Mailchimp member unsubscribed on list {target}",
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from enum import StrEnum
+from typing import Any
 
 from leadflow.config import Settings
 from leadflow.integrations.base import Connector
@@ -57,3 +58,8 @@ def all_names() -> list[ConnectorName]:
 def configured(settings: Settings) -> list[Connector]:
     """Every connector whose credentials are present."""
     return [c for c in (build(n, settings) for n in all_names()) if c.configured()]
+
+
+def configured_with(settings: Settings, trait: type[Any]) -> list[Connector]:
+    """Configured connectors that declare ``trait`` (a runtime-checkable Protocol from ``base``)."""
+    return [c for c in configured(settings) if isinstance(c, trait)]

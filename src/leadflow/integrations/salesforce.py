@@ -10,6 +10,12 @@ repeats the request.
 Upsert: ``PATCH {instance}/services/data/{version}/sobjects/Lead/Leadflow_Id__c/{lead_id}`` with the
 Lead's fields. Salesforce creates the Lead when no record has that external id (201, ``created: true``)
 and updates it otherwise (200, ``created: false``; 204 before API v46), so retries never duplicate.
+A corrected lead (rectification) is upserted again and so updates the same Lead.
+
+Erasure: ``DELETE {instance}/services/data/{version}/sobjects/Lead/Leadflow_Id__c/{lead_id}`` for each
+of the person's leads (204; 404 ``NOT_FOUND`` when the Lead is not there, which counts as done).
+Salesforce moves deleted records to its recycle bin for 15 days before purging them (or at once
+when the org empties it); Leads converted to Contacts are not deleted by this.
 
 Org set-up (custom fields on Lead, API names as below):
 
@@ -47,6 +53,7 @@ from leadflow.integrations.base import (
     LeadView,
     Outcome,
     PermanentError,
+    PrivacySubject,
     RetriableError,
     campaign_toggle,
 )
@@ -151,6 +158,7 @@ def _summary(response: httpx.Response) -> str:
 class SalesforceConnector:
     name: ClassVar[str] = "salesforce"
     max_attempts: ClassVar[int] = 8
+    resyncs_corrections: ClassVar[bool] = True  # upsert by Leadflow_Id__c updates the same Lead
 
     def __init__(self, settings: Settings) -> None:
         self.config = SalesforceConfig.from_settings(settings)
@@ -217,9 +225,12 @@ class SalesforceConnector:
 
     # -- delivery ---------------------------------------------------------------------------------
     def _upsert_url(self, token: _Token, lead: LeadView) -> str:
+        return self._lead_url(token, lead.lead_id)
+
+    def _lead_url(self, token: _Token, lead_id: str) -> str:
         return (
             f"{token.instance_url}/services/data/{self.config.version}/sobjects/Lead/"
-            f"{EXTERNAL_ID_FIELD}/{quote(lead.lead_id, safe='')}"
+            f"{EXTERNAL_ID_FIELD}/{quote(lead_id, safe='')}"
         )
 
     async def _upsert(self, ctx: DeliveryContext, token: _Token, lead: LeadView) -> httpx.Response:
@@ -276,4 +287,46 @@ class SalesforceConnector:
             response_excerpt=json.dumps({"id": record_id, "created": created}),
             external_id=record_id,
             detail=f"Salesforce Lead {record_id or lead.lead_id} {'created' if created else 'updated'}",
+        )
+
+    async def _delete(self, ctx: DeliveryContext, token: _Token, lead_id: str) -> httpx.Response:
+        return await send(
+            ctx.http,
+            "DELETE",
+            self._lead_url(token, lead_id),
+            headers={"Authorization": f"Bearer {token.access_token}", "Accept": "application/json"},
+        )
+
+    async def erase(self, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome:
+        """Delete the Lead of each of the person's lead ids; a Lead that is not there counts as done."""
+        deleted = missing = 0
+        status: int | None = None
+        for lead_id in subject.lead_ids:
+            token = await self._access(ctx)
+            response = await self._delete(ctx, token, lead_id)
+            if response.status_code == 401:
+                token = await self._access(ctx, stale=token)
+                response = await self._delete(ctx, token, lead_id)
+            status = response.status_code
+            codes = {str(e.get("errorCode")) for e in _errors(response)}
+            if response.status_code == 404:
+                missing += 1
+                continue
+            if response.status_code >= 400 and codes & RETRIABLE_CODES:
+                raise RetriableError(
+                    "Salesforce is temporarily refusing deletes",
+                    status_code=response.status_code,
+                    response_excerpt=excerpt(redact(_summary(response), subject.email)),
+                    retry_after=parse_retry_after(response.headers.get("retry-after")),
+                )
+            try:
+                check(response)
+            except DeliveryError as exc:
+                exc.response_excerpt = excerpt(redact(_summary(response), subject.email))
+                raise
+            deleted += 1
+        return Outcome(
+            status_code=status,
+            response_excerpt=json.dumps({"deleted": deleted, "not_found": missing}),
+            detail=f"Salesforce Leads deleted: {deleted}, not found: {missing}",
         )

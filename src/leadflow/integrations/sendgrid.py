@@ -13,6 +13,11 @@ Erasure: :meth:`SendGridContactsConnector.delete_contact` looks the contact id u
 ``POST /v3/marketing/contacts/search/emails`` (404 when none matches) and deletes it with
 ``DELETE /v3/marketing/contacts?ids=<id>`` (202, an asynchronous job). A contact upserted moments
 before may not be searchable yet; retry the erasure later in that case.
+
+Withdrawn consent / unsubscribe (:meth:`SendGridContactsConnector.unsubscribe`): the address is added
+to the global unsubscribe list (``POST /v3/asm/suppressions/global`` ``{"recipient_emails": [...]}``,
+201), so SendGrid delivers no marketing mail to it any more, and the marketing contact is deleted (so
+it leaves every list), as for erasure.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from leadflow.integrations.base import (
     LeadView,
     Outcome,
     PermanentError,
+    PrivacySubject,
     RetriableError,
     campaign_toggle,
 )
@@ -38,6 +44,7 @@ from leadflow.integrations.http import check, excerpt, redact, send
 
 CONTACTS_PATH = "/v3/marketing/contacts"
 SEARCH_PATH = "/v3/marketing/contacts/search/emails"
+SUPPRESS_PATH = "/v3/asm/suppressions/global"
 # Field lengths from the contact schema (maxLength).
 LIMITS = {"first_name": 50, "last_name": 50, "city": 60, "state_province_region": 50, "country": 50}
 
@@ -191,4 +198,25 @@ class SendGridContactsConnector:
             status_code=response.status_code,
             external_id=contact_id,
             detail=f"SendGrid contact {contact_id} deletion queued",
+        )
+
+    async def erase(self, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome:
+        return await self.delete_contact(subject.email, ctx)
+
+    async def unsubscribe(self, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome:
+        """Suppress the address globally, then delete the marketing contact (off every list)."""
+        address = subject.email.strip().lower()
+        response = await send(
+            ctx.http,
+            "POST",
+            self._url(SUPPRESS_PATH),
+            headers=self._headers(),
+            json={"recipient_emails": [address]},
+        )
+        _checked(response, (subject.email, address))
+        deleted = await self.delete_contact(address, ctx)
+        return Outcome(
+            status_code=response.status_code,
+            external_id=deleted.external_id,
+            detail=f"SendGrid address suppressed (global unsubscribe); {deleted.detail}",
         )

@@ -6,8 +6,9 @@ The worker rebuilds the lead for every step and :meth:`EmailSequenceConnector.de
 so the sequence stops as soon as the lead leaves ``new``/``contacted`` (a salesperson took over),
 consent is withdrawn, or the sequence is switched off.
 
-Replies go to the assigned team member when there is one. Every mail offers an opt-out by reply
-and carries ``List-Unsubscribe``.
+Replies go to the assigned team member when there is one. Every mail carries a signed, expiring,
+single-use unsubscribe link in its footer and in ``List-Unsubscribe`` (with a ``mailto:`` fallback) plus
+``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058), see ``privacy/unsubscribe.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from leadflow.integrations.base import (
     campaign_toggle,
 )
 from leadflow.integrations.mailer import Mailer, OutgoingEmail, render
+from leadflow.kit.clock import utcnow
+from leadflow.privacy.unsubscribe import link_for, list_unsubscribe_headers
 
 DAY = 86_400.0
 ACTIVE_STATUSES = frozenset({"new", "contacted"})
@@ -66,6 +69,10 @@ def follow_up_after(step: int) -> FollowUp | None:
 class EmailSequenceConnector:
     name: ClassVar[str] = "sequence"
     max_attempts: ClassVar[int] = 6
+    erasure_note: ClassVar[str] = (
+        "the e-mail sequence stops: its pending steps are deleted with the leads; mails already sent stay "
+        "in the recipient's mailbox"
+    )
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -96,6 +103,7 @@ class EmailSequenceConnector:
     def compose(self, lead: LeadView, step: int, dedup_key: str) -> OutgoingEmail:
         assignee = lead.assignee
         service = lead.service_interest
+        unsubscribe_url = link_for(self.settings, lead.lead_id, utcnow())
         rendered = render(
             STEPS[step].template,
             first_name=lead.first_name or "there",
@@ -104,6 +112,7 @@ class EmailSequenceConnector:
             assignee_name=assignee.name if assignee else None,
             signature=assignee.name if assignee else "The team",
             urgent=lead.urgency_level == "high",
+            unsubscribe_url=unsubscribe_url,
         )
         sender = Mailer(self.settings).config.sender
         return OutgoingEmail(
@@ -115,7 +124,7 @@ class EmailSequenceConnector:
             dedup_key=f"{dedup_key}#step{step}",
             reply_to=assignee.email if assignee else None,
             category=f"lead-sequence-{step}",
-            headers={"List-Unsubscribe": f"<mailto:{sender}?subject=unsubscribe>"},
+            headers=list_unsubscribe_headers(unsubscribe_url, mailto=sender),
         )
 
     async def deliver(self, lead: LeadView, ctx: DeliveryContext) -> Outcome:

@@ -86,6 +86,7 @@ def build_message(lead: LeadView, url: str) -> dict[str, Any]:
 class SlackConnector:
     name: ClassVar[str] = "slack"
     max_attempts: ClassVar[int] = 6
+    erasure_note: ClassVar[str] = "Slack messages already posted (name, company, score) are not deleted"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

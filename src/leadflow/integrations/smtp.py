@@ -26,6 +26,7 @@ AUTOMATED_HEADERS = {"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppre
 class EmailNotificationConnector:
     name: ClassVar[str] = "email"
     max_attempts: ClassVar[int] = 8
+    erasure_note: ClassVar[str] = "notification e-mails already sent to staff cannot be recalled"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

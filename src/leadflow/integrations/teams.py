@@ -70,6 +70,7 @@ def build_message(lead: LeadView, url: str) -> dict[str, Any]:
 class TeamsConnector:
     name: ClassVar[str] = "teams"
     max_attempts: ClassVar[int] = 6
+    erasure_note: ClassVar[str] = "Teams messages already posted (name, company, score) are not deleted"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

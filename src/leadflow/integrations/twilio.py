@@ -102,6 +102,7 @@ def twilio_excerpt(text: str | None) -> str | None:
 class TwilioSmsConnector:
     name: ClassVar[str] = "sms"
     max_attempts: ClassVar[int] = 4  # an alert that arrives hours late is no longer worth a retry
+    erasure_note: ClassVar[str] = "SMS alerts already sent to staff (name, company) cannot be recalled"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

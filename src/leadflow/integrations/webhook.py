@@ -18,6 +18,10 @@ redirects included, are permanent failures.
 
 The body carries the lead's personal data (the receiver is the operator's own system). It also carries
 ``consent_given`` and ``do_not_sell`` so a receiver that forwards leads can honour them.
+
+Erasure: when a person is erased, the receiver gets ``X-Leadflow-Event: lead.erased``, signed the same
+way, with ``{"event": "lead.erased", "delivery_id", "erased_at", "lead_ids": [...]}`` — the public ids
+of the person's leads, no personal data. Receivers delete what they stored under those ids.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -39,11 +44,13 @@ from leadflow.integrations.base import (
     LeadView,
     Outcome,
     PermanentError,
+    PrivacySubject,
     campaign_toggle,
 )
 from leadflow.integrations.http import check, excerpt, redact, send
 
 EVENT = "lead.processed"
+ERASED_EVENT = "lead.erased"
 SIGNATURE_HEADER = "X-Leadflow-Signature"
 DELIVERY_HEADER = "X-Leadflow-Delivery"
 EVENT_HEADER = "X-Leadflow-Event"
@@ -173,6 +180,12 @@ def delivery_id(lead_uuid: str, event: str = EVENT) -> str:
     return str(uuid.uuid5(uuid.UUID(lead_uuid), event))
 
 
+def erased_delivery_id(lead_ids: tuple[str, ...]) -> str:
+    """The id of a ``lead.erased`` event: derived from the erased public lead ids (random, so unique
+    across databases), the same on every retry of the erasure job."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"leadflow:{ERASED_EVENT}:{','.join(sorted(lead_ids))}"))
+
+
 def body_for(lead: LeadView, delivery_id: str) -> bytes:
     document = {"event": EVENT, "delivery_id": delivery_id, "lead": lead_document(lead)}
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
@@ -195,23 +208,22 @@ class WebhookConnector:
     def wants(self, lead: LeadView) -> bool:
         return campaign_toggle(lead, self.name) is not False
 
-    async def deliver(self, lead: LeadView, ctx: DeliveryContext) -> Outcome:
+    async def _post(
+        self, ctx: DeliveryContext, event: str, delivery: str, body: bytes, pii: tuple[str | None, ...]
+    ) -> Outcome:
         if not self.configured() or self.config.url is None or self.config.secret is None:
             raise PermanentError("the webhook is not configured (WEBHOOK_URL / WEBHOOK_SECRET)")
-        delivery = delivery_id(lead.uuid)
-        body = body_for(lead, delivery)
         timestamp = int(self._clock())
         secret = self.config.secret.get_secret_value().strip()
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "Leadflow-Webhook/1",
-            EVENT_HEADER: EVENT,
+            EVENT_HEADER: event,
             DELIVERY_HEADER: delivery,
             SIGNATURE_HEADER: signature_header(secret, body, timestamp),
         }
         response = await send(ctx.http, "POST", self.config.url.strip(), content=body, headers=headers)
         # Some receivers echo the body back: keep the lead's personal data out of the job record.
-        pii = (lead.email, lead.phone, lead.first_name, lead.last_name, lead.company, lead.message)
         answer = excerpt(redact(response.text, *pii), 200)
         try:
             check(response)
@@ -221,5 +233,24 @@ class WebhookConnector:
         return Outcome(
             status_code=response.status_code,
             response_excerpt=answer,
-            detail=f"webhook delivered ({response.status_code})",
+            detail=f"webhook {event} delivered ({response.status_code})",
         )
+
+    async def deliver(self, lead: LeadView, ctx: DeliveryContext) -> Outcome:
+        pii = (lead.email, lead.phone, lead.first_name, lead.last_name, lead.company, lead.message)
+        delivery = delivery_id(lead.uuid)
+        return await self._post(ctx, EVENT, delivery, body_for(lead, delivery), pii)
+
+    async def erase(self, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome:
+        """Tell the receiver to delete the person's leads (``lead.erased``, lead ids only)."""
+        if not subject.lead_ids:
+            return Outcome(detail="no leads to report as erased")
+        delivery = erased_delivery_id(subject.lead_ids)
+        document = {
+            "event": ERASED_EVENT,
+            "delivery_id": delivery,
+            "erased_at": datetime.fromtimestamp(self._clock(), UTC).isoformat(),
+            "lead_ids": list(subject.lead_ids),
+        }
+        body = json.dumps(document, separators=(",", ":")).encode()
+        return await self._post(ctx, ERASED_EVENT, delivery, body, (subject.email,))

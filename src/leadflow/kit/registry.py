@@ -6,8 +6,9 @@ from leadflow.campaigns import models as _campaigns
 from leadflow.kit.models import Base
 from leadflow.leads import models as _leads
 from leadflow.pipeline import models as _pipeline
+from leadflow.privacy import models as _privacy
 from leadflow.routing import models as _routing
 from leadflow.security import audit_models as _audit
 from leadflow.security import models as _security
 
-__all__ = ["Base", "_audit", "_campaigns", "_leads", "_pipeline", "_routing", "_security"]
+__all__ = ["Base", "_audit", "_campaigns", "_leads", "_pipeline", "_privacy", "_routing", "_security"]

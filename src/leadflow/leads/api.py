@@ -33,7 +33,7 @@ from leadflow.leads.schemas import (
     Status,
 )
 from leadflow.observability import metrics
-from leadflow.security.audit import Actor, record, record_now
+from leadflow.security.audit import Actor, note_refusal, record, record_now
 from leadflow.security.auth import require
 from leadflow.security.ratelimit import Guard, rate_limited
 from leadflow.security.tokens import Principal
@@ -52,6 +52,16 @@ def _scope(principal: Principal) -> str | None:
     if principal.role == "sales":
         return principal.subject or ""  # no subject: matches no lead (assignees are never empty)
     return None
+
+
+def _email_hash(state: State, email: str) -> str:
+    from leadflow.kit.text import email_index_form, normalise_email
+
+    try:
+        normal = normalise_email(email)
+    except ValueError as exc:
+        raise ApiError(400, "VALIDATION_ERROR", "Invalid email format", field="email") from exc
+    return str(state.cipher.blind_index(email_index_form(normal)))
 
 
 def _check_lead_id(lead_id: str) -> str:
@@ -362,6 +372,7 @@ class CaptureFastPath:
         try:
             response = await capture_lead(scope["app"].state, scope, receive)
         except ApiError as exc:
+            note_refusal(scope, exc.status, exc.error)
             response = exc.response()
         except ValidationError as exc:
             response = validation_error(exc.errors(include_input=False)).response()
@@ -374,13 +385,15 @@ class CaptureFastPath:
     summary="Lead status",
     description=(
         "Status, assignee and next action of a lead (no personal data). Scope `leads:status`. "
-        "A sales token sees only the leads assigned to it (404 for the others), like the lead detail."
+        "A sales token sees only the leads assigned to it (404 for the others), like the lead detail. "
+        "Audited in aggregate: one entry per token, address and minute with the count and the lead ids."
     ),
     responses=responses(401, 403, 404),
 )
 async def lead_status(
     request: Request, lead_id: LeadId, principal: Principal = Depends(require("leads:status"))
 ) -> Response:
+    request.app.state.audit.add(Actor.from_request(request, principal), "lead.status", "lead", lead_id)
     _check_lead_id(lead_id)
     scope = _scope(principal)
     reader = request.app.state.point_reader
@@ -406,6 +419,10 @@ async def list_leads(
     status: Status | None = None,
     grade: Grade | None = None,
     assigned_to: Annotated[str | None, Query(max_length=100)] = None,
+    email: Annotated[
+        str | None,
+        Query(max_length=320, description="Exact e-mail address (matched by blind index, case-insensitive)"),
+    ] = None,
     created_from: Annotated[
         UtcDateTime | None, Query(description="Inclusive, ISO 8601 (UTC if no zone)")
     ] = None,
@@ -426,6 +443,7 @@ async def list_leads(
         aware(created_from),
         aware(created_to),
         only_assigned_to=_scope(principal),
+        email_hash=_email_hash(request.app.state, email) if email is not None else None,
     )
     before = decode_cursor(cursor)
     async with request.app.state.engine.connect() as conn:
@@ -469,6 +487,11 @@ async def lead_detail(
     description=(
         "Change status (allowed transitions only, else 409), assignment, follow-up date, qualification, "
         "deal value (closed_won leads) or add a note. Each change is recorded as an activity. "
+        "Rectification (GDPR Art. 16): `first_name`, `last_name`, `email`, `phone`, `company` are "
+        "re-encrypted; a corrected e-mail gets a new blind index, so de-duplication, `GET /v1/api/leads"
+        "?email=` and the privacy tools find the lead under the new address only; CRMs that already "
+        "have the lead get it again as an update. `do_not_sell` records the person's opt-out of "
+        "sale/sharing (all their leads, consent history). Audited (field names, never values). "
         "Scope `leads:write`."
     ),
     responses=responses(400, 401, 403, 404, 409),
@@ -479,6 +502,8 @@ async def lead_detail(
                     "examples": {
                         "contacted": {"value": {"status": "contacted", "note": "Called, will send a quote"}},
                         "won": {"value": {"status": "closed_won", "deal_value": 7500}},
+                        "rectify": {"value": {"email": "john.doe@company.org", "last_name": "Doe-Smith"}},
+                        "opt_out": {"value": {"do_not_sell": True}},
                     }
                 }
             }
@@ -496,8 +521,22 @@ async def update_lead(
     scope = _scope(principal)
     actor = Actor.from_request(request, principal)
     async with state.engine.begin() as conn:
-        await service.update(conn, state.cipher, lead_id, body, principal.actor, only_assigned_to=scope)
-        await record(conn, actor, "lead.update", "lead", lead_id, {"fields": sorted(body.model_fields_set)})
+        crm = await service.update(
+            conn,
+            state.cipher,
+            lead_id,
+            body,
+            principal.actor,
+            only_assigned_to=scope,
+            settings=state.settings,
+            request_id=actor.request_id,
+        )
+        details: dict[str, Any] = {"fields": sorted(body.model_fields_set)}
+        if crm:
+            details["crm_updates"] = crm
+        await record(conn, actor, "lead.update", "lead", lead_id, details)
+    if crm or body.do_not_sell:
+        state.wake_worker()
     async with state.engine.connect() as conn:
         result = await service.detail(conn, state.cipher, lead_id, only_assigned_to=scope)
     state.analytics.invalidate(result.campaign_id)

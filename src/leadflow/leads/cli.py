@@ -1,4 +1,4 @@
-"""``leadflow leads`` (export)."""
+"""``leadflow leads`` (export, update)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Annotated, TextIO
 
 import typer
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-leads_app = typer.Typer(help="Work with leads (CSV export, the CRM fallback).", no_args_is_help=True)
+leads_app = typer.Typer(
+    help="Work with leads (CSV export, the CRM fallback, corrections).", no_args_is_help=True
+)
 
 
 def _open_private(path: Path) -> tuple[TextIO, bool]:
@@ -82,3 +85,67 @@ def export(
                     path.unlink()  # no half-written export of personal data left behind
             raise
     typer.echo(f"exported {count} leads", err=True)
+
+
+@leads_app.command("update")
+def update(
+    lead_id: Annotated[str, typer.Argument(help="The public lead id (lead_…)")],
+    first_name: Annotated[str | None, typer.Option("--first-name", help="Corrected first name")] = None,
+    last_name: Annotated[str | None, typer.Option("--last-name", help="Corrected last name")] = None,
+    email: Annotated[str | None, typer.Option(help="Corrected e-mail address")] = None,
+    phone: Annotated[str | None, typer.Option(help="Corrected phone number ('' clears it)")] = None,
+    company: Annotated[str | None, typer.Option(help="Corrected company ('' clears it)")] = None,
+    do_not_sell: Annotated[
+        bool | None,
+        typer.Option("--do-not-sell/--allow-sale", help="The person's opt-out of sale/sharing (CCPA)"),
+    ] = None,
+) -> None:
+    """Correct a lead's contact data (rectification) or record a do-not-sell choice; audited."""
+    from pydantic import ValidationError
+
+    from leadflow.cli import _run, _settings
+    from leadflow.kit.ids import LEAD_ID_RE
+    from leadflow.leads import service
+    from leadflow.leads.schemas import LeadUpdate
+    from leadflow.security.audit import CLI, record
+    from leadflow.security.crypto import FieldCipher
+
+    given = {
+        "first_name": first_name,
+        "last_name": last_name,
+        "email": email,
+        "phone": phone,
+        "company": company,
+        "do_not_sell": do_not_sell,
+    }
+    # An empty --phone/--company clears the field; options not given are not changed.
+    changes = {
+        k: (None if v == "" and k in ("phone", "company") else v) for k, v in given.items() if v is not None
+    }
+    if not changes:
+        typer.echo("nothing to change: give at least one option", err=True)
+        raise typer.Exit(2)
+    if not LEAD_ID_RE.match(lead_id):
+        typer.echo(f"not a lead id: {lead_id}", err=True)
+        raise typer.Exit(2)
+    try:
+        body = LeadUpdate.model_validate(changes)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        typer.echo(f"invalid value: {problems}", err=True)
+        raise typer.Exit(2) from exc
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> list[str]:
+        async with engine.begin() as conn:
+            cipher = FieldCipher(settings.encryption_keys, settings.blind_key)
+            crm = await service.update(conn, cipher, lead_id, body, CLI.name, settings=settings)
+            details: dict[str, object] = {"fields": sorted(body.model_fields_set)}
+            if crm:
+                details["crm_updates"] = crm
+            await record(conn, CLI, "lead.update", "lead", lead_id, details)
+            return crm
+
+    crm = _run(settings, work)
+    changed = ", ".join(sorted(body.model_fields_set))
+    typer.echo(f"{lead_id} updated ({changed}); CRM update queued at: {', '.join(crm) or 'none'}")

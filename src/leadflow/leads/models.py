@@ -171,6 +171,7 @@ ACTIVITY_TYPES = (
     "delivery_failed",
     "reminder_due",
     "anonymized",
+    "consent_changed",
 )
 
 

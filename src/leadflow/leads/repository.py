@@ -218,6 +218,7 @@ class LeadFilter:
     created_from: datetime | None = None
     created_to: datetime | None = None
     only_assigned_to: str | None = None  # a sales user's own leads
+    email_hash: str | None = None  # blind index of an exact e-mail address
 
 
 async def list_page(
@@ -238,6 +239,8 @@ async def list_page(
         conditions.append(leads.c.created_at < flt.created_to)
     if flt.only_assigned_to is not None:
         conditions.append(leads.c.assigned_to == flt.only_assigned_to)
+    if flt.email_hash is not None:
+        conditions.append(leads.c.email_hash == flt.email_hash)
     if before_id is not None:
         conditions.append(leads.c.id < before_id)
     query = select(leads).where(and_(True, *conditions)).order_by(leads.c.id.desc()).limit(limit)

@@ -28,6 +28,14 @@ def _line(value: object) -> object:
     return clean_line(value) if isinstance(value, str) else value
 
 
+def _email_value(value: object) -> object:
+    if isinstance(value, str):
+        if len(value) > 320:
+            raise ValueError("Invalid email format")
+        return normalise_email(value)
+    return value
+
+
 class Contact(BaseModel):
     model_config = _STRICT
 
@@ -57,11 +65,7 @@ class Contact(BaseModel):
     @field_validator("email", mode="before")
     @classmethod
     def _email(cls, value: object) -> object:
-        if isinstance(value, str):
-            if len(value) > 320:
-                raise ValueError("Invalid email format")
-            return normalise_email(value)
-        return value
+        return _email_value(value)
 
     @field_validator("phone")
     @classmethod
@@ -371,6 +375,10 @@ class LeadPage(BaseModel):
     )
 
 
+# Contact fields staff may correct (GDPR Art. 16 rectification); each is re-encrypted.
+CONTACT_FIELDS = ("first_name", "last_name", "email", "phone", "company")
+
+
 class LeadUpdate(BaseModel):
     """Fields a salesperson changes; every change is recorded as an activity."""
 
@@ -382,11 +390,28 @@ class LeadUpdate(BaseModel):
     note: str | None = Field(None, max_length=5000, description="Adds a note_added activity")
     follow_up_date: UtcDateTime | None = None
     deal_value: Decimal | None = Field(None, ge=0, max_digits=12, decimal_places=2)
+    first_name: str | None = Field(None, min_length=1, max_length=100, description="Rectification")
+    last_name: str | None = Field(None, min_length=1, max_length=100, description="Rectification")
+    email: str | None = Field(
+        None,
+        max_length=255,
+        description="Rectification: de-duplication, search and the privacy tools use the new address",
+    )
+    phone: str | None = Field(None, max_length=50, description="Rectification (E.164; null clears it)")
+    company: str | None = Field(None, max_length=255, description="Rectification (null clears it)")
+    do_not_sell: bool | None = Field(
+        None, description="Opt-out of sale/sharing (CCPA) for the person: applies to all their leads"
+    )
 
-    @field_validator("assigned_to", mode="before")
+    @field_validator("assigned_to", "first_name", "last_name", "phone", "company", mode="before")
     @classmethod
     def _clean(cls, value: object) -> object:
         return _line(value)
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _email(cls, value: object) -> object:
+        return _email_value(value)
 
     @field_validator("note", mode="before")
     @classmethod

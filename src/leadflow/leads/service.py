@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.campaigns import rollup
+from leadflow.config import Settings
 from leadflow.errors import ApiError
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import AnyRow
@@ -18,6 +19,7 @@ from leadflow.leads import repository as repo
 from leadflow.leads.capture import RESPONSE_TIMES
 from leadflow.leads.models import PII_FIELDS
 from leadflow.leads.schemas import (
+    CONTACT_FIELDS,
     Activity,
     GeoLocation,
     LeadDetail,
@@ -177,6 +179,81 @@ def _activity_out(cipher: FieldCipher, a: AnyRow) -> Activity:
     )
 
 
+def _corrections(
+    cipher: FieldCipher, row: AnyRow, changes: dict[str, Any], phone_region: str
+) -> tuple[dict[str, Any], list[str]]:
+    """Rectified contact fields: the re-encrypted columns (and, for the e-mail, its blind index, domain
+    and kind, so de-duplication and look-ups follow the new address) and the names of fields changed."""
+    from leadflow.enrichment.email_domain import classify_domain
+    from leadflow.kit.text import email_index_form, normalise_phone
+
+    values: dict[str, Any] = {}
+    changed: list[str] = []
+    for name in CONTACT_FIELDS:
+        if name not in changes:
+            continue
+        value = changes[name]
+        if value is None and name in ("first_name", "last_name", "email"):
+            raise ApiError(400, "VALIDATION_ERROR", f"{name} cannot be null", field=name)
+        if name == "phone" and value is not None:
+            try:
+                value = normalise_phone(value, phone_region)
+            except ValueError as exc:
+                raise ApiError(400, "VALIDATION_ERROR", "Invalid phone number", field="phone") from exc
+        if value == cipher.decrypt(getattr(row, name), name):
+            continue
+        values[name] = cipher.encrypt(value, name)
+        changed.append(name)
+        if name == "email":
+            domain = value.rsplit("@", 1)[1]
+            kind = classify_domain(domain)
+            values.update(
+                email_hash=cipher.blind_index(email_index_form(value)),
+                email_domain=domain,
+                email_kind=kind,
+                company_domain=domain if kind == "business" else None,
+            )
+    return values, changed
+
+
+async def _queue_crm_updates(
+    conn: AsyncConnection, settings: Settings, row: AnyRow, now: datetime
+) -> list[str]:
+    """Deliver the corrected lead again to each tool that syncs corrections and already has it."""
+    from sqlalchemy import select
+
+    from leadflow.integrations import registry
+    from leadflow.integrations.base import ResyncsCorrections
+    from leadflow.pipeline import repository as jobs_repo
+    from leadflow.pipeline.processing import DELIVER_JOB
+
+    jobs = jobs_repo.jobs
+    tools = registry.configured_with(settings, ResyncsCorrections)
+    keys = {f"deliver:{c.name}:{row.id}": c for c in tools}
+    if not keys:
+        return []
+    synced = await conn.execute(
+        select(jobs.c.dedup_key).where(jobs.c.dedup_key.in_(list(keys)), jobs.c.status == "done")
+    )
+    targets = [keys[k] for (k,) in synced]
+    await jobs_repo.enqueue(
+        conn,
+        [
+            jobs_repo.NewJob(
+                kind=DELIVER_JOB,
+                payload={"connector": c.name, "lead_id": row.id},
+                run_at=now,
+                lead_id=row.id,
+                dedup_key=f"correct:{c.name}:{row.id}:{int(now.timestamp() * 1000)}",
+                max_attempts=c.max_attempts,
+            )
+            for c in targets
+        ],
+        now,
+    )
+    return [c.name for c in targets]
+
+
 async def update(
     conn: AsyncConnection,
     cipher: FieldCipher,
@@ -185,8 +262,15 @@ async def update(
     actor: str,
     *,
     only_assigned_to: str | None = None,
-) -> None:
-    """Apply a salesperson's change; every change becomes an activity. Raises 409 on a bad transition."""
+    settings: Settings | None = None,
+    request_id: str | None = None,
+) -> list[str]:
+    """Apply a salesperson's change; every change becomes an activity. Raises 409 on a bad transition.
+
+    Corrected contact fields are re-encrypted and the tools that synced the lead get it again; a
+    ``do_not_sell`` change applies to the person (all leads with the e-mail) through the consent
+    service. Returns the names of the tools a correction was queued for.
+    """
     row = await repo.lock_for_update(conn, public_id)
     if row is None or not _visible(row, only_assigned_to):
         raise ApiError(404, "LEAD_NOT_FOUND", "Lead not found", field="lead_id")
@@ -195,6 +279,22 @@ async def update(
     values: dict[str, Any] = {}
     acts: list[dict[str, Any]] = []
     status_now = row.status
+    region = settings.default_phone_region if settings is not None else "US"
+    corrected_values, corrected = _corrections(cipher, row, changes, region)
+    if corrected:
+        if row.anonymized_at is not None:
+            raise ApiError(409, "ALREADY_ANONYMIZED", "An anonymised lead has no contact data to correct")
+        values.update(corrected_values)
+        acts.append(
+            _activity(
+                row.id,
+                "updated",
+                f"Contact data corrected: {', '.join(corrected)}",
+                actor,
+                {"fields": corrected, "reason": "rectification"},
+                now,
+            )
+        )
 
     new_status = changes.get("status")
     if "status" in changes and new_status is None:
@@ -280,3 +380,24 @@ async def update(
         await repo.insert_activities(conn, acts)
         if ANALYTICS_INPUTS & values.keys():
             await rollup.invalidate(conn, {row.campaign_id: [row.created_at]})
+    queued: list[str] = []
+    if corrected and settings is not None:
+        queued = await _queue_crm_updates(conn, settings, row, now)
+    if "do_not_sell" in changes and changes["do_not_sell"] is None:
+        raise ApiError(400, "VALIDATION_ERROR", "do_not_sell cannot be null", field="do_not_sell")
+    dns = changes.get("do_not_sell")
+    if dns is not None and bool(dns) != bool(row.do_not_sell) and settings is not None:
+        from leadflow.privacy import consent
+
+        await consent.change(
+            conn,
+            cipher,
+            settings,
+            digest=str(values.get("email_hash", row.email_hash)),
+            action="do_not_sell" if dns else "allow_sale",
+            channel="lead_update",
+            actor=actor,
+            request_id=request_id,
+            details={"lead_id": row.public_id},
+        )
+    return queued

@@ -9,7 +9,6 @@ re-run does the same again (delivery jobs carry a dedup key per lead and connect
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -441,49 +440,11 @@ async def deliver(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
     )
 
 
-async def erase_remote(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
-    """Delete an erased person at a connected tool, then scrub the (encrypted) address from the job."""
-    from sqlalchemy import update
-
-    name = str(job.payload["connector"])
-    sealed = job.payload.get("email")
-    if not sealed:
-        return HandlerResult(connector=name, response_excerpt="already done")
-    email = ctx.cipher.decrypt(base64.b64decode(sealed), "erasure_email")
-    assert email is not None
-    connector: Any = connector_for(ctx, name)
-    if not connector.configured():
-        raise PermanentError(f"the {name} connector is not configured")
-    dctx = DeliveryContext(
-        settings=ctx.settings,
-        http=ctx.http,
-        job_id=job.id,
-        attempt=job.attempts,
-        dedup_key=job.dedup_key or f"job:{job.id}",
-        payload={},
-    )
-    if name == "hubspot":
-        outcome = await connector.gdpr_delete(email, dctx)
-    elif name == "mailchimp":
-        outcome = await connector.permanent_delete(email, dctx)
-    elif name == "sendgrid":
-        outcome = await connector.delete_contact(email, dctx)
-    else:
-        raise PermanentError(f"{name} has no deletion")
-    async with ctx.engine.begin() as conn:
-        await conn.execute(
-            update(jobs_repo.jobs)
-            .where(jobs_repo.jobs.c.id == job.id)
-            .values(payload={"connector": name, "email": None, "erased": True})
-        )
-    return HandlerResult(status_code=outcome.status_code, connector=name, response_excerpt=outcome.detail)
-
-
 def committers() -> dict[str, Committer]:
     return {ROUTE_GROUP: commit_routing}
 
 
 def handlers() -> dict[str, Handler]:
-    from leadflow.privacy.service import ERASE_JOB
+    from leadflow.privacy import tasks as privacy_tasks
 
-    return {PROCESS_JOB: process_lead, DELIVER_JOB: deliver, ERASE_JOB: erase_remote}
+    return {PROCESS_JOB: process_lead, DELIVER_JOB: deliver, **privacy_tasks.handlers()}

@@ -120,7 +120,7 @@ async def retention(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
         async with ctx.engine.begin() as conn:
             report = await enforce_retention(conn, ctx.cipher, ctx.settings, dry_run=False)
             total += report.done
-        if report.done == 0:
+        if not report.progressed:
             break
     async with ctx.engine.connect() as conn:
         erased = await erased_since(conn, now - PERIODIC[RETENTION_JOB] - timedelta(hours=1))

@@ -1,4 +1,5 @@
-"""``leadflow privacy``: retention purge, export and erasure from the command line (audited)."""
+"""``leadflow privacy``: retention purge, export, erasure and consent changes from the command line
+(audited)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def purge(
                 await record(
                     conn, CLI, "privacy.purge", None, None, {"done": report.done, "action": report.action}
                 )
-        while not dry_run and report.done:
+        while not dry_run and report.progressed:
             async with engine.begin() as conn:
                 report = await enforce_retention(conn, cipher, settings, dry_run=False)
                 total += report.done
@@ -110,3 +111,68 @@ def erase_cmd(
     result = _run(settings, work)
     remote = ", ".join(result.remote_deletions_queued) or "none configured"
     typer.echo(f"{result.leads_deleted} leads deleted; deletion queued at: {remote}")
+    for name, note in sorted(result.notes.items()):
+        typer.echo(f"not erased at {name}: {note}")
+
+
+ACTIONS = {"withdraw": "withdraw", "grant": "grant", "do-not-sell": "do_not_sell", "allow-sale": "allow_sale"}
+
+
+def _consent(email: str, action: str, note: str | None) -> None:
+    from leadflow.cli import _run, _settings
+    from leadflow.privacy import consent
+    from leadflow.privacy.service import email_hash
+    from leadflow.security.audit import CLI, record
+    from leadflow.security.crypto import FieldCipher
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> Any:
+        async with engine.begin() as conn:
+            cipher = FieldCipher(settings.encryption_keys, settings.blind_key)
+            result = await consent.change(
+                conn,
+                cipher,
+                settings,
+                digest=email_hash(cipher, email),
+                action=ACTIONS[action],  # type: ignore[arg-type]
+                channel="cli",
+                actor=CLI.name,
+                email=email.strip().lower(),
+                details={"note": note} if note else None,
+            )
+            await record(
+                conn,
+                CLI,
+                f"privacy.consent.{ACTIONS[action]}",
+                "person",
+                None,
+                {"lead_ids": result.lead_ids, "remote": result.remote_unsubscribes_queued},
+            )
+            return result
+
+    result = _run(settings, work)
+    remote = ", ".join(result.remote_unsubscribes_queued) or "none"
+    typer.echo(f"{action}: {len(result.lead_ids)} leads changed; unsubscribe queued at: {remote}")
+
+
+@privacy_app.command("consent")
+def consent_cmd(
+    email: Annotated[str, typer.Option(help="The person's e-mail address")],
+    action: Annotated[str, typer.Option(help="withdraw | grant | do-not-sell | allow-sale")],
+    note: Annotated[str | None, typer.Option(help="How the person asked (kept in the history)")] = None,
+) -> None:
+    """Record a consent change a person asked for, on all their leads (history, audit, connected tools)."""
+    if action not in ACTIONS:
+        typer.echo(f"unknown action {action!r}: choose one of {', '.join(ACTIONS)}", err=True)
+        raise typer.Exit(2)
+    _consent(email, action, note)
+
+
+@privacy_app.command("withdraw")
+def withdraw_cmd(
+    email: Annotated[str, typer.Option(help="The person's e-mail address")],
+    note: Annotated[str | None, typer.Option(help="How the person asked (kept in the history)")] = None,
+) -> None:
+    """Withdraw a person's consent: the e-mail sequence stops, e-mail tools unsubscribe them."""
+    _consent(email, "withdraw", note)

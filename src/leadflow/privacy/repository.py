@@ -1,18 +1,22 @@
-"""SQL for privacy tombstones (kept light: the capture path imports it)."""
+"""SQL for privacy tombstones (kept light: the capture path imports it), consent history, used links."""
 
 from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.db import IN_CHUNK, chunks
-from leadflow.kit.models import table_of
+from leadflow.kit.models import AnyRow, table_of
+from leadflow.privacy.models import ConsentEvent, UnsubscribeUse
 from leadflow.security.audit_models import PrivacyTombstone
 
 tombstones = table_of(PrivacyTombstone)
+events = table_of(ConsentEvent)
+uses = table_of(UnsubscribeUse)
 
 
 async def previously_erased(conn: AsyncConnection, hashes: list[str]) -> set[str]:
@@ -37,3 +41,44 @@ async def erased_since(conn: AsyncConnection, since: datetime) -> bool:
     """Whether anybody was erased (or erased again) since ``since``."""
     query = select(tombstones.c.id).where(tombstones.c.erased_at >= since).limit(1)
     return (await conn.execute(query)).first() is not None
+
+
+# -- consent history and used unsubscribe links ---------------------------------------------------
+async def add_consent_event(conn: AsyncConnection, row: dict[str, Any]) -> None:
+    await conn.execute(insert(events).values(**row))
+
+
+async def consent_events(conn: AsyncConnection, email_hash: str) -> list[AnyRow]:
+    query = select(events).where(events.c.email_hash == email_hash).order_by(events.c.created_at, events.c.id)
+    return list((await conn.execute(query)).all())
+
+
+async def delete_consent_events(conn: AsyncConnection, email_hash: str) -> None:
+    await conn.execute(delete(events).where(events.c.email_hash == email_hash))
+
+
+async def link_used(conn: AsyncConnection, token_hash: str) -> bool:
+    found = await conn.execute(select(uses.c.token_hash).where(uses.c.token_hash == token_hash))
+    return found.first() is not None
+
+
+async def mark_link_used(conn: AsyncConnection, token_hash: str, now: datetime) -> None:
+    """Raises IntegrityError when a concurrent request used the same link first."""
+    await conn.execute(insert(uses).values(token_hash=token_hash, used_at=now))
+
+
+async def purge_before(conn: AsyncConnection, cutoff: datetime, limit: int) -> dict[str, int]:
+    """Retention for privacy records: consent events, used links and audit entries older than ``cutoff``."""
+    from leadflow.security.audit import audit
+
+    done: dict[str, int] = {}
+    for name, table, column, key in (
+        ("consent_events", events, events.c.created_at, events.c.id),
+        ("unsubscribe_uses", uses, uses.c.used_at, uses.c.token_hash),
+        ("audit_log", audit, audit.c.created_at, audit.c.id),
+    ):
+        ids = [r[0] for r in await conn.execute(select(key).where(column < cutoff).limit(limit))]
+        if ids:
+            await conn.execute(delete(table).where(key.in_(ids)))
+        done[name] = len(ids)
+    return done

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,15 +20,16 @@ from leadflow.leads import repository as leads_repo
 from leadflow.leads import service as leads_service
 from leadflow.leads.models import Lead, LeadActivity
 from leadflow.pipeline import repository as jobs_repo
+from leadflow.privacy import consent
+from leadflow.privacy import repository as privacy_repo
 from leadflow.privacy.repository import tombstones
+from leadflow.privacy.tasks import ERASE_JOB, remote_jobs
 from leadflow.security.crypto import FieldCipher
 
 leads = table_of(Lead)
 activities = table_of(LeadActivity)
 
-ERASE_JOB = "privacy.erase"
-# Connected tools that hold copies of a person and the deletion they offer.
-ERASE_AT = ("hubspot", "mailchimp", "sendgrid")
+__all__ = ["ERASE_JOB", "ErasureResult", "anonymize", "enforce_retention", "erase", "export"]
 
 
 def email_hash(cipher: FieldCipher, email: str) -> str:
@@ -63,10 +63,13 @@ async def export(conn: AsyncConnection, cipher: FieldCipher, email: str) -> dict
         data["enrichment"] = row.enrichment
         records.append(data)
     tomb = (await conn.execute(select(tombstones).where(tombstones.c.email_hash == digest))).first()
+    rows = await _rows_for(conn, digest)
+    events = await privacy_repo.consent_events(conn, digest)
     return {
         "email": email,
         "generated_at": utcnow().isoformat(),
         "leads": records,
+        "consent_history": consent.history(rows, events),
         "erased_before": tomb.erased_at.isoformat() if tomb else None,
     }
 
@@ -75,6 +78,8 @@ async def export(conn: AsyncConnection, cipher: FieldCipher, email: str) -> dict
 class ErasureResult:
     leads_deleted: int
     remote_deletions_queued: list[str]
+    # Configured tools that hold nothing to erase or cannot delete, and what that means (connector facts).
+    notes: dict[str, str]
 
 
 async def erase(
@@ -85,14 +90,18 @@ async def erase(
     reason: str,
     request_id: str | None,
 ) -> ErasureResult:
-    """Right to deletion: delete the person's leads and activities, queue deletion at connected tools,
-    and leave a tombstone holding only the blind index."""
+    """Right to deletion: delete the person's leads, activities, pending jobs (the e-mail sequence
+    included) and consent history, queue deletion at every configured tool that can erase (connectors
+    with the ``Erases`` trait: CRM records, marketing contacts, the webhook's ``lead.erased`` event), and
+    leave a tombstone holding only the blind index."""
     from leadflow.integrations import registry
+    from leadflow.integrations.base import Erases, erasure_note
 
     digest = email_hash(cipher, email)
     rows = await _rows_for(conn, digest)
     now = utcnow()
     ids = [r.id for r in rows]
+    await privacy_repo.delete_consent_events(conn, digest)
     if ids:
         await conn.execute(delete(activities).where(activities.c.lead_id.in_(ids)))
         await conn.execute(delete(jobs_repo.jobs).where(jobs_repo.jobs.c.lead_id.in_(ids)))
@@ -107,25 +116,25 @@ async def erase(
         )
     else:
         await conn.execute(update(tombstones).where(tombstones.c.id == existing.id).values(erased_at=now))
-    sealed = cipher.encrypt(normalise_email(email), "erasure_email")
-    assert sealed is not None
-    queued = []
-    new_jobs = []
-    for name in ERASE_AT:
-        if registry.build(name, settings).configured():
-            queued.append(name)
-            new_jobs.append(
-                jobs_repo.NewJob(
-                    kind=ERASE_JOB,
-                    # The address is needed to delete it elsewhere: encrypted, and scrubbed once done.
-                    payload={"connector": name, "email": base64.b64encode(sealed).decode()},
-                    run_at=now,
-                    dedup_key=f"erase:{name}:{digest[:32]}:{int(now.timestamp())}",
-                    max_attempts=10,
-                )
-            )
+    # The address is needed to delete it elsewhere: encrypted in the job, and scrubbed once done.
+    queued, new_jobs = remote_jobs(
+        ERASE_JOB,
+        settings,
+        cipher,
+        email=normalise_email(email),
+        digest=digest,
+        lead_ids=[r.public_id for r in rows],
+        request_id=request_id,
+        now=now,
+        campaign_ids=[r.campaign_id for r in rows],
+    )
     await jobs_repo.enqueue(conn, new_jobs, now)
-    return ErasureResult(leads_deleted=len(ids), remote_deletions_queued=queued)
+    notes = {
+        c.name: note
+        for c in registry.configured(settings)
+        if not isinstance(c, Erases) and (note := erasure_note(c)) is not None
+    }
+    return ErasureResult(leads_deleted=len(ids), remote_deletions_queued=queued, notes=notes)
 
 
 def _anonymous_values(cipher: FieldCipher, row: AnyRow, now: datetime) -> dict[str, Any]:
@@ -201,6 +210,13 @@ class RetentionReport:
     action: str
     matched: int
     done: int
+    # Privacy records past the cutoff removed in the same run: consent_events, unsubscribe_uses, audit_log.
+    records_purged: dict[str, int] | None = None
+
+    @property
+    def progressed(self) -> bool:
+        """Whether this run changed anything (another run may find more)."""
+        return bool(self.done or sum((self.records_purged or {}).values()))
 
 
 def _days_of(rows: Sequence[AnyRow]) -> dict[str, list[datetime]]:
@@ -220,14 +236,18 @@ async def enforce_retention(
     if settings.retention_action == "anonymize":
         query = query.where(leads.c.anonymized_at.is_(None))
     rows = list((await conn.execute(query.order_by(leads.c.id).limit(limit))).all())
-    if dry_run or not rows:
+    if dry_run:
         return RetentionReport(cutoff, settings.retention_action, len(rows), 0)
+    # The audit log and consent history are kept within the same retention period as the leads.
+    purged = await privacy_repo.purge_before(conn, cutoff, limit)
+    if not rows:
+        return RetentionReport(cutoff, settings.retention_action, 0, 0, purged)
     if settings.retention_action == "delete":
         ids = [r.id for r in rows]
         await conn.execute(delete(activities).where(activities.c.lead_id.in_(ids)))
         await conn.execute(delete(jobs_repo.jobs).where(jobs_repo.jobs.c.lead_id.in_(ids)))
         await conn.execute(delete(leads).where(leads.c.id.in_(ids)))
         await rollup.invalidate(conn, _days_of(rows))
-        return RetentionReport(cutoff, "delete", len(rows), len(ids))
+        return RetentionReport(cutoff, "delete", len(rows), len(ids), purged)
     done = await anonymize_rows(conn, cipher, rows, "retention")
-    return RetentionReport(cutoff, "anonymize", len(rows), done)
+    return RetentionReport(cutoff, "anonymize", len(rows), done, purged)

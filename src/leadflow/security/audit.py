@@ -1,16 +1,24 @@
 """The append-only audit log: who read or changed what, when, from where, through which channel.
 
-There is no update or delete anywhere in the code for these rows (and no endpoint for it); the
-admin API only lists them.
+No code updates these rows and no endpoint changes them; the admin API only lists them. The only
+delete is the retention purge (``privacy.repository.purge_before``): entries older than
+``RETENTION_DAYS`` go, like the leads they describe.
+
+High-volume accesses that hold no personal data — status look-ups, campaign and analytics reads,
+refused requests (401/403/429) — go through :class:`AuditBuffer`: one entry per actor, address, action
+and minute, with the count and the distinct targets, so a flood cannot drown the log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import structlog
 from fastapi import Request
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -21,6 +29,7 @@ from leadflow.security.audit_models import AuditEntry
 from leadflow.security.tokens import Principal
 
 audit = table_of(AuditEntry)
+log = structlog.get_logger("leadflow.audit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,3 +126,138 @@ async def page(
     if before_id is not None:
         query = query.where(audit.c.id < before_id)
     return (await conn.execute(query)).all()
+
+
+# -- aggregated entries ------------------------------------------------------------------------------
+MAX_TARGETS = 50  # distinct target ids kept per aggregated entry (the count covers all)
+MAX_BUCKETS = 10_000  # a bound on memory: beyond it, new keys share one overflow entry per minute
+
+
+@dataclass(slots=True)
+class _Bucket:
+    count: int = 0
+    targets: list[str] = field(default_factory=list)
+    details: dict[str, Any] | None = None
+
+
+_Key = tuple[datetime, str, str | None, str, str | None, str, str | None, tuple[tuple[str, str], ...]]
+
+
+class AuditBuffer:
+    """Counts accesses per (minute, actor, role, channel, IP, action, target type, details) in memory and writes
+    one audit entry per key once its minute has passed (and everything at shutdown).
+
+    Entries carry ``details = {"aggregated": true, "count": n, "target_ids": [...], ...}`` and the
+    minute's start as ``created_at``. Each process writes its own entries (several replicas: one entry
+    per replica and minute). Counts of a process that crashes are lost (at most a minute's worth).
+    """
+
+    def __init__(self, clock: Callable[[], datetime] = utcnow) -> None:
+        self._clock = clock
+        self._buckets: dict[_Key, _Bucket] = {}
+
+    def add(
+        self,
+        actor: Actor,
+        action: str,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        minute = self._clock().replace(second=0, microsecond=0)
+        variant = tuple(sorted((k, str(v)) for k, v in (details or {}).items()))
+        key: _Key = (
+            minute,
+            actor.name[:100],
+            actor.role,
+            actor.channel,
+            actor.ip,
+            action,
+            target_type,
+            variant,
+        )
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= MAX_BUCKETS:
+                key = (minute, "overflow", None, actor.channel, None, action, target_type, variant)
+                bucket = self._buckets.setdefault(key, _Bucket())
+            else:
+                bucket = self._buckets[key] = _Bucket(details=details)
+        bucket.count += 1
+        if target_id is not None and len(bucket.targets) < MAX_TARGETS and target_id not in bucket.targets:
+            bucket.targets.append(target_id)
+
+    def pending(self) -> int:
+        return sum(b.count for b in self._buckets.values())
+
+    async def flush(self, engine: AsyncEngine, *, everything: bool = False) -> int:
+        """Write the entries of past minutes (all of them with ``everything``); returns how many."""
+        current = self._clock().replace(second=0, microsecond=0)
+        keys = [k for k in self._buckets if everything or k[0] < current]
+        if not keys:
+            return 0
+        rows = []
+        for key in keys:
+            minute, name, role, channel, ip, action, target_type, _ = key
+            bucket = self._buckets[key]
+            rows.append(
+                {
+                    "created_at": minute,
+                    "actor": name,
+                    "role": role,
+                    "channel": channel,
+                    "action": action,
+                    "target_type": target_type,
+                    "target_id": bucket.targets[0] if len(bucket.targets) == 1 else None,
+                    "ip": ip,
+                    "request_id": None,
+                    "details": {
+                        **(bucket.details or {}),
+                        "aggregated": True,
+                        "count": bucket.count,
+                        "window_seconds": 60,
+                        "target_ids": bucket.targets,
+                    },
+                }
+            )
+        async with engine.begin() as conn:
+            await conn.execute(insert(audit), rows)
+        for key in keys:
+            self._buckets.pop(key, None)
+        return len(rows)
+
+    async def run(self, engine: AsyncEngine, stop: asyncio.Event, every: float) -> None:
+        """Flush past minutes every ``every`` seconds until ``stop``; then flush everything."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every)
+            try:
+                await self.flush(engine, everything=stop.is_set())
+            except Exception as exc:  # the database is down: keep counting, try again later
+                log.warning("audit_flush_failed", exc_type=type(exc).__name__, pending=self.pending())
+
+
+REFUSALS = {401: "access.unauthorized", 403: "access.forbidden", 429: "access.rate_limited"}
+
+
+def note_refusal(scope: Any, status: int, error: str) -> None:
+    """Count a refused request (401/403/429) in the app's :class:`AuditBuffer` (aggregated per minute)."""
+    action = REFUSALS.get(status)
+    if action is None:
+        return
+    app = scope.get("app")
+    buffer = getattr(getattr(app, "state", None), "audit", None)
+    if not isinstance(buffer, AuditBuffer):
+        return
+    state = scope.get("state") or {}
+    principal = state.get("principal")
+    route = scope.get("route")
+    client = scope.get("client")
+    actor = Actor(
+        name=principal.actor if isinstance(principal, Principal) else "anonymous",
+        role=principal.role if isinstance(principal, Principal) else None,
+        channel="api",
+        ip=state.get("client_ip") or (client[0] if client else None),
+    )
+    path = getattr(route, "path", None) or "unmatched"
+    buffer.add(actor, action, "route", str(path), {"error": error})

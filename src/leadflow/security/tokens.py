@@ -28,6 +28,7 @@ SCOPES: dict[str, frozenset[str]] = {
             "campaigns:read",
             "campaigns:write",
             "analytics:read",
+            "privacy:write",
             "admin",
         }
     ),
@@ -40,6 +41,7 @@ SCOPES: dict[str, frozenset[str]] = {
             "campaigns:read",
             "campaigns:write",
             "analytics:read",
+            "privacy:write",
         }
     ),
     "sales": frozenset({"leads:read", "leads:write", "leads:status", "campaigns:read"}),
