@@ -25,6 +25,8 @@ from leadflow.errors import install_error_handlers
 from leadflow.leads.api import CAPTURE_PATH, CaptureFastPath, extra_schemas
 from leadflow.leads.api import router as leads_router
 from leadflow.leads.capture import CaptureWriter
+from leadflow.observability import metrics
+from leadflow.observability.alerts import start_monitor
 from leadflow.observability.health import router as health_router
 from leadflow.observability.logging import RequestContextMiddleware
 from leadflow.pipeline.api import router as jobs_router
@@ -45,7 +47,8 @@ reports how each campaign performs.
 
 * **Public**: `POST /v1/api/leads` (campaign forms), `GET /healthz`.
 * **Everything else** needs `Authorization: Bearer <token>` (`leadflow tokens create --role ROLE`).
-  Roles: admin, manager, sales, analyst (read-only aggregates), ingest (capture only).
+  Roles: admin, manager, sales, analyst (read-only aggregates), ingest (capture only),
+  monitoring (`GET /metrics` only).
 * **Errors** always use one shape: `{"success": false, "error": "CODE", "message": "...",
   "field": "dotted.path", "code": 400}`.
 """
@@ -94,6 +97,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
         app.state.tokens = TokenStore(engine)
         app.state.guard = Guard(settings)
         app.state.analytics = AnalyticsCache(settings.analytics_cache_seconds)
+        metrics.install(app, engine, settings)
         app.state.writer = CaptureWriter(
             engine,
             dedup_window=timedelta(hours=settings.dedup_window_hours),
@@ -106,6 +110,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
         if settings.run_worker:
             worker_task, app.state.wake_worker = await _start_worker(engine, settings, stop)
         app.state.writer.on_commit = lambda: app.state.wake_worker()
+        monitor = start_monitor(engine, settings, stop)
         if settings.gc_freeze:
             # Everything loaded at start-up (modules, schemas, phone metadata, domain lists) lives as
             # long as the process: frozen, full collections no longer walk it. Unfrozen they paused the
@@ -126,9 +131,12 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
             stop.set()
             if worker_task is not None:
                 await asyncio.gather(worker_task, return_exceptions=True)
+            if monitor is not None:
+                await asyncio.gather(monitor, return_exceptions=True)
             if app.state.point_reader is not None:
                 app.state.point_reader.close()
             await engine.dispose()
+            metrics.mark_process_dead()
             log.info("stopped")
 
     app = FastAPI(
@@ -139,6 +147,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
     )
     install_error_handlers(app)
     app.include_router(health_router)
+    app.include_router(metrics.router)
     app.include_router(leads_router)
     app.include_router(campaigns_router)
     app.include_router(routing_router)

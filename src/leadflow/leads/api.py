@@ -137,13 +137,15 @@ def _reject_bots(body: CaptureRequest, settings: Settings) -> None:
         if fill is not None and fill < settings.bot_min_fill_seconds:
             reason = "too_fast"
     if reason is not None:
-        metrics.LEADS_CAPTURED.labels(f"spam_{reason}").inc()
+        metrics.CAPTURE["spam"].inc()
+        metrics.SPAM[reason].inc()
         log.info("spam_rejected", reason=reason, campaign_id=body.campaign_id)
         raise ApiError(400, "SUBMISSION_REJECTED", "The submission was rejected as automated")
     if settings.reject_disposable_emails:
         domain = body.contact.email.rsplit("@", 1)[1]
         if classify_domain(domain) == "disposable":
-            metrics.LEADS_CAPTURED.labels("spam_disposable").inc()
+            metrics.CAPTURE["spam"].inc()
+            metrics.SPAM["disposable"].inc()
             raise ApiError(
                 400, "DISPOSABLE_EMAIL", "Disposable e-mail addresses are not accepted", field="contact.email"
             )
@@ -227,6 +229,17 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 async def capture_lead(state: State, scope: Scope, receive: Receive) -> Response:
     """POST /v1/api/leads: from the raw request to the 201 (or the error, raised as ApiError)."""
+    try:
+        return await _capture_lead(state, scope, receive)
+    except ApiError as exc:
+        metrics.count_capture_error(exc.status, exc.error)
+        raise
+    except ValidationError:
+        metrics.CAPTURE["invalid"].inc()
+        raise
+
+
+async def _capture_lead(state: State, scope: Scope, receive: Receive) -> Response:
     headers = _headers(scope)
     idempotency_key = headers.get("idempotency-key")
     if idempotency_key is not None and len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
@@ -258,7 +271,7 @@ async def capture_lead(state: State, scope: Scope, receive: Receive) -> Response
     outcome = await state.writer.submit(prepared)
 
     cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else None
-    metrics.LEADS_CAPTURED.labels(outcome.kind).inc()
+    metrics.CAPTURE[outcome.kind].inc()
     if outcome.kind == "duplicate":
         hours = settings.dedup_window_hours
         raise ApiError(

@@ -81,6 +81,8 @@ def worker(
     """Run a background worker: enrichment, routing, notifications and integrations."""
     from leadflow.cli import _settings
     from leadflow.db import create_engine
+    from leadflow.observability import metrics
+    from leadflow.observability.alerts import start_monitor
     from leadflow.observability.logging import configure_logging
     from leadflow.pipeline.runtime import build_worker, run_worker, worker_context
     from leadflow.pipeline.scheduler import ensure_periodic
@@ -106,9 +108,23 @@ def worker(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            await run_worker(engine, settings, stop, concurrency=concurrency, lease_seconds=lease)
+            extras: list[asyncio.Task[None]] = []
+            metrics.instrument_pool(engine)
+            if settings.metrics_port is not None:
+                extras.append(
+                    asyncio.create_task(metrics.serve_metrics(engine, settings, stop, settings.metrics_port))
+                )
+            monitor = start_monitor(engine, settings, stop)
+            if monitor is not None:
+                extras.append(monitor)
+            try:
+                await run_worker(engine, settings, stop, concurrency=concurrency, lease_seconds=lease)
+            finally:
+                stop.set()
+                await asyncio.gather(*extras, return_exceptions=True)
         finally:
             await engine.dispose()
+            metrics.mark_process_dead()
 
     # uvloop (installed with uvicorn[standard]) as under `leadflow serve`: the worker is CPU-bound.
     try:

@@ -46,7 +46,14 @@ async def worker_context(
 
 
 def build_worker(ctx: WorkerContext, **options: float | int | None) -> Worker:
-    return Worker(ctx, {**handlers(), **periodic_handlers()}, committers=committers(), **options)  # type: ignore[arg-type]
+    from leadflow.observability.alerts import alert_handlers
+
+    return Worker(
+        ctx,
+        {**handlers(), **periodic_handlers(), **alert_handlers()},
+        committers=committers(),
+        **options,  # type: ignore[arg-type]
+    )
 
 
 async def run_worker(

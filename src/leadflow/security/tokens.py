@@ -28,6 +28,7 @@ SCOPES: dict[str, frozenset[str]] = {
             "campaigns:read",
             "campaigns:write",
             "analytics:read",
+            "metrics",
             "admin",
         }
     ),
@@ -45,6 +46,7 @@ SCOPES: dict[str, frozenset[str]] = {
     "sales": frozenset({"leads:read", "leads:write", "leads:status", "campaigns:read"}),
     "analyst": frozenset({"leads:status", "campaigns:read", "analytics:read"}),
     "ingest": frozenset({"leads:create"}),
+    "monitoring": frozenset({"metrics"}),  # a Prometheus server scraping /metrics from elsewhere
 }
 assert set(SCOPES) == set(ROLES)
 
