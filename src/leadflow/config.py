@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
@@ -243,6 +244,16 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"unknown grades {bad}")
         return grades
+
+    @field_validator("metrics_open_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{network!r} is not an IP network (e.g. 10.0.0.0/8)") from exc
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -56,6 +55,7 @@ async def scrape(h: Harness, **headers: str) -> str:
 
 
 # --- access -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)  # the role's CHECK
 async def test_loopback_needs_no_token_remote_needs_the_metrics_scope(harness: Harness) -> None:
     text = await scrape(harness)
     assert has(text, "leadflow_build_info")
@@ -109,6 +109,32 @@ def test_metrics_open_networks_is_read_as_a_list(monkeypatch: pytest.MonkeyPatch
     assert settings.metrics_open_networks == ["10.0.0.0/8", "192.168.0.0/16"]
     assert settings.alert_emails == ["ops@example.com", "cto@example.com"]
     assert settings.alerting
+
+
+def test_bad_open_networks_are_a_configuration_error(settings_factory: Callable[..., Settings]) -> None:
+    with pytest.raises(ValueError, match="not an IP network"):
+        settings_factory(metrics_open_networks=["localhost"])
+
+
+def test_worker_refuses_a_taken_metrics_port(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from leadflow.cli import app
+
+    taken = metrics.bind("127.0.0.1", 0)
+    try:
+        for key, value in {
+            "DATABASE_URL": settings.database_url,
+            "ENCRYPTION_KEY": settings.encryption_key.get_secret_value() if settings.encryption_key else "",
+            "METRICS_PORT": str(taken.getsockname()[1]),
+        }.items():
+            monkeypatch.setenv(key, value)
+        taken.listen()
+        result = CliRunner().invoke(app, ["worker"])
+    finally:
+        taken.close()
+    assert result.exit_code == 2
+    assert "cannot serve metrics on 127.0.0.1:" in result.output
 
 
 def test_openapi_documents_the_endpoint(harness: Harness) -> None:
@@ -299,16 +325,11 @@ async def test_database_down_is_a_gauge_not_an_error(app_factory: Callable[..., 
 
 
 # --- the worker's own endpoint -------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_worker_metrics_server(harness: Harness) -> None:
-    port = _free_port()
+    sock = metrics.bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
     stop = asyncio.Event()
-    server = asyncio.create_task(metrics.serve_metrics(harness.engine, harness.settings, stop, port))
+    server = asyncio.create_task(metrics.serve_metrics(harness.engine, harness.settings, stop, sock))
     metrics.WORKER_HEARTBEAT.set(1234.0)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:

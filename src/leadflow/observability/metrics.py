@@ -22,8 +22,9 @@ import asyncio
 import ipaddress
 import os
 import shutil
+import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ STAGE_LATENCY = Histogram(
 )
 WORKER_HEARTBEAT = Gauge(
     "leadflow_worker_heartbeat_timestamp_seconds",
-    "Unix time of the worker loop's last turn in this process (absent where no worker runs)",
+    "Unix time of the worker loop's last turn in this process (0 where no worker runs)",
     multiprocess_mode="livemax",
 )
 
@@ -458,36 +459,42 @@ def metrics_app(engine: AsyncEngine, settings: Settings) -> FastAPI:
     return app
 
 
-async def serve_metrics(engine: AsyncEngine, settings: Settings, stop: asyncio.Event, port: int) -> None:
-    """Serve :func:`metrics_app` on ``METRICS_HOST:port`` until ``stop`` is set.
+def bind(host: str, port: int) -> socket.socket:
+    """The worker's metrics socket, bound before anything starts (OSError: the port is taken)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve_metrics(
+    engine: AsyncEngine, settings: Settings, stop: asyncio.Event, sock: socket.socket
+) -> None:
+    """Serve :func:`metrics_app` on the bound ``sock`` until ``stop`` is set.
 
     The worker's own signal handlers stay in charge: this server never installs any.
     """
+    import contextlib
+
     import uvicorn
 
     class _Server(uvicorn.Server):
         def capture_signals(self) -> Any:  # the worker handles SIGTERM/SIGINT itself
-            import contextlib
-
             return contextlib.nullcontext()
 
-    config = uvicorn.Config(
-        metrics_app(engine, settings),
-        host=settings.metrics_host,
-        port=port,
-        access_log=False,
-        log_config=None,
-        lifespan="off",
-    )
+    config = uvicorn.Config(metrics_app(engine, settings), access_log=False, log_config=None, lifespan="off")
     server = _Server(config)
-    task = asyncio.create_task(server.serve())
-    stopper: Callable[[], None] = lambda: setattr(server, "should_exit", True)  # noqa: E731
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    waiter = asyncio.create_task(stop.wait())
     try:
-        waiter = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if task in done:
-            task.result()  # the port could not be bound: say so
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        stopper()
+        waiter.cancel()
+        server.should_exit = True
         await asyncio.gather(task, return_exceptions=True)
+        sock.close()

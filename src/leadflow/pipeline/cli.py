@@ -89,6 +89,17 @@ def worker(
 
     settings = _settings()
     configure_logging(settings.log_level)
+    sock = None
+    if settings.metrics_port is not None and not once:
+        try:
+            sock = metrics.bind(settings.metrics_host, settings.metrics_port)
+        except OSError as exc:
+            typer.echo(
+                f"error: cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
+                f"{exc.strerror or exc}",
+                err=True,
+            )
+            raise typer.Exit(2) from exc
 
     async def main() -> None:
         engine = create_engine(settings)
@@ -110,10 +121,8 @@ def worker(
                 loop.add_signal_handler(sig, stop.set)
             extras: list[asyncio.Task[None]] = []
             metrics.instrument_pool(engine)
-            if settings.metrics_port is not None:
-                extras.append(
-                    asyncio.create_task(metrics.serve_metrics(engine, settings, stop, settings.metrics_port))
-                )
+            if sock is not None:
+                extras.append(asyncio.create_task(metrics.serve_metrics(engine, settings, stop, sock)))
             monitor = start_monitor(engine, settings, stop)
             if monitor is not None:
                 extras.append(monitor)
