@@ -133,6 +133,9 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
                 await asyncio.gather(worker_task, return_exceptions=True)
             if monitor is not None:
                 await asyncio.gather(monitor, return_exceptions=True)
+                from leadflow.integrations.mailer import close_smtp_pools
+
+                close_smtp_pools()  # the alert e-mails' connections
             if app.state.point_reader is not None:
                 app.state.point_reader.close()
             await engine.dispose()
