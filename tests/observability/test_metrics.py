@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -12,7 +13,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from leadflow.app import create_app
 from leadflow.config import Settings
+from leadflow.kit.clock import utcnow
 from leadflow.observability import metrics
+from leadflow.pipeline import repository as jobs_repo
 from leadflow.pipeline.runtime import build_worker, worker_context
 from tests.conftest import Harness, example_lead
 from tests.observability.helpers import has, value
@@ -268,9 +271,16 @@ async def test_queue_lead_and_job_metrics(app_factory: Callable[..., Any]) -> No
     small = example_lead(email="small@company.com") | {"campaign_id": "small-campaign"}
     assert (await h.client.post(CAPTURE, json=small)).status_code == 201
 
+    later = utcnow() + timedelta(hours=1)
+    async with h.engine.begin() as conn:  # a delivery that is not due yet
+        await jobs_repo.enqueue(
+            conn, [jobs_repo.NewJob(kind="deliver", payload={"connector": "hubspot"}, run_at=later)], utcnow()
+        )
+
     text = await scrape(h)
     assert value(text, "leadflow_database_up") == 1
-    assert value(text, "leadflow_jobs_queued", kind="lead.process", status="pending") == 4
+    assert value(text, "leadflow_jobs_queued", kind="lead.process", connector="", status="pending") == 4
+    assert value(text, "leadflow_jobs_queued", kind="deliver", connector="hubspot", status="pending") == 1
     assert value(text, "leadflow_jobs_due") == 4
     assert value(text, "leadflow_jobs_oldest_due_age_seconds") >= 0
     assert value(text, "leadflow_jobs_last_attempt_timestamp_seconds") == 0  # no worker ever ran

@@ -225,14 +225,14 @@ class DatabaseGauges:
     def _build(self, queue: Any, by_campaign: list[tuple[str, str, str, int]], now: Any) -> list[Metric]:
         queued = GaugeMetricFamily(
             "leadflow_jobs_queued",
-            "Jobs in the outbox by kind and status (pending, running, dead)",
-            labels=["kind", "status"],
+            "Jobs in the outbox by kind, connector (deliveries) and status (pending, running, dead)",
+            labels=["kind", "connector", "status"],
         )
-        for (kind, status), count in sorted(queue.counts.items()):
-            queued.add_metric([kind, status], count)
+        for (kind, connector, status), count in sorted(queue.counts.items()):
+            queued.add_metric([kind, connector, status], count)
         for status in ("pending", "running", "dead"):  # always present, so sums and alerts see 0
-            if not any(s == status for _, s in queue.counts):
-                queued.add_metric(["", status], 0)
+            if not any(key[2] == status for key in queue.counts):
+                queued.add_metric(["", "", status], 0)
         oldest = (now - queue.oldest_due_at).total_seconds() if queue.oldest_due_at is not None else 0.0
         last = queue.last_attempt_at.timestamp() if queue.last_attempt_at is not None else 0.0
         families: list[Metric] = [

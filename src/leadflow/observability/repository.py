@@ -25,19 +25,20 @@ OPEN_STATUSES = ("pending", "running", "dead")  # "done" grows without bound and
 
 @dataclass(frozen=True, slots=True)
 class QueueSnapshot:
-    counts: dict[tuple[str, str], int]  # (kind, status) -> jobs
+    counts: dict[tuple[str, str, str], int]  # (kind, connector or "", status) -> jobs
     due: int  # pending jobs whose run_at has passed
     oldest_due_at: datetime | None  # run_at of the oldest of them
     last_attempt_at: datetime | None  # the newest job attempt any worker recorded
 
 
 async def queue_snapshot(conn: AsyncConnection, now: datetime) -> QueueSnapshot:
+    connector = jobs.c.payload["connector"].as_string()  # JSON path: portable through SQLAlchemy
     counts = {
-        (str(r[0]), str(r[1])): int(r[2])
+        (str(r[0]), str(r[1] or ""), str(r[2])): int(r[3])
         for r in await conn.execute(
-            select(jobs.c.kind, jobs.c.status, func.count())
+            select(jobs.c.kind, connector, jobs.c.status, func.count())
             .where(jobs.c.status.in_(OPEN_STATUSES))
-            .group_by(jobs.c.kind, jobs.c.status)
+            .group_by(jobs.c.kind, connector, jobs.c.status)
         )
     }
     due_row = (
