@@ -227,6 +227,25 @@ async def test_a_failing_channel_does_not_stop_the_other(
         await engine.dispose()
 
 
+async def test_an_undelivered_alert_is_sent_again_at_the_next_check(
+    alert_settings: Callable[..., Settings], slack: FakeSlack
+) -> None:
+    settings = alert_settings(alert_emails=[])
+    engine = create_engine(settings)
+    try:
+        now = utcnow()
+        await _job(engine, now - timedelta(minutes=10))
+        slack.fail_next(Reply(503, "service_unavailable", content_type="text/plain"))
+        monitor = AlertMonitor(engine, settings)
+        assert await monitor.check(now) == ["worker_stopped"]
+        assert slack.accepted == []
+        assert await monitor.check(now + timedelta(minutes=1)) == ["worker_stopped"]  # not throttled
+        assert len(slack.accepted) == 1
+        assert await monitor.check(now + timedelta(minutes=2)) == []  # delivered: now throttled
+    finally:
+        await engine.dispose()
+
+
 # --- dead letters ------------------------------------------------------------------------------------------
 def test_one_digest_job_per_period(settings_factory: Callable[..., Settings]) -> None:
     settings = settings_factory(alert_digest_seconds=300)

@@ -173,13 +173,15 @@ class AlertMonitor:
         for condition in await evaluate(self.engine, self.settings, now):
             if condition.firing:
                 if await repo.claim_firing(self.engine, condition.name, now, throttle):
-                    await self.notifier.send(
+                    delivered, _ = await self.notifier.send(
                         Message(
                             f"{condition.name}:{now:%Y%m%dT%H%M%S}",
                             f"[Leadflow] ALERT {condition.name.replace('_', ' ')}",
                             condition.summary,
                         )
                     )
+                    if delivered == 0:  # no channel took it: try again at the next check
+                        await repo.release(self.engine, condition.name)
                     sent.append(condition.name)
             elif await repo.claim_resolved(self.engine, condition.name, now):
                 await self.notifier.send(

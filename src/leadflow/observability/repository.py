@@ -130,6 +130,12 @@ async def claim_firing(engine: AsyncEngine, name: str, now: datetime, throttle: 
     return True
 
 
+async def release(engine: AsyncEngine, name: str) -> None:
+    """The firing message could not be delivered anywhere: let the next check send it again."""
+    async with engine.begin() as conn:
+        await conn.execute(update(alert_state).where(alert_state.c.name == name).values(sent_at=None))
+
+
 async def claim_resolved(engine: AsyncEngine, name: str, now: datetime) -> bool:
     """True if ``name`` was firing and this process is the one that marks it resolved."""
     async with engine.begin() as conn:
