@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -138,6 +140,18 @@ def test_worker_refuses_a_taken_metrics_port(settings: Settings, monkeypatch: py
         taken.close()
     assert result.exit_code == 2
     assert "cannot serve metrics on 127.0.0.1:" in result.output
+
+
+def test_prepare_multiprocess_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(metrics.MULTIPROCESS_ENV, "")  # restored (removed) after the test
+    target = tmp_path / "metrics"
+    target.mkdir()
+    (target / "counter_123.db").write_bytes(b"stale")
+    (target / "keep.txt").write_text("not ours")
+    metrics.prepare_multiprocess_dir(target)
+    assert sorted(p.name for p in target.iterdir()) == ["keep.txt"]
+    assert os.environ[metrics.MULTIPROCESS_ENV] == str(target.resolve())
+    assert metrics.multiprocess()
 
 
 def test_openapi_documents_the_endpoint(harness: Harness) -> None:

@@ -137,6 +137,16 @@ def multiprocess() -> bool:
     return bool(os.environ.get(MULTIPROCESS_ENV))
 
 
+def prepare_multiprocess_dir(path: Path) -> None:
+    """For a supervisor about to start several serving processes on one port: empty ``path`` of an
+    earlier run's files and export ``PROMETHEUS_MULTIPROC_DIR`` so the processes it starts (which
+    import prometheus-client afresh) count into it and each answers ``/metrics`` for all."""
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.db"):
+        old.unlink()
+    os.environ[MULTIPROCESS_ENV] = str(path.resolve())
+
+
 # --- recording (hot path) ---------------------------------------------------------------------------
 _KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"})
 _request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
