@@ -194,6 +194,7 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_db_refresh_seconds: float = Field(15.0, ge=0)  # queue/lead gauges: DB read at most this often
     metrics_max_campaigns: int = Field(50, ge=1, le=1000)  # named campaigns in leadflow_leads; rest "other"
+    metrics_leads_refresh_seconds: float = Field(60.0, ge=0)  # leadflow_leads: one grouped scan of leads
     metrics_disk_paths: Annotated[list[str], NoDecode] = Field(default_factory=list)
     alert_emails: Annotated[list[str], NoDecode] = Field(default_factory=list)
     alert_slack_webhook_url: SecretStr | None = None

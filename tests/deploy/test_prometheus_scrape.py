@@ -120,6 +120,7 @@ async def test_prometheus_scrapes_api_processes_and_worker(
         "GC_FREEZE": "false",
         "CAMPAIGN_CACHE_SECONDS": "0",
         "METRICS_DB_REFRESH_SECONDS": "0",
+        "METRICS_LEADS_REFRESH_SECONDS": "0",
         "WORKER_POLL_SECONDS": "0.1",
         "LOG_LEVEL": "WARNING",
     }

@@ -265,7 +265,9 @@ async def test_lockouts_are_counted(app_factory: Callable[..., Any]) -> None:
 # --- database gauges and jobs (every backend) ------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)
 async def test_queue_lead_and_job_metrics(app_factory: Callable[..., Any]) -> None:
-    h = await app_factory(metrics_db_refresh_seconds=0, metrics_max_campaigns=1)
+    h = await app_factory(
+        metrics_db_refresh_seconds=0, metrics_leads_refresh_seconds=0, metrics_max_campaigns=1
+    )
     admin = await h.token("admin")
     for slug in ("big-campaign", "small-campaign"):
         response = await h.client.post(
@@ -324,6 +326,26 @@ async def test_queue_lead_and_job_metrics(app_factory: Callable[..., Any]) -> No
     )
     assert value(after, "leadflow_jobs_queued", kind="lead.process", status="pending") == 0
     assert value(after, "leadflow_jobs_last_attempt_timestamp_seconds") > 0
+
+
+async def test_lead_counts_are_refreshed_less_often_than_the_queue(app_factory: Callable[..., Any]) -> None:
+    h = await app_factory(metrics_db_refresh_seconds=0, metrics_leads_refresh_seconds=3600)
+    response = await h.client.post(
+        "/v1/api/campaigns",
+        headers=await h.token("admin"),
+        json={
+            "id": CAMPAIGN,
+            "name": "N",
+            "campaign_type": "service",
+            "services": ["Nextcloud Installation"],
+        },
+    )
+    assert response.status_code == 201
+    first = await scrape(h)
+    assert (await h.client.post(CAPTURE, json=example_lead(email="later@company.com"))).status_code == 201
+    second = await scrape(h)
+    assert value(second, "leadflow_jobs_due") == value(first, "leadflow_jobs_due") + 1  # queue: fresh
+    assert value(second, "leadflow_leads") == value(first, "leadflow_leads") == 0  # leads: cached
 
 
 async def test_database_gauges_are_cached_between_scrapes(app_factory: Callable[..., Any]) -> None:

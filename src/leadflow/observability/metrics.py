@@ -201,14 +201,21 @@ def instrument_pool(engine: AsyncEngine) -> None:
 
 # --- gauges read at scrape time ------------------------------------------------------------------------
 class DatabaseGauges:
-    """Queue, lead and worker-activity gauges from the database, refreshed at most every ``ttl`` s."""
+    """Queue, lead and worker-activity gauges from the database.
 
-    def __init__(self, engine: AsyncEngine, ttl: float, max_campaigns: int) -> None:
+    Queue facts are re-read at most every ``ttl`` s; the lead counts (a grouped scan of ``leads``)
+    at most every ``leads_ttl`` s.
+    """
+
+    def __init__(self, engine: AsyncEngine, ttl: float, max_campaigns: int, leads_ttl: float = 60.0) -> None:
         self.engine = engine
         self.ttl = ttl
+        self.leads_ttl = max(ttl, leads_ttl)
         self.max_campaigns = max_campaigns
         self._families: list[Metric] = []
         self._at = -1e9
+        self._leads_at = -1e9
+        self._by_campaign: list[tuple[str, str, str, int]] = []
         self._lock = asyncio.Lock()
 
     async def refresh(self) -> None:
@@ -223,13 +230,15 @@ class DatabaseGauges:
             try:
                 async with self.engine.connect() as conn:
                     queue = await repo.queue_snapshot(conn, now)
-                    by_campaign = await repo.leads_by_campaign(conn)
+                    if time.monotonic() - self._leads_at >= self.leads_ttl:
+                        self._by_campaign = await repo.leads_by_campaign(conn)
+                        self._leads_at = time.monotonic()
             except Exception as exc:  # the database is down: report that, keep the process metrics
                 log.warning("metrics_database_unavailable", exc_type=type(exc).__name__)
                 self._families = [_gauge("leadflow_database_up", "1 if the database answered the scrape", 0)]
                 self._at = time.monotonic()
                 return
-            self._families = self._build(queue, by_campaign, now)
+            self._families = self._build(queue, self._by_campaign, now)
             self._at = time.monotonic()
 
     def _build(self, queue: Any, by_campaign: list[tuple[str, str, str, int]], now: Any) -> list[Metric]:
@@ -331,7 +340,10 @@ class Exposition:
 
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self.database = DatabaseGauges(
-            engine, settings.metrics_db_refresh_seconds, settings.metrics_max_campaigns
+            engine,
+            settings.metrics_db_refresh_seconds,
+            settings.metrics_max_campaigns,
+            settings.metrics_leads_refresh_seconds,
         )
         self.extra: list[Collector] = [self.database, DiskGauges(disk_paths(settings)), _Build()]
 
