@@ -52,6 +52,15 @@ def remote(h: Harness, address: str = "203.0.113.7") -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
 
 
+async def create_campaign(h: Harness, slug: str) -> None:
+    response = await h.client.post(
+        "/v1/api/campaigns",
+        headers=await h.token("admin"),
+        json={"id": slug, "name": slug, "campaign_type": "service", "services": ["Nextcloud Installation"]},
+    )
+    assert response.status_code == 201, response.text
+
+
 async def scrape(h: Harness, **headers: str) -> str:
     response = await h.client.get("/metrics", headers=headers)
     assert response.status_code == 200, response.text
@@ -196,18 +205,7 @@ async def test_unknown_methods_share_one_label(harness: Harness) -> None:
 
 async def test_capture_outcomes(app_factory: Callable[..., Any]) -> None:
     h = await app_factory(rate_limit_per_campaign="4/hour", lockout_threshold=100)
-    admin = await h.token("admin")
-    created = await h.client.post(
-        "/v1/api/campaigns",
-        headers=admin,
-        json={
-            "id": CAMPAIGN,
-            "name": "N",
-            "campaign_type": "service",
-            "services": ["Nextcloud Installation"],
-        },
-    )
-    assert created.status_code == 201
+    await create_campaign(h, CAMPAIGN)
     before = await scrape(h)
     lead = example_lead(email="metrics.one@company.com")
     assert (await h.client.post(CAPTURE, json=lead)).status_code == 201
@@ -268,19 +266,8 @@ async def test_queue_lead_and_job_metrics(app_factory: Callable[..., Any]) -> No
     h = await app_factory(
         metrics_db_refresh_seconds=0, metrics_leads_refresh_seconds=0, metrics_max_campaigns=1
     )
-    admin = await h.token("admin")
     for slug in ("big-campaign", "small-campaign"):
-        response = await h.client.post(
-            "/v1/api/campaigns",
-            headers=admin,
-            json={
-                "id": slug,
-                "name": slug,
-                "campaign_type": "service",
-                "services": ["Nextcloud Installation"],
-            },
-        )
-        assert response.status_code == 201
+        await create_campaign(h, slug)
     for i in range(3):
         lead = example_lead(email=f"big{i}@company.com") | {"campaign_id": "big-campaign"}
         assert (await h.client.post(CAPTURE, json=lead)).status_code == 201
@@ -330,17 +317,7 @@ async def test_queue_lead_and_job_metrics(app_factory: Callable[..., Any]) -> No
 
 async def test_lead_counts_are_refreshed_less_often_than_the_queue(app_factory: Callable[..., Any]) -> None:
     h = await app_factory(metrics_db_refresh_seconds=0, metrics_leads_refresh_seconds=3600)
-    response = await h.client.post(
-        "/v1/api/campaigns",
-        headers=await h.token("admin"),
-        json={
-            "id": CAMPAIGN,
-            "name": "N",
-            "campaign_type": "service",
-            "services": ["Nextcloud Installation"],
-        },
-    )
-    assert response.status_code == 201
+    await create_campaign(h, CAMPAIGN)
     first = await scrape(h)
     assert (await h.client.post(CAPTURE, json=example_lead(email="later@company.com"))).status_code == 201
     second = await scrape(h)
