@@ -7,7 +7,7 @@ PORT   ?= 8000
 HOST   ?= 127.0.0.1
 PYTEST_ARGS ?= -n 2
 
-.PHONY: venv run test lint typecheck pytest bench bench-pipeline fuzz fmt migrate clean
+.PHONY: venv run test lint typecheck pytest bench bench-pipeline bench-metrics fuzz fmt migrate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench: venv
 ## Pipeline benchmark: capture-to-deliveries latency and worker throughput against local fakes.
 bench-pipeline: venv
 	$(BIN)/python bench/pipeline.py
+
+## CPU that metrics add to one capture request (micro-benchmark, a few seconds).
+bench-metrics: venv
+	$(BIN)/python bench/metrics_overhead.py
 
 ## Schemathesis with many examples per operation against a live local server (FUZZ_EXAMPLES).
 fuzz: venv

@@ -48,6 +48,7 @@ TABLES = (
     "analytics_state",
     "consent_events",
     "unsubscribe_uses",
+    "alert_state",
 )
 
 # The spec's example request, as documented in the capture endpoint's OpenAPI example.

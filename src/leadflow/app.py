@@ -26,6 +26,8 @@ from leadflow.forms.api import router as forms_router
 from leadflow.leads.api import CAPTURE_PATH, CaptureFastPath, extra_schemas
 from leadflow.leads.api import router as leads_router
 from leadflow.leads.capture import CaptureWriter
+from leadflow.observability import metrics
+from leadflow.observability.alerts import start_monitor
 from leadflow.observability.health import router as health_router
 from leadflow.observability.logging import RequestContextMiddleware
 from leadflow.pipeline.api import router as jobs_router
@@ -50,7 +52,8 @@ reports how each campaign performs.
   (`GET /v1/embed.js`, `POST /v1/forms/{campaign_id}`, `GET /f/{campaign_id}`; see docs/embed.md), the
   unsubscribe links of marketing e-mails (`GET`/`POST /v1/unsubscribe/{token}`, RFC 8058 one-click).
 * **Everything else** needs `Authorization: Bearer <token>` (`leadflow tokens create --role ROLE`).
-  Roles: admin, manager, sales, analyst (read-only aggregates), ingest (capture only).
+  Roles: admin, manager, sales, analyst (read-only aggregates), ingest (capture only),
+  monitoring (`GET /metrics` only).
 * **Errors** always use one shape: `{"success": false, "error": "CODE", "message": "...",
   "field": "dotted.path", "code": 400}`.
 """
@@ -100,6 +103,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
         app.state.guard = Guard(settings)
         app.state.analytics = AnalyticsCache(settings.analytics_cache_seconds)
         app.state.audit = AuditBuffer()
+        metrics.install(app, engine, settings)
         app.state.writer = CaptureWriter(
             engine,
             dedup_window=timedelta(hours=settings.dedup_window_hours),
@@ -113,6 +117,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
         if settings.run_worker:
             worker_task, app.state.wake_worker = await _start_worker(engine, settings, stop)
         app.state.writer.on_commit = lambda: app.state.wake_worker()
+        monitor = start_monitor(engine, settings, stop)
         if settings.gc_freeze:
             # Everything loaded at start-up (modules, schemas, phone metadata, domain lists) lives as
             # long as the process: frozen, full collections no longer walk it. Unfrozen they paused the
@@ -134,9 +139,15 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
             if worker_task is not None:
                 await asyncio.gather(worker_task, return_exceptions=True)
             await asyncio.gather(audit_task, return_exceptions=True)  # writes what it still counts
+            if monitor is not None:
+                await asyncio.gather(monitor, return_exceptions=True)
+                from leadflow.integrations.mailer import close_smtp_pools
+
+                close_smtp_pools()  # the alert e-mails' connections
             if app.state.point_reader is not None:
                 app.state.point_reader.close()
             await engine.dispose()
+            metrics.mark_process_dead()
             log.info("stopped")
 
     app = FastAPI(
@@ -147,6 +158,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
     )
     install_error_handlers(app)
     app.include_router(health_router)
+    app.include_router(metrics.router)
     app.include_router(leads_router)
     app.include_router(campaigns_router)
     app.include_router(routing_router)

@@ -269,7 +269,7 @@ def campaigns_list() -> None:
 
 @tokens_app.command("create")
 def tokens_create(
-    role: Annotated[str, typer.Option(help="admin | manager | sales | analyst | ingest")],
+    role: Annotated[str, typer.Option(help="admin | manager | sales | analyst | ingest | monitoring")],
     name: Annotated[str, typer.Option(help="What the token is for")],
     subject: Annotated[
         str | None, typer.Option(help="The person it stands for (e.g. a sales e-mail)")

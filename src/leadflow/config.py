@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
@@ -200,6 +201,26 @@ class Settings(BaseSettings):
     report_timezone: str = "UTC"  # IANA name: the days reported and the hour they are sent at
     report_hour: int = Field(7, ge=0, le=23)  # local hour from which a finished period's report goes out
     report_emails: Annotated[list[str], NoDecode] = Field(default_factory=list)  # managers: all campaigns
+    # --- monitoring and alerts (docs/deployment.md, "Monitoring") --------------------------------
+    metrics_open_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"]
+    )  # GET /metrics without a token from these networks; elsewhere a token with the metrics scope
+    metrics_port: int | None = Field(None, ge=1, le=65535)  # `leadflow worker` serves /metrics here
+    metrics_host: str = "127.0.0.1"
+    metrics_db_refresh_seconds: float = Field(15.0, ge=0)  # queue/lead gauges: DB read at most this often
+    metrics_max_campaigns: int = Field(50, ge=1, le=1000)  # named campaigns in leadflow_leads; rest "other"
+    metrics_leads_refresh_seconds: float = Field(60.0, ge=0)  # leadflow_leads: one grouped scan of leads
+    metrics_disk_paths: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    alert_emails: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    alert_slack_webhook_url: SecretStr | None = None
+    alert_check_seconds: float = Field(60.0, gt=0)
+    alert_throttle_seconds: float = Field(900.0, ge=0)  # one message per condition per period
+    alert_digest_seconds: float = Field(300.0, gt=0)  # dead letters are mailed in one digest per period
+    alert_failure_rate: float = Field(0.01, ge=0, le=1)  # spec: lead processing failure rate > 1 %
+    alert_failure_window_seconds: float = Field(900.0, gt=0)
+    alert_failure_min_jobs: int = Field(20, ge=1)  # fewer finished jobs in the window: no rate alert
+    alert_backlog_seconds: float = Field(300.0, gt=0)  # oldest due job waiting longer than this
+    alert_worker_stale_seconds: float = Field(180.0, gt=0)  # no job attempt for this long
 
     default_phone_region: str = "US"
     service_catalog: Annotated[list[str], NoDecode] = Field(
@@ -225,6 +246,9 @@ class Settings(BaseSettings):
         "trusted_proxies",
         "report_periods",
         "report_emails",
+        "metrics_open_networks",
+        "metrics_disk_paths",
+        "alert_emails",
         mode="before",
     )
     @classmethod
@@ -263,10 +287,26 @@ class Settings(BaseSettings):
     def report_zone(self) -> ZoneInfo:
         return ZoneInfo(self.report_timezone)
 
+    @field_validator("metrics_open_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{network!r} is not an IP network (e.g. 10.0.0.0/8)") from exc
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _db_url(cls, value: str) -> str:
         return normalise_database_url(value)
+
+    @property
+    def alerting(self) -> bool:
+        """Alert notifications are on (ALERT_EMAILS and/or ALERT_SLACK_WEBHOOK_URL set)."""
+        webhook = self.alert_slack_webhook_url
+        return bool(self.alert_emails) or (webhook is not None and bool(webhook.get_secret_value().strip()))
 
     @property
     def production(self) -> bool:

@@ -160,13 +160,15 @@ def _reject_bots(body: CaptureRequest, settings: Settings) -> None:
         if fill is not None and fill < settings.bot_min_fill_seconds:
             reason = "too_fast"
     if reason is not None:
-        metrics.LEADS_CAPTURED.labels(f"spam_{reason}").inc()
+        metrics.CAPTURE["spam"].inc()
+        metrics.SPAM[reason].inc()
         log.info("spam_rejected", reason=reason, campaign_id=body.campaign_id)
         raise ApiError(400, "SUBMISSION_REJECTED", "The submission was rejected as automated")
     if settings.reject_disposable_emails:
         domain = body.contact.email.rsplit("@", 1)[1]
         if classify_domain(domain) == "disposable":
-            metrics.LEADS_CAPTURED.labels("spam_disposable").inc()
+            metrics.CAPTURE["spam"].inc()
+            metrics.SPAM["disposable"].inc()
             raise ApiError(
                 400, "DISPOSABLE_EMAIL", "Disposable e-mail addresses are not accepted", field="contact.email"
             )
@@ -264,9 +266,13 @@ async def capture_lead(state: State, scope: Scope, receive: Receive) -> Response
     try:
         return await _capture_lead(state, scope, receive)
     except ApiError as exc:
+        metrics.count_capture_error(exc.status, exc.error)
         origin = _headers(scope).get("origin")
         if origin and exc.error != "ORIGIN_NOT_ALLOWED":
             exc.headers = {**_cors(origin), **(exc.headers or {})}
+        raise
+    except ValidationError:
+        metrics.CAPTURE["invalid"].inc()
         raise
 
 
@@ -310,7 +316,7 @@ async def _capture_lead(state: State, scope: Scope, receive: Receive) -> Respons
     outcome = await state.writer.submit(prepared)
 
     cors = _cors(origin) if origin else None
-    metrics.LEADS_CAPTURED.labels(outcome.kind).inc()
+    metrics.CAPTURE[outcome.kind].inc()
     if outcome.kind == "duplicate":
         hours = settings.dedup_window_hours
         raise ApiError(

@@ -14,6 +14,7 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from leadflow.observability.metrics import observe_request
 from leadflow.security import headerlimits
 from leadflow.security.clientip import Network, client_ip
 
@@ -188,11 +189,13 @@ class RequestContextMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
+            elapsed = time.perf_counter() - start
+            observe_request(scope["method"], path, status, elapsed)
             access_log.info(
                 "request",
                 method=scope["method"],
                 path=path,
                 status=status,
-                duration_ms=round((time.perf_counter() - start) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
             )
             structlog.contextvars.unbind_contextvars("request_id")

@@ -81,12 +81,25 @@ def worker(
     """Run a background worker: enrichment, routing, notifications and integrations."""
     from leadflow.cli import _settings
     from leadflow.db import create_engine
+    from leadflow.observability import metrics
+    from leadflow.observability.alerts import start_monitor
     from leadflow.observability.health import preflight
     from leadflow.observability.logging import configure_logging
     from leadflow.pipeline.runtime import build_worker, run_worker, worker_context
     from leadflow.pipeline.scheduler import ensure_periodic
 
     settings = _settings()
+    sock = None
+    if settings.metrics_port is not None and not once:
+        try:
+            sock = metrics.bind(settings.metrics_host, settings.metrics_port)
+        except OSError as exc:
+            typer.echo(
+                f"error: cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
+                f"{exc.strerror or exc}",
+                err=True,
+            )
+            raise typer.Exit(2) from exc
 
     async def main() -> None:
         engine = create_engine(settings)
@@ -108,9 +121,21 @@ def worker(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            await run_worker(engine, settings, stop, concurrency=concurrency, lease_seconds=lease)
+            extras: list[asyncio.Task[None]] = []
+            metrics.instrument_pool(engine)
+            if sock is not None:
+                extras.append(asyncio.create_task(metrics.serve_metrics(engine, settings, stop, sock)))
+            monitor = start_monitor(engine, settings, stop)
+            if monitor is not None:
+                extras.append(monitor)
+            try:
+                await run_worker(engine, settings, stop, concurrency=concurrency, lease_seconds=lease)
+            finally:
+                stop.set()
+                await asyncio.gather(*extras, return_exceptions=True)
         finally:
             await engine.dispose()
+            metrics.mark_process_dead()
 
     # uvloop (installed with uvicorn[standard]) as under `leadflow serve`: the worker is CPU-bound.
     try:

@@ -45,7 +45,10 @@ class JobAttempt(Base):
     """One try of a job: what was sent where, what came back, how long it took."""
 
     __tablename__ = "job_attempts"
-    __table_args__ = (Index("idx_job_attempts_job", "job_id", "attempt"),)
+    __table_args__ = (
+        Index("idx_job_attempts_job", "job_id", "attempt"),
+        Index("idx_job_attempts_started", "started_at"),  # recent outcomes, last attempt (alerts)
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[int] = mapped_column(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -263,15 +263,3 @@ async def retry_dead(conn: AsyncConnection, kind: str | None, now: datetime) -> 
         )
     )
     return int(result.rowcount or 0)
-
-
-async def stats(conn: AsyncConnection) -> dict[str, Any]:
-    """Queue depth by status and the run_at of the oldest job that is due or running."""
-    counts = {
-        r[0]: int(r[1])
-        for r in await conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status))
-    }
-    oldest = (
-        await conn.execute(select(func.min(jobs.c.run_at)).where(jobs.c.status.in_(("pending", "running"))))
-    ).scalar()
-    return {"counts": counts, "oldest_run_at": oldest}

@@ -46,9 +46,10 @@ async def worker_context(
 
 
 def build_worker(ctx: WorkerContext, **options: float | int | None) -> Worker:
+    from leadflow.observability.alerts import alert_handlers
     from leadflow.reports.tasks import handlers as report_handlers
 
-    every = {**handlers(), **periodic_handlers(), **report_handlers()}
+    every = {**handlers(), **periodic_handlers(), **report_handlers(), **alert_handlers()}
     return Worker(ctx, every, committers=committers(), **options)  # type: ignore[arg-type]
 
 

@@ -30,7 +30,7 @@ from leadflow.integrations.base import DeliveryError, PermanentError, RetriableE
 from leadflow.integrations.http import excerpt
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import AnyRow
-from leadflow.observability import metrics
+from leadflow.observability import alerts, metrics
 from leadflow.pipeline import repository as repo
 from leadflow.pipeline.retry import next_run_at
 from leadflow.security.crypto import FieldCipher
@@ -187,16 +187,13 @@ class Worker:
             self._held.clear()
 
     async def _loop(self, stop: asyncio.Event) -> None:
-        last_stats = 0.0
         while not stop.is_set():
+            metrics.WORKER_HEARTBEAT.set(time.time())
             try:
                 claimed = await self.tick()
             except Exception as exc:  # the database went away: keep the loop alive
                 log.error("worker_tick_failed", exc_type=type(exc).__name__, exc_info=exc)
                 claimed = 0
-            if time.monotonic() - last_stats > 5:
-                last_stats = time.monotonic()
-                await self._publish_stats()
             if claimed == 0:
                 self._wake.clear()
                 waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
@@ -409,6 +406,9 @@ class Worker:
             await repo.bury(conn, job.id, self.ctx.worker_id, message, now)
             if job.lead_id is not None and connector:
                 await self._note_failure(conn, job, connector, message, now)
+            if job.lead_id is not None and self.ctx.settings.alerting:
+                # The e-mail backup: this period's digest of dead-lettered leads (one job per period).
+                await repo.enqueue(conn, [alerts.digest_job(now, self.ctx.settings)], now)
             outcome = "dead" if not isinstance(error, PermanentError) else "permanent"
             log.warning(
                 "job_dead",
@@ -453,17 +453,6 @@ class Worker:
                 }
             ],
         )
-
-    async def _publish_stats(self) -> None:
-        try:
-            async with self.ctx.engine.connect() as conn:
-                stats = await repo.stats(conn)
-        except Exception:
-            return
-        for status in ("pending", "running", "done", "dead"):
-            metrics.QUEUE_DEPTH.labels(status).set(stats["counts"].get(status, 0))
-        oldest = stats["oldest_run_at"]
-        metrics.OLDEST_JOB_AGE.set(max(0.0, (utcnow() - oldest).total_seconds()) if oldest else 0.0)
 
 
 def _describe(error: BaseException) -> str:

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from leadflow.kit.models import Base, BigId, UTCDateTime
 
-ROLES = ("admin", "manager", "sales", "analyst", "ingest")
+ROLES = ("admin", "manager", "sales", "analyst", "ingest", "monitoring")
 
 
 class ApiToken(Base):

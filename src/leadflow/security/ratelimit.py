@@ -19,6 +19,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from leadflow.config import Settings
 from leadflow.errors import ApiError
+from leadflow.observability import metrics
 
 PREFIX = "leadflow"
 
@@ -147,10 +148,16 @@ class Guard:
         return Verdict(False, item.amount, stats.remaining, max(0.0, stats.reset_time - time.time()))
 
     async def check_ip(self, ip: str) -> Verdict:
-        return await self._check(self.per_ip, "ip", ip)
+        verdict = await self._check(self.per_ip, "ip", ip)
+        if not verdict.allowed:
+            metrics.RATE_LIMITED_IP.inc()
+        return verdict
 
     async def check_campaign(self, campaign_id: str) -> Verdict:
-        return await self._check(self.per_campaign, "campaign", campaign_id)
+        verdict = await self._check(self.per_campaign, "campaign", campaign_id)
+        if not verdict.allowed:
+            metrics.RATE_LIMITED_CAMPAIGN.inc()
+        return verdict
 
     # -- escalating lock-out ------------------------------------------------------------------------
     async def locked_for(self, ip: str) -> float:
@@ -174,6 +181,7 @@ class Guard:
         if excess < 0:
             return 0.0
         duration = int(min(self.lockout_cap, self.lockout_base * (2**excess)))
+        metrics.LOCKOUTS.inc()
         key = f"{PREFIX}/lock/{ip}"
         if self.local is not None:
             self.local.clear(key)
@@ -186,6 +194,7 @@ class Guard:
     async def raise_if_locked(self, ip: str) -> None:
         remaining = await self.locked_for(ip)
         if remaining > 0:
+            metrics.LOCKED_OUT.inc()
             seconds = str(max(1, int(remaining + 0.999)))
             raise ApiError(
                 429,

@@ -29,6 +29,7 @@ SCOPES: dict[str, frozenset[str]] = {
             "campaigns:write",
             "analytics:read",
             "privacy:write",
+            "metrics",
             "admin",
         }
     ),
@@ -47,6 +48,7 @@ SCOPES: dict[str, frozenset[str]] = {
     "sales": frozenset({"leads:read", "leads:write", "leads:status", "campaigns:read"}),
     "analyst": frozenset({"leads:status", "campaigns:read", "analytics:read"}),
     "ingest": frozenset({"leads:create"}),
+    "monitoring": frozenset({"metrics"}),  # a Prometheus server scraping /metrics from elsewhere
 }
 assert set(SCOPES) == set(ROLES)
 

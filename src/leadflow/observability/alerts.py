@@ -1,0 +1,319 @@
+"""Alert notifications for a team without Prometheus: e-mail (ALERT_EMAILS) and an ops Slack webhook.
+
+Two sources:
+
+* **Conditions** checked every ``ALERT_CHECK_SECONDS`` by every API process and every worker
+  (:class:`AlertMonitor`): lead processing failure rate above ``ALERT_FAILURE_RATE``, a backlog
+  (the oldest due job waiting longer than ``ALERT_BACKLOG_SECONDS``) and no worker alive (due work,
+  and no job attempt for ``ALERT_WORKER_STALE_SECONDS``). The facts come from the database, so an
+  API process notices a dead worker. One message when a condition starts, again at most every
+  ``ALERT_THROTTLE_SECONDS`` while it lasts, and one when it ends; the ``alert_state`` row decides
+  which process sends it (:func:`repository.claim_firing`), so replicas do not repeat each other.
+* **Dead letters**: when a job of a lead is given up on (a CRM sync, a notification, the lead's
+  processing), the worker enqueues, in the same transaction, one digest job per
+  ``ALERT_DIGEST_SECONDS`` period. At the end of the period it mails every lead dead-lettered in
+  it, with a link to the lead and the data needed to enter it by hand (the spec's "e-mail backup
+  for critical failures"). That e-mail carries personal data by design; the Slack message carries
+  only lead ids, connectors and links. Neither is ever logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadflow.config import Settings
+from leadflow.integrations.base import DeliveryError, RetriableError
+from leadflow.integrations.http import check, send
+from leadflow.integrations.mailer import Mailer, OutgoingEmail
+from leadflow.kit.clock import utcnow
+from leadflow.observability import repository as repo
+from leadflow.pipeline.repository import NewJob
+
+if TYPE_CHECKING:
+    from leadflow.kit.models import AnyRow
+    from leadflow.pipeline.worker import HandlerResult, WorkerContext
+
+log = structlog.get_logger("leadflow.alerts")
+
+DIGEST_JOB = "alert.dead_letters"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    key: str  # stable per message: the e-mail Message-ID derives from it
+    subject: str
+    text: str  # no personal data: goes to Slack, and to e-mail when there is no private text
+    private_text: str | None = None  # e-mail only (personal data)
+    private_html: str | None = None
+
+
+class Notifier:
+    """Sends one :class:`Message` to every configured channel; returns how many deliveries worked."""
+
+    def __init__(self, settings: Settings, http: httpx.AsyncClient | None = None) -> None:
+        self.settings = settings
+        self.http = http
+        self.mailer = Mailer(settings, http)
+
+    async def send(self, message: Message) -> tuple[int, int]:
+        """Deliver to every channel: (deliveries that worked, deliveries that failed)."""
+        sent = 0
+        failures: list[str] = []
+        if self.settings.alert_emails and not self.mailer.configured():
+            failures.append("e-mail: transport not configured")
+        elif self.settings.alert_emails:
+            for address in self.settings.alert_emails:
+                email = OutgoingEmail(
+                    to=address,
+                    subject=message.subject,
+                    text=message.private_text or message.text,
+                    html=message.private_html or f"<pre>{html.escape(message.text)}</pre>",
+                    dedup_key=f"{message.key}:{address}",
+                    category="leadflow-alert",
+                )
+                try:
+                    await self.mailer.send(email)
+                    sent += 1
+                except DeliveryError as exc:
+                    failures.append(f"e-mail: {type(exc).__name__}")
+        webhook = self.settings.alert_slack_webhook_url
+        if webhook is not None and webhook.get_secret_value().strip():
+            try:
+                await self._slack(webhook.get_secret_value().strip(), message)
+                sent += 1
+            except DeliveryError as exc:
+                failures.append(f"slack: {type(exc).__name__}")
+        if failures:
+            log.warning("alert_delivery_failed", alert=message.key.split(":", 1)[0], failures=failures)
+        return sent, len(failures)
+
+    async def _slack(self, url: str, message: Message) -> None:
+        body = {"text": f"*{message.subject}*\n{message.text}"[:39000]}
+        if self.http is not None:
+            check(await send(self.http, "POST", url, json=body))
+            return
+        async with httpx.AsyncClient(timeout=self.settings.http_timeout_seconds) as client:
+            check(await send(client, "POST", url, json=body))
+
+
+# --- conditions ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Condition:
+    name: str
+    firing: bool
+    summary: str  # what is wrong, with the figures (no personal data)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+async def evaluate(engine: AsyncEngine, settings: Settings, now: datetime) -> list[Condition]:
+    """The three conditions, from the database (the same facts whichever process asks)."""
+    window = timedelta(seconds=settings.alert_failure_window_seconds)
+    async with engine.connect() as conn:
+        queue = await repo.queue_snapshot(conn, now)
+        outcomes = await repo.outcomes_since(conn, now - window)
+    oldest = (now - queue.oldest_due_at).total_seconds() if queue.oldest_due_at is not None else 0.0
+    idle = (now - queue.last_attempt_at).total_seconds() if queue.last_attempt_at is not None else math.inf
+    stale = settings.alert_worker_stale_seconds
+    stopped = queue.due > 0 and oldest > stale and idle > stale
+    last = "never" if queue.last_attempt_at is None else f"{_minutes(idle)} ago"
+    failed = outcomes.get("dead", 0) + outcomes.get("permanent", 0)
+    finished = failed + outcomes.get("success", 0)
+    rate = failed / finished if finished else 0.0
+    window_text = _minutes(settings.alert_failure_window_seconds)
+    return [
+        Condition(
+            "worker_stopped",
+            stopped,
+            f"No worker is processing jobs: {queue.due} job(s) due, the oldest waiting {_minutes(oldest)}; "
+            f"last job attempt {last}. Start `leadflow worker` (or `leadflow serve` without --no-worker).",
+        ),
+        Condition(
+            "backlog",
+            not stopped and oldest > settings.alert_backlog_seconds,
+            f"Job backlog: {queue.due} job(s) due, the oldest waiting {_minutes(oldest)} "
+            f"(threshold {_minutes(settings.alert_backlog_seconds)}). Workers are alive but behind: add "
+            "workers or WORKER_CONCURRENCY, or look for a slow integration.",
+        ),
+        Condition(
+            "failure_rate",
+            finished >= settings.alert_failure_min_jobs and rate > settings.alert_failure_rate,
+            f"Lead processing failure rate {rate:.1%} over the last {window_text}: {failed} of {finished} "
+            f"finished job(s) failed for good (threshold {settings.alert_failure_rate:.1%}). "
+            "See GET /v1/api/jobs?status=dead.",
+        ),
+    ]
+
+
+class AlertMonitor:
+    """Checks the conditions and sends throttled firing/resolved messages."""
+
+    def __init__(self, engine: AsyncEngine, settings: Settings, notifier: Notifier | None = None) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.notifier = notifier or Notifier(settings)
+
+    async def check(self, now: datetime | None = None) -> list[str]:
+        """One round; returns the messages this process sent (``name`` or ``name:resolved``)."""
+        now = now or utcnow()
+        throttle = timedelta(seconds=self.settings.alert_throttle_seconds)
+        sent: list[str] = []
+        for condition in await evaluate(self.engine, self.settings, now):
+            if condition.firing:
+                if await repo.claim_firing(self.engine, condition.name, now, throttle):
+                    delivered, _ = await self.notifier.send(
+                        Message(
+                            f"{condition.name}:{now:%Y%m%dT%H%M%S}",
+                            f"[Leadflow] ALERT {condition.name.replace('_', ' ')}",
+                            condition.summary,
+                        )
+                    )
+                    if delivered == 0:  # no channel took it: try again at the next check
+                        await repo.release(self.engine, condition.name)
+                    sent.append(condition.name)
+            elif await repo.claim_resolved(self.engine, condition.name, now):
+                await self.notifier.send(
+                    Message(
+                        f"{condition.name}:resolved:{now:%Y%m%dT%H%M%S}",
+                        f"[Leadflow] resolved: {condition.name.replace('_', ' ')}",
+                        f"Back to normal. {condition.summary}",
+                    )
+                )
+                sent.append(f"{condition.name}:resolved")
+        return sent
+
+    async def run(self, stop: asyncio.Event) -> None:
+        period = self.settings.alert_check_seconds
+        while not stop.is_set():
+            try:
+                await self.check()
+            except Exception as exc:  # the database is away: try again next round
+                log.warning("alert_check_failed", exc_type=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=period)
+
+
+def start_monitor(engine: AsyncEngine, settings: Settings, stop: asyncio.Event) -> asyncio.Task[None] | None:
+    """Run the monitor in the background when ALERT_EMAILS or ALERT_SLACK_WEBHOOK_URL is set."""
+    if not settings.alerting:
+        return None
+    return asyncio.create_task(AlertMonitor(engine, settings).run(stop))
+
+
+# --- dead letters ------------------------------------------------------------------------------------
+def digest_job(now: datetime, settings: Settings) -> NewJob:
+    """The digest job of the period ``now`` falls in, due at the period's end (dedup: one per period)."""
+    period = settings.alert_digest_seconds
+    start = math.floor(now.timestamp() / period) * period
+    since = datetime.fromtimestamp(start, UTC)
+    until = datetime.fromtimestamp(start + period, UTC)
+    return NewJob(
+        kind=DIGEST_JOB,
+        payload={"since": since.isoformat(), "until": until.isoformat()},
+        run_at=until,
+        dedup_key=f"alert:dead_letters:{int(start)}",
+        max_attempts=10,
+    )
+
+
+def _line(label: str, value: Any) -> str | None:
+    return f"  {label}: {value}" if value not in (None, "") else None
+
+
+async def _entries(job: AnyRow, ctx: WorkerContext, rows: list[Any]) -> tuple[list[str], list[str]]:
+    """Per dead job: the public lines (ids, connector, links) and the private ones (the lead's data)."""
+    from leadflow.integrations.notify import lead_url
+    from leadflow.pipeline.processing import lead_view, loaders
+
+    public: list[str] = []
+    private: list[str] = []
+    base = ctx.settings.public_base_url.rstrip("/")
+    for row in rows:
+        payload = row.payload or {}
+        what = f"{payload['connector']} delivery" if payload.get("connector") else f"job {row.kind}"
+        lead = await loaders(ctx).leads.load(int(row.lead_id))
+        if lead is None:
+            continue  # erased meanwhile: nothing to enter, nothing to tell
+        view = await lead_view(ctx, lead)
+        url = lead_url(ctx.settings, view)
+        head = f"{what} of {view.lead_id} gave up after {row.attempts} attempt(s)"
+        replay = f"  Replay: POST {base}/v1/api/jobs/{row.id}/retry or `leadflow jobs retry {row.id}`"
+        error = _line("Error", (row.last_error or "")[:300])
+        public.append("\n".join(x for x in (f"- {head}", f"  Lead: {url}", error, replay) if x))
+        if lead.anonymized_at is not None:
+            private.append("\n".join(x for x in (f"- {head} (anonymised: no data left)", error) if x))
+            continue
+        details = [
+            f"- {head}",
+            error,
+            f"  Lead: {url}",
+            _line("Campaign", f"{view.campaign_name} ({view.campaign_id})"),
+            _line("Name", view.full_name),
+            _line("E-mail", view.email),
+            _line("Phone", view.phone),
+            _line("Company", view.company),
+            _line("Service", view.service_interest),
+            _line("Budget", view.budget_range),
+            _line("Timeline", view.timeline),
+            _line("Urgency", view.urgency),
+            _line("Message", view.message),
+            _line("Score / grade", f"{view.lead_score} / {view.lead_grade}"),
+            _line("Source", view.source),
+            _line("Consent to marketing", "yes" if view.consent_given else "no"),
+            _line("Do not sell", "yes" if view.do_not_sell else None),
+            _line("Captured", f"{view.created_at:%Y-%m-%d %H:%M} UTC"),
+            _line("Assigned to", view.assignee.name if view.assignee else None),
+            replay,
+        ]
+        private.append("\n".join(x for x in details if x))
+    return public, private
+
+
+async def send_digest(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
+    """Job handler: one message for the leads dead-lettered in the job's period (if still dead)."""
+    from leadflow.pipeline.worker import HandlerResult
+
+    since = datetime.fromisoformat(job.payload["since"])
+    until = datetime.fromisoformat(job.payload["until"])
+    async with ctx.engine.connect() as conn:
+        rows = await repo.dead_between(conn, since, until)
+    public, private = await _entries(job, ctx, rows)
+    if not public:
+        return HandlerResult(response_excerpt="no dead-lettered lead left in this period")
+    count = len(public)
+    subject = f"[Leadflow] {count} lead deliver{'y' if count == 1 else 'ies'} failed for good: enter by hand"
+    intro = (
+        f"Between {since:%Y-%m-%d %H:%M} and {until:%H:%M} UTC these deliveries were given up on. "
+        "Replay them once the cause is fixed, or enter the lead by hand."
+    )
+    notice = "This e-mail contains personal data: do not forward it; delete it once the leads are entered."
+    text = f"{intro}\n\n" + "\n\n".join(public)
+    private_text = f"{intro}\n{notice}\n\n" + "\n\n".join(private)
+    message = Message(
+        f"dead_letters:{job.dedup_key or job.id}",
+        subject,
+        text,
+        private_text=private_text,
+        private_html=f"<p>{html.escape(intro)}</p><p><strong>{html.escape(notice)}</strong></p>"
+        + "".join(f"<pre>{html.escape(block)}</pre>" for block in private),
+    )
+    sent, failed = await Notifier(ctx.settings, ctx.http).send(message)
+    if failed:  # the e-mail backup must arrive: try again (e-mail repeats keep their Message-ID)
+        raise RetriableError(f"{failed} alert channel(s) did not accept the dead-letter digest")
+    return HandlerResult(response_excerpt=f"dead-letter digest of {count} job(s) sent to {sent} channel(s)")
+
+
+def alert_handlers() -> dict[str, Any]:
+    return {DIGEST_JOB: send_digest}
