@@ -57,12 +57,12 @@ def redis_pool(settings: Settings) -> BlockingConnectionPool:
     )
 
 
-def make_storage(settings: Settings) -> Storage:
+def make_storage(settings: Settings, pool: BlockingConnectionPool | None = None) -> Storage:
     """Memory for one process; Redis (through redis-py) so that every replica shares counters."""
     if not settings.redis_url:
         return MemoryStorage()
     url = settings.redis_url.removeprefix("async+")
-    options: dict[str, Any] = {"connection_pool": redis_pool(settings)}
+    options: dict[str, Any] = {"connection_pool": pool or redis_pool(settings)}
     return RedisStorage("async+" + url, implementation="redispy", key_prefix=PREFIX, **options)
 
 
@@ -163,7 +163,8 @@ class Guard:
     def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
         # In-process counters unless the counters must be shared (Redis) or a storage is given.
         self.local = LocalCounters() if storage is None and not settings.redis_url else None
-        self.storage = storage or make_storage(settings)
+        self.pool = redis_pool(settings) if storage is None and settings.redis_url else None
+        self.storage = storage or make_storage(settings, self.pool)
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.per_ip: RateLimitItem = parse(settings.rate_limit_per_ip)
         self.per_campaign: RateLimitItem = parse(settings.rate_limit_per_campaign)
@@ -176,6 +177,11 @@ class Guard:
         self.retry_seconds = settings.redis_retry_seconds
         self._shared_again = 0.0
         self.fallbacks = 0
+
+    async def close(self) -> None:
+        """Close the Redis connections of this process (at shutdown)."""
+        if self.pool is not None:
+            await self.pool.disconnect()
 
     def _counters(self) -> LocalCounters | None:
         """The in-process counters to use now, or None to use the shared storage."""
