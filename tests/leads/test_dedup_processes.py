@@ -1,6 +1,6 @@
 """De-duplication and idempotency across API processes (issue 8, item 1).
 
-Real ``leadflow serve`` processes on one PostgreSQL / MariaDB database; many concurrent copies of one
+Real ``leadflow serve`` processes on one PostgreSQL / MariaDB / SQLite database; many concurrent copies of one
 submission split between them must give exactly one stored lead, while unrelated leads go through.
 """
 
@@ -28,7 +28,7 @@ URL = "/v1/api/leads"
 COPIES = 120  # concurrent copies of one submission, split between the processes
 UNRELATED = 60  # other people's leads sent at the same time
 
-pytestmark = pytest.mark.parametrize("backend", ["postgres", "mysql"], indirect=True)
+pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)
 
 
 def _free_port() -> int:
