@@ -192,13 +192,14 @@ Result = CaptureOutcome | BaseException
 RETRYABLE = (IntegrityError, DBAPIError, sqlite3.IntegrityError, sqlite3.OperationalError)
 
 
-def not_stored(exc: BaseException) -> ApiError:
+def not_stored(exc: BaseException, *, unexpected: bool = False) -> ApiError:
     """The one place where "the database could not store this lead" becomes an answer (503).
 
     Both write paths (async engine, SQLite writer thread) end here for a lead whose batch and whose own
-    retries failed; nothing is queued in memory, the client retries with its Idempotency-Key.
+    retries failed; nothing is queued in memory, the client retries with its Idempotency-Key. An
+    ``unexpected`` error (not a database error) is logged with its stack.
     """
-    log.error("capture_write_failed", exc_type=type(exc).__name__)
+    log.error("capture_write_failed", exc_type=type(exc).__name__, exc_info=exc if unexpected else None)
     return ApiError(503, "SERVICE_UNAVAILABLE", "The lead could not be stored; retry shortly")
 
 
@@ -358,8 +359,7 @@ class CaptureWriter:
                     else:
                         await asyncio.sleep(0.05 * (attempt + 1))
                 except Exception as exc:
-                    log.error("capture_write_error", exc_type=type(exc).__name__, exc_info=exc)
-                    results.append(not_stored(exc))
+                    results.append(not_stored(exc, unexpected=True))
                     break
         return results, written
 
@@ -429,8 +429,7 @@ class CaptureWriter:
                     else:
                         time.sleep(0.05 * (attempt + 1))
                 except Exception as exc:
-                    log.error("capture_write_error", exc_type=type(exc).__name__, exc_info=exc)
-                    results.append(not_stored(exc))
+                    results.append(not_stored(exc, unexpected=True))
                     break
         return results, written
 
