@@ -34,7 +34,6 @@ import os
 import secrets
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,7 +53,7 @@ from tests.fakes.hubspot import TOKEN as HUBSPOT_TOKEN
 
 from leadflow.config import normalise_database_url
 from loadgen import LoadResult, compose_script, ensure_wrk, run_wrk
-from pipeline import Fakes, fresh_database, percentile
+from pipeline import Fakes, capture_to_delivery, fresh_database
 
 LEADFLOW = Path(sys.executable).with_name("leadflow")
 HOST = "127.0.0.1"
@@ -125,21 +124,7 @@ async def latency(base: str, fakes: Fakes, rate: float, seconds: float) -> dict[
     while min((await fakes.counts()).values()) < len(sent) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     report = await asyncio.to_thread(fakes.ask, "report")
-    arrivals: dict[str, list[float]] = {lead_id: [] for lead_id in sent}
-    for _service, received_at, text in report:
-        for lead_id in sent:
-            if lead_id in text:
-                arrivals[lead_id].append(received_at)
-                break
-    last = [max(times) - sent[lead_id] for lead_id, times in arrivals.items() if len(times) == 3]
-    return {
-        "leads": len(sent),
-        "sent": total,
-        "complete": len(last),
-        "p50": statistics.median(last) if last else float("nan"),
-        "p95": percentile(last, 0.95) if last else float("nan"),
-        "max": max(last) if last else float("nan"),
-    }
+    return {**capture_to_delivery(sent, report), "sent": total}
 
 
 async def dedup_burst(base: str, copies: int) -> dict[str, Any]:

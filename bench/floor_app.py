@@ -101,13 +101,14 @@ def create_app() -> FastAPI:
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def serve(app: FastAPI, doc: str | None) -> None:
+    """``--host``/``--port`` from the command line; one uvicorn worker as ``leadflow serve`` runs it."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     args = parser.parse_args()
     uvicorn.run(
-        create_app(),
+        app,
         host=args.host,
         port=args.port,
         workers=1,
@@ -117,6 +118,10 @@ def main() -> None:
         log_level="warning",
         proxy_headers=False,
     )
+
+
+def main() -> None:
+    serve(create_app(), __doc__)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -19,15 +18,10 @@ from typer.testing import CliRunner
 
 from leadflow.cli import app
 from tests.conftest import TEST_KEY, Harness, example_lead
+from tests.fakes.server import free_port
 from tests.fakes.smtp import self_signed
 
 BIN = Path(sys.executable).parent / "leadflow"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_workers_are_refused_on_sqlite(tmp_path: Path) -> None:
@@ -46,7 +40,7 @@ async def test_two_worker_processes_keep_tls13_and_json_logs(
     harness: Harness, campaign: dict[str, Any], database_url: str, tmp_path: Path
 ) -> None:
     cert, key = self_signed(tmp_path)
-    port = _free_port()
+    port = free_port()
     env = dict(
         os.environ,
         DATABASE_URL=database_url,

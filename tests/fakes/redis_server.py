@@ -17,11 +17,7 @@ from pathlib import Path
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.fakes.server import free_port
 
 
 class RedisServer:
@@ -33,7 +29,7 @@ class RedisServer:
             pytest.skip("redis-server not installed")
         self.binary = binary
         self.workdir = workdir
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_KEY, Harness, example_lead
+from tests.fakes.server import free_port
 
 BIN = Path(sys.executable).parent / "leadflow"
 URL = "/v1/api/leads"
@@ -29,12 +29,6 @@ COPIES = 120  # concurrent copies of one submission, split between the processes
 UNRELATED = 60  # other people's leads sent at the same time
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -57,7 +51,7 @@ def api_processes(database_url: str, count: int, log_dir: Path) -> Iterator[list
     urls: list[str] = []
     try:
         for n in range(count):
-            port = _free_port()
+            port = free_port()
             with (log_dir / f"api-{n}.log").open("wb") as log:
                 processes.append(
                     subprocess.Popen(
