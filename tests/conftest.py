@@ -49,6 +49,7 @@ TABLES = (
     "consent_events",
     "unsubscribe_uses",
     "alert_state",
+    "capture_claims",
 )
 
 # The spec's example request, as documented in the capture endpoint's OpenAPI example.

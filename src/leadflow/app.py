@@ -135,6 +135,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
             yield
         finally:
             await app.state.writer.close()
+            await app.state.guard.close()
             stop.set()
             if worker_task is not None:
                 await asyncio.gather(worker_task, return_exceptions=True)

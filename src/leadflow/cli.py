@@ -124,22 +124,6 @@ def migrate() -> None:
     typer.echo("database is at the latest schema")
 
 
-def _tls13_config_class() -> type[Any]:
-    import ssl
-
-    import uvicorn
-
-    class TLS13Config(uvicorn.Config):
-        """uvicorn's config, with HTTPS limited to TLS 1.3 (the spec's data-in-transit requirement)."""
-
-        def load(self) -> None:
-            super().load()
-            if self.ssl is not None:
-                self.ssl.minimum_version = ssl.TLSVersion.TLSv1_3
-
-    return TLS13Config
-
-
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (HOST)")] = None,
@@ -151,11 +135,19 @@ def serve(
         str | None, typer.Option(help="PEM certificate: serve HTTPS, TLS 1.3 only")
     ] = None,
     ssl_keyfile: Annotated[str | None, typer.Option(help="PEM private key for --ssl-certfile")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="API processes sharing the port (PostgreSQL/MySQL only; each has its own DB pool "
+            "and, unless --no-worker, its own background worker)",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the API, its docs (/docs) and, unless --no-worker, one background worker."""
     import os
-
-    import uvicorn
 
     if no_worker:
         os.environ["RUN_WORKER"] = "false"
@@ -171,16 +163,32 @@ def serve(
     if bool(ssl_certfile) != bool(ssl_keyfile):
         typer.echo("error: --ssl-certfile and --ssl-keyfile go together", err=True)
         raise typer.Exit(2)
+    if workers > 1 and settings.is_sqlite:
+        typer.echo(
+            "error: --workers needs PostgreSQL or MySQL: SQLite has one writer, which lives in one "
+            "process (run one `leadflow serve`, it group-commits captures)",
+            err=True,
+        )
+        raise typer.Exit(2)
     _run(settings, lambda engine: _nothing())  # start-up checks: database reachable and migrated
     configure_logging(settings.log_level)
     from leadflow.security.headerlimits import apply_header_limits
+    from leadflow.serving import ServeConfig, run
 
-    TLS13Config = _tls13_config_class()
-    config = TLS13Config(
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Several processes answer on one port: each /metrics must add up all of them.
+        import tempfile
+        from pathlib import Path
+
+        from leadflow.observability.metrics import prepare_multiprocess_dir
+
+        prepare_multiprocess_dir(Path(tempfile.mkdtemp(prefix="leadflow-metrics-")))
+    config = ServeConfig(
         "leadflow.app:create_app",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
+        workers=workers,
         access_log=False,
         log_config=None,
         proxy_headers=False,
@@ -189,9 +197,10 @@ def serve(
         # SIGTERM: stop accepting, give requests in flight this long, then the lifespan's shutdown
         # (capture writer flushed, in-process worker stopped: it too gets this long, then gives back).
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
+        leadflow_log_level=settings.log_level,
     )
     apply_header_limits(config, settings.max_header_bytes, settings.max_header_count)
-    uvicorn.Server(config).run()
+    run(config)
 
 
 async def _nothing() -> None:

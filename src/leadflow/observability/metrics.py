@@ -120,6 +120,11 @@ WORKER_HEARTBEAT = Gauge(
     multiprocess_mode="livemax",
 )
 
+RATE_LIMIT_FALLBACKS = Counter(
+    "leadflow_rate_limit_storage_fallbacks_total",
+    "Times the shared rate-limit storage (Redis) failed and this process fell back to its own counters",
+)
+
 # --- database pool -----------------------------------------------------------------------------------
 DB_POOL_IN_USE = Gauge(
     "leadflow_db_pool_connections_in_use",

@@ -1,7 +1,7 @@
 """consent history (consent_events) and used one-click unsubscribe links (unsubscribe_uses)
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-02 17:30:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from leadflow.kit.models import UTCDateTime
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
