@@ -69,7 +69,13 @@ def _fallback_metric() -> float:
 async def test_a_burst_larger_than_the_pool_waits_for_connections(
     settings_factory: Callable[..., Settings], redis_server: RedisServer
 ) -> None:
-    settings = settings_factory(redis_url=redis_server.url, redis_pool_size=4, redis_pool_timeout_seconds=10)
+    # Generous socket timeout: on a busy machine a 0.5 s read can time out, which is not what this tests.
+    settings = settings_factory(
+        redis_url=redis_server.url,
+        redis_pool_size=4,
+        redis_pool_timeout_seconds=10,
+        redis_socket_timeout_seconds=10,
+    )
     async with running(settings) as (app, client):
         pool = app.state.guard.pool
         assert pool.max_connections == 4
