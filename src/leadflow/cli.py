@@ -16,6 +16,7 @@ from leadflow.config import ConfigError, Settings, load_settings
 from leadflow.db import create_engine
 from leadflow.errors import ApiError
 from leadflow.leads.cli import leads_app
+from leadflow.migrations.runner import MigrationResult
 from leadflow.pipeline.cli import jobs_app, worker
 from leadflow.privacy.cli import privacy_app
 from leadflow.routing.cli import members_app, rules_app
@@ -63,8 +64,8 @@ def _run(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
         raise typer.Exit(2) from exc
 
 
-def _migrate(settings: Settings) -> None:
-    from leadflow.migrations.runner import upgrade
+def _migrate(settings: Settings, target: str = "head") -> MigrationResult:
+    from leadflow.migrations.runner import migrate
 
     if settings.ensure_key_file():
         typer.echo(
@@ -76,19 +77,42 @@ def _migrate(settings: Settings) -> None:
     path = settings.sqlite_path()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url)
+    return migrate(settings.database_url, target)
 
 
-@app.command()
-def migrate() -> None:
-    """Create or upgrade the database schema (and the development key file when none is set)."""
-    settings = _settings()
+def _migrate_or_exit(settings: Settings, target: str = "head") -> MigrationResult:
+    from leadflow.migrations.runner import MigrationError
+
     try:
-        _migrate(settings)
+        return _migrate(settings, target)
     except ConfigError as exc:
         typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    typer.echo("database is at the latest schema")
+    except MigrationError as exc:
+        typer.echo(f"migration error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def migrate(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="Target revision: head (default), a revision id such as 0004 (upgrade or downgrade "
+            "to it: the rollback of a release), or base",
+        ),
+    ] = "head",
+) -> None:
+    """Create, upgrade or roll back the database schema, under a database-wide migration lock."""
+    settings = _settings()
+    result = _migrate_or_exit(settings, to)
+    if to == "head":
+        typer.echo("database is at the latest schema")
+    elif result.direction == "none":
+        typer.echo(f"database is already at {result.after or 'base'}")
+    else:
+        typer.echo(f"database {result.direction}d from {result.before or 'base'} to {result.after or 'base'}")
 
 
 def _tls13_config_class() -> type[Any]:
@@ -118,6 +142,12 @@ def serve(
         str | None, typer.Option(help="PEM certificate: serve HTTPS, TLS 1.3 only")
     ] = None,
     ssl_keyfile: Annotated[str | None, typer.Option(help="PEM private key for --ssl-certfile")] = None,
+    migrate_first: Annotated[
+        bool,
+        typer.Option(
+            "--migrate", help="Run `leadflow migrate` (under its lock) before serving (container entry)"
+        ),
+    ] = False,
 ) -> None:
     """Serve the API, its docs (/docs) and, unless --no-worker, one background worker."""
     import os
@@ -139,6 +169,8 @@ def serve(
         typer.echo("error: --ssl-certfile and --ssl-keyfile go together", err=True)
         raise typer.Exit(2)
     configure_logging(settings.log_level)
+    if migrate_first:
+        _migrate_or_exit(settings)
     TLS13Config = _tls13_config_class()
     config = TLS13Config(
         "leadflow.app:create_app",
@@ -344,11 +376,7 @@ def quickstart(
     from leadflow.security.tokens import create_token
 
     settings = _settings()
-    try:
-        _migrate(settings)
-    except ConfigError as exc:
-        typer.echo(f"configuration error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    _migrate_or_exit(settings)
 
     async def work(engine: AsyncEngine) -> tuple[int, str]:
         added = await seed(engine, settings, "nextcloud-installation-2025", leads)
