@@ -60,6 +60,7 @@ class PreparedLead:
     idempotency_key: str | None
     tracking_enabled: bool
     created_at: datetime | None = None  # only imports and the demo back-date a lead
+    lead_ids: tuple[str, str] | None = None  # (uuid, public id) given before storing: spooled leads
 
 
 @dataclass(frozen=True, slots=True)
