@@ -166,6 +166,9 @@ async def capture_preflight(request: Request) -> Response:
     )
 
 
+SPOOLED_MESSAGE = "Lead accepted; it is stored as soon as the database is reachable again"
+
+
 @router.post(
     "/leads",
     status_code=201,
@@ -175,6 +178,9 @@ async def capture_preflight(request: Request) -> Response:
         "Public endpoint for campaign forms. Validates, normalises, de-duplicates (same e-mail and "
         "campaign within 24 h answers 409 with the existing `lead_id`), scores and stores the lead, its "
         "`created` activity and its processing job in one transaction before answering 201. "
+        "If the database (PostgreSQL/MySQL) cannot be reached, the lead is written to the server's "
+        "local encrypted spool (on disk, fsync'd) and the answer is 202 with its `lead_id`: it is "
+        "stored under that id, in order, once the database is back (until then its status answers 503). "
         "Send `Idempotency-Key` to make retries safe: a retry with the same key returns the original "
         "response. Campaigns with a token require `X-Campaign-Token` (or a bearer token with the ingest "
         "role); campaigns with allowed origins reject other browser `Origin`s."
@@ -184,6 +190,26 @@ async def capture_preflight(request: Request) -> Response:
         201: {
             "description": "Stored (or the original answer to a retried Idempotency-Key)",
             "headers": {"Access-Control-Allow-Origin": {"schema": {"type": "string"}}},
+        },
+        202: {
+            "model": CaptureResponse,
+            "description": "The database is unreachable: accepted into this server's durable spool under "
+            "`lead_id`, stored when the database is back (de-duplication happens then: a duplicate is "
+            "stored and linked to the earlier lead, never dropped)",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "success": True,
+                        "lead_id": "lead_abc123def456",
+                        "message": SPOOLED_MESSAGE,
+                        "next_steps": {
+                            "expected_response_time": "2 hours",
+                            "contact_method": "email",
+                            "tracking_enabled": True,
+                        },
+                    }
+                }
+            },
         },
     },
     openapi_extra={
@@ -279,6 +305,7 @@ async def capture_lead(state: State, scope: Scope, receive: Receive) -> Response
         )
     response = CaptureResponse(
         lead_id=outcome.public_id,
+        message=SPOOLED_MESSAGE if outcome.kind == "spooled" else "Lead captured successfully",
         next_steps={
             "expected_response_time": RESPONSE_TIMES.get(outcome.grade, "24 hours"),
             "contact_method": "email",
@@ -288,7 +315,7 @@ async def capture_lead(state: State, scope: Scope, receive: Receive) -> Response
     headers_out = dict(cors or {})
     if outcome.kind == "replay":
         headers_out["Idempotent-Replayed"] = "true"
-    return json_response(response.model_dump(), 201, headers_out)
+    return json_response(response.model_dump(), 202 if outcome.kind == "spooled" else 201, headers_out)
 
 
 CAPTURE_PATH = "/v1/api/leads"
@@ -330,8 +357,10 @@ class CaptureFastPath:
     "/leads/{lead_id}/status",
     response_model=LeadStatusResponse,
     summary="Lead status",
-    description="Status, assignee and next action of a lead (no personal data). Scope `leads:status`.",
-    responses=responses(401, 403, 404),
+    description="Status, assignee and next action of a lead (no personal data). Scope `leads:status`. "
+    "503 while the database is unreachable, and for a lead accepted into the capture spool (202) that is "
+    "not stored yet.",
+    responses=responses(401, 403, 404, 503),
 )
 async def lead_status(
     request: Request, lead_id: LeadId, _: Principal = Depends(require("leads:status"))
@@ -341,6 +370,12 @@ async def lead_status(
     if reader is not None:
         body = service.status_body(status_row_sqlite(reader, lead_id))
     else:
+        spool = request.app.state.writer.spool
+        if spool is not None and spool.holds(lead_id):
+            raise ApiError(
+                503, "SERVICE_UNAVAILABLE", "The lead is accepted and not stored yet; retry shortly",
+                headers={"Retry-After": "5"},
+            )  # fmt: skip
         async with request.app.state.engine.connect() as conn:
             body = await service.status(conn, lead_id)
     return json_response(body.model_dump(mode="json"))

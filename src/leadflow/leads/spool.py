@@ -167,6 +167,7 @@ class CaptureSpool:
         self.spooled_total = 0
         self.replayed_total = 0
         self.down_until = 0.0  # monotonic: skip the database until then (set after a failure)
+        self.broken = False  # the last append failed on the disk
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     # -- state --------------------------------------------------------------------------------------
@@ -177,6 +178,10 @@ class CaptureSpool:
 
     def holds(self, public_id: str) -> bool:
         return public_id in self._ids
+
+    def accepting(self) -> bool:
+        """Whether the spool can take more leads (not full, its last write did not fail)."""
+        return not self.broken and self._bytes < self._max_bytes
 
     def database_suspect(self) -> bool:
         """True shortly after the database failed: capture goes straight to the spool meanwhile."""
@@ -226,7 +231,12 @@ class CaptureSpool:
             try:
                 await asyncio.to_thread(self._write, payload)
             except OSError as exc:
+                self.broken = True
+                if self._active is not None:  # it may end in a partial record: nothing more goes after it
+                    self._sealed.append(self._active)
+                    self._active = None
                 raise SpoolUnavailable(f"the capture spool cannot be written: {exc.strerror}") from exc
+            self.broken = False
             assert self._active is not None
             self._active.records += len(records)
             self._bytes += len(payload)
@@ -258,7 +268,16 @@ class CaptureSpool:
         done = 0
         while self._sealed:
             current = self._sealed[0]
-            records = list(read_records(current.path, self._keys))
+            try:
+                records = list(read_records(current.path, self._keys))
+            except (ValueError, InvalidTag) as exc:
+                # Damaged on disk (or a key that is no longer configured): keep it aside for a person.
+                aside = current.path.with_suffix(".corrupt")
+                current.path.rename(aside)
+                current.close()
+                self._sealed.pop(0)
+                log.error("spool_corrupt", file=aside.name, leads=current.records, error=type(exc).__name__)
+                continue
             for start in range(0, len(records), batch):
                 await write(records[start : start + batch])
             size = current.path.stat().st_size
