@@ -117,9 +117,16 @@ async def _outage(app: Any, client: httpx.AsyncClient, proxy: TcpProxy) -> None:
     await asyncio.sleep(0)  # some of them are on their way to the database
     await proxy.cut()
     answers_b = await first_half + await _load(client, during[half:])
+    # ... and stays cut for a while under load: until the replayer has found it down three times.
+    for _ in range(100):
+        if spool.replay_waits >= 3:
+            break
+        answers_b += await _load(client, [_lead() for _ in range(4)])
+        await asyncio.sleep(0.1)
+    assert spool.replay_waits >= 3
     codes_b = Counter(r.status_code for r in answers_b)
     assert set(codes_b) <= {201, 202, 409}, codes_b  # never a 5xx
-    assert codes_b[202] >= len(during[half:]), codes_b  # everything after the cut is spooled
+    assert codes_b[202] >= len(answers_b) - half, codes_b  # everything after the cut is spooled
     spooled_ids = {r.json()["lead_id"] for r in answers_b if r.status_code == 202}
     acknowledged |= {r.json()["lead_id"] for r in answers_b if r.status_code in (201, 202)}
     assert all(r.json()["message"].startswith("Lead accepted") for r in answers_b if r.status_code == 202)

@@ -168,6 +168,7 @@ class CaptureSpool:
         self.replayed_total = 0
         self.down_until = 0.0  # monotonic: skip the database until then (set after a failure)
         self.broken = False  # the last append failed on the disk
+        self.replay_waits = 0  # replay attempts that found the database still unreachable
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     # -- state --------------------------------------------------------------------------------------
@@ -307,6 +308,7 @@ class CaptureSpool:
                     self.down_until = 0.0
                     await self.replay(write)
                 except Exception as exc:
+                    self.replay_waits += 1
                     self.mark_down(interval)
                     log.info("spool_replay_waiting", pending=self.pending, exc_type=type(exc).__name__)
             with contextlib.suppress(TimeoutError):
