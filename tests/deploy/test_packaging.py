@@ -176,6 +176,32 @@ def test_compose_topology() -> None:
     assert "api:8000" in (DEPLOY / "nginx" / "leadflow.conf").read_text()
 
 
+def test_nginx_accepts_the_proxy_config(tmp_path: Path) -> None:
+    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    if nginx is None:
+        pytest.skip("nginx not installed (Debian package nginx-light): the compose tests check its mount")
+
+    def check(site: Path) -> subprocess.CompletedProcess[str]:
+        main = tmp_path / "nginx.conf"
+        main.write_text(
+            f"error_log {tmp_path}/error.log;\npid {tmp_path}/nginx.pid;\nevents {{}}\n"
+            f"http {{ access_log off; client_body_temp_path {tmp_path}/body; "
+            f"proxy_temp_path {tmp_path}/proxy; include {site}; }}\n"
+        )
+        return subprocess.run(
+            [nginx, "-t", "-p", str(tmp_path), "-c", str(main), "-e", f"{tmp_path}/error.log"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    good = check(DEPLOY / "nginx" / "leadflow.conf")
+    assert good.returncode == 0, good.stderr
+    broken = tmp_path / "broken.conf"
+    broken.write_text((DEPLOY / "nginx" / "leadflow.conf").read_text().replace("proxy_pass", "proxy_pas"))
+    assert check(broken).returncode != 0
+
+
 def test_prometheus_config_is_valid(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
