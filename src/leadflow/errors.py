@@ -109,6 +109,16 @@ def validation_error(errors: list[ErrorDetails] | list[Any]) -> ApiError:
     return ApiError(400, "VALIDATION_ERROR", message, field=field)
 
 
+def database_unavailable() -> ApiError:
+    """The answer to a request that needs a database that cannot be reached right now."""
+    return ApiError(
+        503,
+        "SERVICE_UNAVAILABLE",
+        "The database is temporarily unavailable; retry shortly",
+        headers={"Retry-After": "5"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> Response:
@@ -139,12 +149,7 @@ def install_error_handlers(app: FastAPI) -> None:
             # Not a bug: the database is down or unreachable (reads and status answer 503 meanwhile;
             # capture goes to the spool). The client retries.
             log.warning("database_unavailable", exc_type=type(exc).__name__)
-            return ApiError(
-                503,
-                "SERVICE_UNAVAILABLE",
-                "The database is temporarily unavailable; retry shortly",
-                headers={"Retry-After": "5"},
-            ).response()
+            return database_unavailable().response()
         log.error("unhandled_exception", exc_type=type(exc).__name__, exc_info=exc)
         return ApiError(500, "INTERNAL_ERROR", "An unexpected error occurred").response()
 

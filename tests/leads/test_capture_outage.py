@@ -98,6 +98,8 @@ async def _outage(app: Any, client: httpx.AsyncClient, proxy: TcpProxy) -> None:
         token = (await create_token(conn, name="outage", role="admin")).token
     admin = {"Authorization": f"Bearer {token}"}
     assert (await client.post("/v1/api/campaigns", headers=admin, json=CAMPAIGN)).status_code == 201
+    other = dict(CAMPAIGN, id="never-loaded-campaign")
+    assert (await client.post("/v1/api/campaigns", headers=admin, json=other)).status_code == 201
 
     # Phase A, the database up: 201s.
     before = [_lead() for _ in range(30)]
@@ -131,6 +133,10 @@ async def _outage(app: Any, client: httpx.AsyncClient, proxy: TcpProxy) -> None:
     acknowledged |= {r.json()["lead_id"] for r in answers_b if r.status_code in (201, 202)}
     assert all(r.json()["message"].startswith("Lead accepted") for r in answers_b if r.status_code == 202)
     assert spool.pending == len(spooled_ids)
+
+    # A campaign this process never loaded cannot be checked: 503 (in the error shape), not a 500.
+    unknown = await client.post("/v1/api/leads", json=dict(_lead(), campaign_id=other["id"]))
+    assert unknown.status_code == 503 and unknown.json()["error"] == "SERVICE_UNAVAILABLE", unknown.text
 
     # Meanwhile: status and reads answer 503 in the error shape; the health check stays up (degraded).
     pending_id = sorted(spooled_ids)[0]

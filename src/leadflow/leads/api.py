@@ -14,8 +14,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from leadflow.campaigns.service import CaptureCampaign
 from leadflow.config import Settings
+from leadflow.db import database_unreachable
 from leadflow.enrichment.email_domain import classify_domain
-from leadflow.errors import ApiError, json_response, responses, validation_error
+from leadflow.errors import ApiError, database_unavailable, json_response, responses, validation_error
 from leadflow.kit.clock import UtcDateTime
 from leadflow.kit.ids import LEAD_ID_RE
 from leadflow.kit.pagination import decode_cursor
@@ -350,6 +351,12 @@ class CaptureFastPath:
             response = exc.response()
         except ValidationError as exc:
             response = validation_error(exc.errors(include_input=False)).response()
+        except Exception as exc:
+            if not database_unreachable(exc):
+                raise
+            # e.g. a campaign this process never loaded, while the database is down (as the handlers do)
+            log.warning("database_unavailable", exc_type=type(exc).__name__)
+            response = database_unavailable().response()
         await response(scope, receive, send)
 
 
