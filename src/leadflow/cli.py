@@ -103,9 +103,18 @@ def migrate(
             "to it: the rollback of a release), or base",
         ),
     ] = "head",
+    show: Annotated[
+        bool, typer.Option("--show", help="Only print the database's revision and the latest one")
+    ] = False,
 ) -> None:
     """Create, upgrade or roll back the database schema, under a database-wide migration lock."""
     settings = _settings()
+    if show:
+        from leadflow.migrations.runner import revisions_async
+
+        current, head = _run(settings, lambda _: revisions_async(settings.database_url))
+        typer.echo(f"database at {current or 'base'}; latest {head}")
+        return
     result = _migrate_or_exit(settings, to)
     if to == "head":
         typer.echo("database is at the latest schema")

@@ -92,6 +92,9 @@ def test_cli_migrate_to_a_revision_rolls_back_and_forward(empty_db: str) -> None
     assert "latest schema" in first.output
     assert asyncio.run(_state(empty_db))[0] == HEAD
 
+    shown = runner.invoke(app, ["migrate", "--show"], env=env)
+    assert shown.exit_code == 0 and shown.output.strip() == f"database at {HEAD}; latest {HEAD}"
+
     back = runner.invoke(app, ["migrate", "--to", "0004"], env=env)
     assert back.exit_code == 0, back.output
     assert f"downgraded from {HEAD} to 0004" in back.output
@@ -99,6 +102,10 @@ def test_cli_migrate_to_a_revision_rolls_back_and_forward(empty_db: str) -> None
     assert version == "0004"
     assert "analytics_state" not in tables and "leads" in tables  # 0005's tables are gone, data kept
 
+    assert (
+        runner.invoke(app, ["migrate", "--show"], env=env).output.strip()
+        == f"database at 0004; latest {HEAD}"
+    )
     same = runner.invoke(app, ["migrate", "--to", "0004"], env=env)
     assert same.exit_code == 0 and "already at 0004" in same.output
 

@@ -201,3 +201,18 @@ async def migrate_async(url: str, target: str = "head", *, lock_timeout: float =
 
 def migrate(url: str, target: str = "head", *, lock_timeout: float = 600.0) -> MigrationResult:
     return asyncio.run(migrate_async(url, target, lock_timeout=lock_timeout))
+
+
+def _revisions_sync(connection: Connection) -> tuple[str | None, str | None]:
+    script = ScriptDirectory.from_config(alembic_config())
+    return MigrationContext.configure(connection).get_current_revision(), script.get_current_head()
+
+
+async def revisions_async(url: str) -> tuple[str | None, str | None]:
+    """(the database's revision, the latest revision this release knows)."""
+    engine = create_async_engine(url, hide_parameters=True)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(_revisions_sync)
+    finally:
+        await engine.dispose()
