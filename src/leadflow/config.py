@@ -201,6 +201,8 @@ class Settings(BaseSettings):
     capture_spool_dir: Path = Path("var/spool")
     capture_spool_max_mb: int = Field(1024, ge=1, le=1024 * 1024)
     db_connect_timeout_seconds: float = Field(5.0, gt=0, le=120)  # a silent database fails this fast
+    # PostgreSQL: longest a statement may wait for the server (a silent partition fails this fast).
+    db_command_timeout_seconds: float = Field(30.0, gt=0, le=3600)
     gc_freeze: bool = True  # freeze start-up objects out of the garbage collector's full collections
 
     @field_validator(

@@ -47,8 +47,15 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     if not settings.is_sqlite:
         # A database that does not answer fails a new connection after this long, not the driver's
         # default (asyncpg: 60 s), so capture can spool instead of hanging.
-        timeout_arg = "timeout" if url.startswith("postgresql") else "connect_timeout"
-        options["connect_args"] = {timeout_arg: settings.db_connect_timeout_seconds}
+        if url.startswith("postgresql"):
+            # ... and a statement waiting on a database that went silent (a partition dropping packets,
+            # no reset) fails after DB_COMMAND_TIMEOUT_SECONDS instead of TCP's many minutes.
+            options["connect_args"] = {
+                "timeout": settings.db_connect_timeout_seconds,
+                "command_timeout": settings.db_command_timeout_seconds,
+            }
+        else:
+            options["connect_args"] = {"connect_timeout": settings.db_connect_timeout_seconds}
     options.update(kwargs)
     engine = create_async_engine(url, **options)
     if settings.is_sqlite:

@@ -1,8 +1,10 @@
 """A TCP proxy on 127.0.0.1 that a test can cut and restore: a database that goes away and comes back.
 
 ``cut()`` stops listening (new connections are refused) and resets every open connection, as a
-crashed database host or a network partition with resets would; ``restore()`` listens again on the
-same port. Runs on the test's event loop.
+crashed database host or a network partition with resets would; ``stall()`` keeps every connection
+open and accepts new ones but forwards nothing either way, as a silent partition (packets dropped)
+would; ``restore()`` forwards again (connections that were stalled are reset). Runs on the test's
+event loop.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ class TcpProxy:
         self.connections = 0  # accepted while up
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
+        self.stalled = False
 
     async def start(self) -> None:
         if self.port == 0:
@@ -44,7 +47,17 @@ class TcpProxy:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5)
 
+    def stall(self) -> None:
+        self.stalled = True
+
     async def restore(self) -> None:
+        if self.stalled:
+            self.stalled = False
+            for writer in list(self._open):
+                transport = writer.transport
+                if isinstance(transport, asyncio.Transport):
+                    transport.abort()
+            self._open.clear()
         if self._server is None:
             await self.start()
 
@@ -66,6 +79,8 @@ class TcpProxy:
         async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 while data := await reader.read(65536):
+                    if self.stalled:
+                        continue  # dropped, like packets in a silent partition
                     writer.write(data)
                     await writer.drain()
             except (OSError, asyncio.CancelledError):

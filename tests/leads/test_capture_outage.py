@@ -74,6 +74,7 @@ def _settings(database_url: str, proxy: TcpProxy, tmp_path: Path) -> Settings:
         gc_freeze=False,
         capture_spool_dir=tmp_path / "spool",
         db_connect_timeout_seconds=2.0,
+        db_command_timeout_seconds=2.0,
     )
 
 
@@ -266,5 +267,39 @@ async def test_a_spool_left_by_a_stopped_process_is_replayed_by_the_next_one(
                 stored = set((await conn.execute(text("SELECT public_id FROM leads"))).scalars().all())
         assert {r.json()["lead_id"] for r in answers} <= stored
         assert list((tmp_path / "spool").glob("*.spool")) == []
+    finally:
+        await proxy.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_silent_partition_spools_after_the_timeouts(database_url: str, tmp_path: Path) -> None:
+    """No reset, no refusal: the database just stops answering. Captures spool once the statement
+    (DB_COMMAND_TIMEOUT_SECONDS) or connection (DB_CONNECT_TIMEOUT_SECONDS) timeout expires."""
+    proxy = await _proxy(database_url)
+    app = create_app(_settings(database_url, proxy, tmp_path))
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                async with app.state.engine.begin() as conn:
+                    token = (await create_token(conn, name="outage", role="admin")).token
+                admin = {"Authorization": f"Bearer {token}"}
+                assert (
+                    await client.post("/v1/api/campaigns", headers=admin, json=CAMPAIGN)
+                ).status_code == 201
+                assert (await client.post("/v1/api/leads", json=_lead())).status_code == 201
+                proxy.stall()
+                answers = await asyncio.wait_for(_load(client, [_lead() for _ in range(12)]), 60)
+                assert [r.status_code for r in answers] == [202] * 12
+                await proxy.restore()
+                spool = app.state.writer.spool
+                for _ in range(600):
+                    if spool.pending == 0:
+                        break
+                    await asyncio.sleep(0.05)
+                assert spool.pending == 0
+                async with app.state.engine.connect() as conn:
+                    stored = set((await conn.execute(text("SELECT public_id FROM leads"))).scalars().all())
+                assert {r.json()["lead_id"] for r in answers} <= stored
     finally:
         await proxy.close()
