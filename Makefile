@@ -43,8 +43,15 @@ migrate: venv
 	$(BIN)/leadflow migrate
 
 ## Load benchmark against a local server on SQLite (127.0.0.1 only, bounded in time).
+## `make bench BENCH_DB=postgres`: PostgreSQL, 2 API + 2 worker processes (bench/cluster.py;
+## LEADFLOW_TEST_POSTGRES_URL names the server, default postgresql://postgres@127.0.0.1:5432/test).
+BENCH_DB ?= sqlite
 bench: venv
+ifeq ($(BENCH_DB),postgres)
+	$(BIN)/python bench/cluster.py
+else
 	$(BIN)/python bench/run.py
+endif
 
 ## Pipeline benchmark: capture-to-deliveries latency and worker throughput against local fakes.
 bench-pipeline: venv

@@ -16,10 +16,8 @@ access log off: the same server settings as ``leadflow serve``).
 
 from __future__ import annotations
 
-import argparse
 from datetime import UTC, datetime
 
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from pydantic import ValidationError
 
@@ -78,21 +76,9 @@ def create_app() -> FastAPI:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001)
-    args = parser.parse_args()
-    uvicorn.run(
-        create_app(),
-        host=args.host,
-        port=args.port,
-        workers=1,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-        proxy_headers=False,
-    )
+    from floor_app import serve  # bench/ is the script's directory, first on sys.path
+
+    serve(create_app(), __doc__)
 
 
 if __name__ == "__main__":

@@ -243,22 +243,29 @@ async def latency(rate: float, seconds: float) -> dict[str, float]:
                         break
                     await asyncio.sleep(0.05)
             report = await asyncio.to_thread(fakes.ask, "report")
-        # Every delivery names the public lead id (Slack and e-mail in the lead's link, HubSpot in a
-        # property), so each arrival is matched to its own capture.
-        arrivals: dict[str, list[float]] = {lead_id: [] for lead_id in sent}
-        for _service, received_at, text in report:
-            for lead_id in sent:
-                if lead_id in text:
-                    arrivals[lead_id].append(received_at)
-                    break
-        last = [max(times) - sent[lead_id] for lead_id, times in arrivals.items() if len(times) == 3]
-        return {
-            "leads": len(sent),
-            "complete": len(last),
-            "p50": statistics.median(last) if last else float("nan"),
-            "p95": percentile(last, 0.95) if last else float("nan"),
-            "max": max(last) if last else float("nan"),
-        }
+        return capture_to_delivery(sent, report)
+
+
+def capture_to_delivery(sent: dict[str, float], report: list[Any]) -> dict[str, float]:
+    """p50/p95/max from each lead's POST (``sent``: lead id -> time) to the last of its 3 deliveries.
+
+    Every delivery names the public lead id (Slack and e-mail in the lead's link, HubSpot in a
+    property), so each arrival in the fakes' ``report`` is matched to its own capture.
+    """
+    arrivals: dict[str, list[float]] = {lead_id: [] for lead_id in sent}
+    for _service, received_at, text in report:
+        for lead_id in sent:
+            if lead_id in text:
+                arrivals[lead_id].append(received_at)
+                break
+    last = [max(times) - sent[lead_id] for lead_id, times in arrivals.items() if len(times) == 3]
+    return {
+        "leads": len(sent),
+        "complete": len(last),
+        "p50": statistics.median(last) if last else float("nan"),
+        "p95": percentile(last, 0.95) if last else float("nan"),
+        "max": max(last) if last else float("nan"),
+    }
 
 
 async def main(args: argparse.Namespace) -> None:

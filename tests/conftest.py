@@ -46,6 +46,7 @@ TABLES = (
     "analytics_daily",
     "analytics_days",
     "analytics_state",
+    "capture_claims",
 )
 
 # The spec's example request, as documented in the capture endpoint's OpenAPI example.

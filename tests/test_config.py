@@ -72,3 +72,31 @@ async def test_start_up_objects_are_frozen_out_of_full_collections(settings_fact
             assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+async def test_database_pool_budget_fits_two_api_and_two_worker_processes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each process holds at most DB_POOL_SIZE + DB_MAX_OVERFLOW connections (issue 8, item 4)."""
+    from leadflow.db import create_engine
+
+    key = base64.b64encode(bytes(range(32))).decode()
+    defaults = Settings(database_url="postgresql://bench@127.0.0.1:1/none", encryption_key=key)
+    engine = create_engine(defaults)  # nothing connects until a query runs
+    try:
+        pool: Any = engine.pool
+        per_process = pool.size() + pool._max_overflow
+        assert per_process == defaults.db_pool_size + defaults.db_max_overflow == 20
+        assert 4 * per_process <= 80  # 2 API + 2 workers, headroom in PostgreSQL's default 100
+    finally:
+        await engine.dispose()
+    monkeypatch.setenv("DB_POOL_SIZE", "3")
+    monkeypatch.setenv("DB_MAX_OVERFLOW", "0")
+    monkeypatch.setenv("DB_POOL_TIMEOUT_SECONDS", "2.5")
+    small = Settings(database_url="mysql://bench@127.0.0.1:1/none", encryption_key=key)
+    engine = create_engine(small)
+    try:
+        pool = engine.pool
+        assert (pool.size(), pool._max_overflow, pool._timeout) == (3, 0, 2.5)
+    finally:
+        await engine.dispose()

@@ -147,6 +147,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
             yield
         finally:
             await app.state.writer.close()
+            await app.state.guard.close()
             if spool_task is not None:
                 stop.set()
                 await asyncio.gather(spool_task, return_exceptions=True)

@@ -124,22 +124,6 @@ def migrate(
         typer.echo(f"database {result.direction}d from {result.before or 'base'} to {result.after or 'base'}")
 
 
-def _tls13_config_class() -> type[Any]:
-    import ssl
-
-    import uvicorn
-
-    class TLS13Config(uvicorn.Config):
-        """uvicorn's config, with HTTPS limited to TLS 1.3 (the spec's data-in-transit requirement)."""
-
-        def load(self) -> None:
-            super().load()
-            if self.ssl is not None:
-                self.ssl.minimum_version = ssl.TLSVersion.TLSv1_3
-
-    return TLS13Config
-
-
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (HOST)")] = None,
@@ -151,6 +135,16 @@ def serve(
         str | None, typer.Option(help="PEM certificate: serve HTTPS, TLS 1.3 only")
     ] = None,
     ssl_keyfile: Annotated[str | None, typer.Option(help="PEM private key for --ssl-certfile")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="API processes sharing the port (PostgreSQL/MySQL only; each has its own DB pool "
+            "and, unless --no-worker, its own background worker)",
+        ),
+    ] = 1,
     migrate_first: Annotated[
         bool,
         typer.Option(
@@ -160,8 +154,6 @@ def serve(
 ) -> None:
     """Serve the API, its docs (/docs) and, unless --no-worker, one background worker."""
     import os
-
-    import uvicorn
 
     if no_worker:
         os.environ["RUN_WORKER"] = "false"
@@ -177,22 +169,32 @@ def serve(
     if bool(ssl_certfile) != bool(ssl_keyfile):
         typer.echo("error: --ssl-certfile and --ssl-keyfile go together", err=True)
         raise typer.Exit(2)
+    if workers > 1 and settings.is_sqlite:
+        typer.echo(
+            "error: --workers needs PostgreSQL or MySQL: SQLite has one writer, which lives in one "
+            "process (run one `leadflow serve`, it group-commits captures)",
+            err=True,
+        )
+        raise typer.Exit(2)
     configure_logging(settings.log_level)
     if migrate_first:
         _migrate_or_exit(settings)
-    TLS13Config = _tls13_config_class()
-    config = TLS13Config(
+    from leadflow.serving import ServeConfig, run
+
+    config = ServeConfig(
         "leadflow.app:create_app",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
+        workers=workers,
         access_log=False,
         log_config=None,
         proxy_headers=False,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
+        leadflow_log_level=settings.log_level,
     )
-    uvicorn.Server(config).run()
+    run(config)
 
 
 async def _create_campaign(engine: AsyncEngine, data: dict[str, Any]) -> Any:

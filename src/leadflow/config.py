@@ -112,6 +112,16 @@ class Settings(BaseSettings):
     leadflow_env: Literal["development", "test", "production"] = "development"
     database_url: str = "sqlite:///var/leadflow.db"
     redis_url: str | None = None
+    # Redis client pool (rate-limit and lock-out counters): bounded; a request waits up to the timeout
+    # for a free connection. When Redis is unreachable or slow, counters fall back to this process.
+    redis_pool_size: int = Field(32, ge=1, le=1000)
+    redis_pool_timeout_seconds: float = Field(0.5, gt=0, le=30)
+    redis_socket_timeout_seconds: float = Field(0.5, gt=0, le=30)
+    redis_retry_seconds: float = Field(5.0, ge=0, le=3600)  # after a failure, local counters this long
+    # SQLAlchemy pool per process (API process or worker): at most size + overflow connections each.
+    db_pool_size: int = Field(10, ge=1, le=500)
+    db_max_overflow: int = Field(10, ge=0, le=500)
+    db_pool_timeout_seconds: float = Field(30.0, gt=0, le=600)
     encryption_key: SecretStr | None = None
     encryption_old_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     blind_index_key: SecretStr | None = None

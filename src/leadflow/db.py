@@ -39,7 +39,14 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
         # its busy handler (tens of ms each). Queuing for the connection in asyncio costs nothing.
         options.update(pool_size=1, max_overflow=0, pool_timeout=60)
     else:
-        options.update(pool_size=10, max_overflow=20, pool_recycle=1800)
+        # Each process holds at most DB_POOL_SIZE + DB_MAX_OVERFLOW connections (default 20): two API
+        # processes and two workers stay well inside PostgreSQL's default max_connections of 100.
+        options.update(
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout_seconds,
+            pool_recycle=1800,
+        )
         if url.startswith("mysql"):
             # READ COMMITTED (PostgreSQL's default) rather than REPEATABLE READ: fewer gap locks between
             # captures and the worker, and reads see other transactions' commits.

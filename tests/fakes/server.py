@@ -25,6 +25,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for servers started as separate processes)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @dataclass
 class Recorded:
     method: str

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,6 +13,7 @@ from leadflow.app import create_app
 from leadflow.config import Settings
 from leadflow.security.clientip import client_ip, parse_networks
 from tests.conftest import Harness, example_lead
+from tests.fakes.redis_server import RedisServer
 
 URL = "/v1/api/leads"
 
@@ -109,17 +109,10 @@ async def test_repeated_failures_lock_the_address_out_with_doubling_periods(
 
 
 @pytest.mark.redis
-async def test_two_replicas_share_counters_in_redis(settings_factory: Callable[..., Settings]) -> None:
-    redis_url = os.environ.get("LEADFLOW_TEST_REDIS_URL")
-    if not redis_url:
-        if os.environ.get("CI"):
-            pytest.fail("LEADFLOW_TEST_REDIS_URL is not set but CI is")
-        pytest.skip("LEADFLOW_TEST_REDIS_URL not set")
-    import redis.asyncio as aioredis
-
-    r = aioredis.from_url(redis_url)
-    await r.flushdb()
-    await r.aclose()
+async def test_two_replicas_share_counters_in_redis(
+    settings_factory: Callable[..., Settings], redis_server: RedisServer
+) -> None:
+    redis_url = redis_server.url  # our own server: the shared one is never flushed
     settings = settings_factory(rate_limit_per_ip="4/minute", redis_url=redis_url)
     async with running(settings) as (app_a, a), running(settings) as (_app_b, b):
         await _campaign(app_a, a)

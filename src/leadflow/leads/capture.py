@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import hashlib
 import sqlite3
 import threading
 import time
@@ -194,8 +195,29 @@ Result = CaptureOutcome | BaseException
 RETRYABLE = (IntegrityError, DBAPIError, sqlite3.IntegrityError, sqlite3.OperationalError)
 
 
-def _unavailable() -> ApiError:
+def not_stored(exc: BaseException, *, unexpected: bool = False) -> ApiError:
+    """The one place where "the database could not store this lead" becomes an answer (503).
+
+    Both write paths (async engine, SQLite writer thread) end here for a lead whose batch and whose own
+    retries failed; nothing is queued in memory, the client retries with its Idempotency-Key. An
+    ``unexpected`` error (not a database error) is logged with its stack.
+    """
+    log.error("capture_write_failed", exc_type=type(exc).__name__, exc_info=exc if unexpected else None)
     return ApiError(503, "SERVICE_UNAVAILABLE", "The lead could not be stored; retry shortly")
+
+
+def claim_keys(items: Sequence[PreparedLead]) -> list[str]:
+    """The capture claims of a batch: one per (campaign, person) and per (campaign, idempotency key).
+
+    SHA-256 over the campaign id and the blind index (or the key): fixed length, no personal data.
+    """
+    keys: set[str] = set()
+    for item in items:
+        campaign = item.campaign.id
+        keys.add(hashlib.sha256(f"p\0{campaign}\0{item.email_hash}".encode()).hexdigest())
+        if item.idempotency_key:
+            keys.add(hashlib.sha256(f"k\0{campaign}\0{item.idempotency_key}".encode()).hexdigest())
+    return sorted(keys)
 
 
 class CaptureWriter:
@@ -207,8 +229,12 @@ class CaptureWriter:
     for the event loop in between, and hands each batch's answers back to the loop in one callback.
     A lease ends when no lead has arrived for ``linger_seconds`` or after ``lease_seconds``, so that
     other users of the pool (worker, API writes) get their turn. Elsewhere each batch goes through
-    the async engine.
+    the async engine, and starts by locking the batch's capture claims (:func:`claim_keys`), which
+    serialises captures of the same person or idempotency key across processes; on SQLite the writer
+    thread's ``BEGIN IMMEDIATE`` already serialises every writer of the file.
     """
+
+    PRUNE_EVERY_SECONDS = 600.0
 
     def __init__(
         self,
@@ -242,6 +268,7 @@ class CaptureWriter:
                 SqliteInserter(repo.jobs, engine.dialect),
             )
         self._breakdowns: dict[rules.Score, JsonText] = {}
+        self._next_prune = time.monotonic() + self.PRUNE_EVERY_SECONDS
         self.batches = 0
         self.leads_written = 0
         self.on_commit: Callable[[], None] | None = None  # e.g. wake the in-process worker
@@ -318,6 +345,17 @@ class CaptureWriter:
                 log.warning("capture_batch_failed", size=len(items), exc_type=type(exc).__name__)
                 results, written = await self._write_one_by_one(items)
             self._deliver(batch, results, written)
+            if time.monotonic() >= self._next_prune:
+                await self._prune_claims()
+
+    async def _prune_claims(self) -> None:
+        """Drop capture claims older than the window (they can no longer decide anything)."""
+        self._next_prune = time.monotonic() + self.PRUNE_EVERY_SECONDS
+        try:
+            async with self._engine.begin() as conn:
+                await repo.prune_claims(conn, utcnow() - self._window - timedelta(hours=1))
+        except Exception as exc:  # housekeeping: the next prune tries again
+            log.warning("capture_claims_prune_failed", exc_type=type(exc).__name__)
 
     # -- The database cannot be reached: the spool -------------------------------------------------
     async def _to_spool(self, items: list[PreparedLead]) -> list[Result]:
@@ -327,7 +365,7 @@ class CaptureWriter:
             records = await self.spool.append(items)
         except SpoolUnavailable as exc:
             log.error("capture_spool_failed", size=len(items), reason=str(exc))
-            return [_unavailable() for _ in items]
+            return [not_stored(exc) for _ in items]
         results: list[Result] = []
         for record in records:
             inputs = dataclasses.replace(
@@ -366,15 +404,14 @@ class CaptureWriter:
                     written += count
                     break
                 except RETRYABLE as exc:
-                    # A concurrent replica won a race (idempotency key) or the database is busy: retry;
-                    # the re-check inside the transaction then sees the other writer's lead.
+                    # The database is busy, a deadlock was broken, or a writer without claims (an older
+                    # version during a rolling upgrade) won a race: retry; the re-check then sees its lead.
                     if attempt == 2:
-                        log.error("capture_write_failed", exc_type=type(exc).__name__)
-                        results.append(_unavailable())
-                    await asyncio.sleep(0.05 * (attempt + 1))
+                        results.append(not_stored(exc))
+                    else:
+                        await asyncio.sleep(0.05 * (attempt + 1))
                 except Exception as exc:
-                    log.error("capture_write_failed", exc_type=type(exc).__name__, exc_info=exc)
-                    results.append(_unavailable())
+                    results.append(not_stored(exc, unexpected=True))
                     break
         return results, written
 
@@ -440,12 +477,11 @@ class CaptureWriter:
                     break
                 except RETRYABLE as exc:
                     if attempt == 2:
-                        log.error("capture_write_failed", exc_type=type(exc).__name__)
-                        results.append(_unavailable())
-                    time.sleep(0.05 * (attempt + 1))
+                        results.append(not_stored(exc))
+                    else:
+                        time.sleep(0.05 * (attempt + 1))
                 except Exception as exc:
-                    log.error("capture_write_failed", exc_type=type(exc).__name__, exc_info=exc)
-                    results.append(_unavailable())
+                    results.append(not_stored(exc, unexpected=True))
                     break
         return results, written
 
@@ -511,6 +547,8 @@ class CaptureWriter:
         """Any database, through the async engine (``spooled``: a replay, see :meth:`write_spooled`)."""
         now = utcnow()
         async with self._engine.begin() as conn:
+            # First statement: lock this batch's people and idempotency keys against other processes.
+            await repo.lock_claims(conn, claim_keys(items), now)
             earlier = await repo.latest_by_email_hashes(conn, (i.email_hash for i in items))
             visitors = await repo.seen_visitors(
                 conn, (i.values["visitor_id"] for i in items if i.values["visitor_id"])

@@ -187,3 +187,20 @@ class LeadActivity(Base):
     performed_by: Mapped[str | None] = mapped_column(String(100))
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CaptureClaim(Base):
+    """A lock row per (campaign, person) and per (campaign, idempotency key) being captured.
+
+    Capture upserts the claims of a batch, in key order, as the first statement of its transaction:
+    the row locks serialise concurrent captures of the *same* person or key across processes and hosts
+    (PostgreSQL, MySQL/MariaDB), while unrelated leads never wait for each other. The key is a SHA-256
+    over the campaign id and the e-mail blind index (or the idempotency key): no personal data. Rows
+    older than the de-duplication window are pruned by the capture writer.
+    """
+
+    __tablename__ = "capture_claims"
+    __table_args__ = (Index("idx_capture_claims_touched", "touched_at"),)
+
+    claim_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    touched_at: Mapped[datetime] = mapped_column(UTCDateTime)

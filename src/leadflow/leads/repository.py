@@ -8,18 +8,49 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import and_, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.dialects import sqlite as sqlite_dialects
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.db import IN_CHUNK, PointReader, chunks
 from leadflow.kit.models import AnyRow, UTCDateTime, table_of
-from leadflow.leads.models import Lead, LeadActivity
+from leadflow.leads.models import CaptureClaim, Lead, LeadActivity
 from leadflow.pipeline.models import Job
 
 leads = table_of(Lead)
 activities = table_of(LeadActivity)
 jobs = table_of(Job)
+claims = table_of(CaptureClaim)
+
+
+async def lock_claims(conn: AsyncConnection, keys: Iterable[str], now: datetime) -> None:
+    """Upsert the capture claims ``keys`` (in sorted order): row locks held until this transaction ends.
+
+    A concurrent transaction that claims one of the same keys waits here until this one commits or
+    rolls back, then sees its leads (READ COMMITTED: every statement reads the latest commits).
+    Sorted order means two batches sharing several keys cannot deadlock on each other.
+    """
+    rows = [{"claim_key": key, "touched_at": now} for key in sorted(set(keys))]
+    if not rows:
+        return
+    name = conn.dialect.name
+    if name == "postgresql":
+        pg = postgresql.insert(claims).values(rows)
+        await conn.execute(pg.on_conflict_do_update(index_elements=["claim_key"], set_={"touched_at": now}))
+    elif name == "mysql":
+        my = mysql.insert(claims).values(rows)
+        await conn.execute(my.on_duplicate_key_update(touched_at=my.inserted.touched_at))
+    else:
+        lite = sqlite_dialects.insert(claims).values(rows)
+        await conn.execute(lite.on_conflict_do_update(index_elements=["claim_key"], set_={"touched_at": now}))
+
+
+async def prune_claims(conn: AsyncConnection, before: datetime) -> int:
+    """Drop claims not touched since ``before`` (older than the de-duplication window)."""
+    result = await conn.execute(delete(claims).where(claims.c.touched_at < before))
+    return int(result.rowcount or 0)
 
 
 async def latest_by_email_hashes(conn: AsyncConnection, hashes: Iterable[str]) -> Sequence[AnyRow]:

@@ -24,3 +24,7 @@ STAGE_LATENCY = Histogram(
 QUEUE_DEPTH = Gauge("leadflow_queue_depth", "Jobs in the outbox by status", ["status"])
 OLDEST_JOB_AGE = Gauge("leadflow_oldest_job_age_seconds", "Age of the oldest due or running job")
 LEADS_CAPTURED = Counter("leadflow_leads_captured_total", "Capture outcomes", ["outcome"])
+RATE_LIMIT_FALLBACKS = Counter(
+    "leadflow_rate_limit_storage_fallbacks_total",
+    "Times the shared rate-limit storage (Redis) failed and this process fell back to its own counters",
+)
