@@ -174,6 +174,15 @@ def test_compose_topology() -> None:
         if source.startswith("./"):
             assert (DEPLOY / source).is_file(), source
     assert "api:8000" in (DEPLOY / "nginx" / "leadflow.conf").read_text()
+    # Prometheus (fixed address) may scrape /metrics without a token; the workers serve it on 9101.
+    prometheus_ip = services["prometheus"]["networks"]["backend"]["ipv4_address"]
+    for service in (api, worker):
+        assert service["environment"]["METRICS_OPEN_NETWORKS"] == f"{prometheus_ip}/32"
+    assert worker["environment"]["METRICS_PORT"] == "9101"
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
+    targets = {job["job_name"]: job["dns_sd_configs"][0] for job in scrape}
+    assert targets["leadflow-api"]["names"] == ["api"] and targets["leadflow-api"]["port"] == 8000
+    assert targets["leadflow-worker"]["names"] == ["worker"] and targets["leadflow-worker"]["port"] == 9101
 
 
 def test_nginx_accepts_the_proxy_config(tmp_path: Path) -> None:
