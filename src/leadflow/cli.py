@@ -112,7 +112,11 @@ def migrate(
     if show:
         from leadflow.migrations.runner import revisions_async
 
-        current, head = _run(settings, lambda _: revisions_async(settings.database_url))
+        try:  # not through _run: an empty or older database is what this reports, not an error
+            current, head = asyncio.run(revisions_async(settings.database_url))
+        except Exception as exc:
+            typer.echo(f"error: cannot read the database's revision: {type(exc).__name__}: {exc}", err=True)
+            raise typer.Exit(1) from exc
         typer.echo(f"database at {current or 'base'}; latest {head}")
         return
     result = _migrate_or_exit(settings, to)
@@ -176,9 +180,11 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
-    configure_logging(settings.log_level)
     if migrate_first:
+        # First, before anything else reads the database (it may be empty): the container's entry.
+        configure_logging(settings.log_level)
         _migrate_or_exit(settings)
+    configure_logging(settings.log_level)
     from leadflow.serving import ServeConfig, run
 
     config = ServeConfig(
