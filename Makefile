@@ -7,7 +7,7 @@ PORT   ?= 8000
 HOST   ?= 127.0.0.1
 PYTEST_ARGS ?= -n 2
 
-.PHONY: venv run test lint typecheck pytest bench bench-pipeline bench-metrics fuzz fmt migrate clean
+.PHONY: venv run test lint typecheck pytest bench bench-pipeline bench-metrics fuzz fmt migrate clean cluster-smoke
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ bench-metrics: venv
 ## Schemathesis with many examples per operation against a live local server (FUZZ_EXAMPLES).
 fuzz: venv
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} FUZZ_RANDOM=1 $(BIN)/pytest tests/fuzz -p no:cacheprovider -q
+
+## The compose topology as real processes: API x2 + workers x2 on PostgreSQL (+ Redis), local fakes.
+cluster-smoke: venv
+	LEADFLOW_TEST_POSTGRES_URL=$${LEADFLOW_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test} \
+	$(BIN)/pytest tests/deploy/test_cluster_smoke.py -p no:cacheprovider -n 0 -q -s
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -84,6 +84,29 @@ async def _start_worker(
     return task, await ready
 
 
+def _start_spool(
+    writer: CaptureWriter, engine: AsyncEngine, settings: Settings, keys: list[bytes], stop: asyncio.Event
+) -> asyncio.Task[None] | None:
+    """PostgreSQL/MySQL: the capture spool (leads/spool.py) and its replayer; None on SQLite or when off."""
+    if settings.is_sqlite or not settings.capture_spool_enabled:
+        return None
+    from sqlalchemy import text
+
+    from leadflow.leads.spool import CaptureSpool
+
+    spool = CaptureSpool(
+        settings.capture_spool_dir, keys, max_bytes=settings.capture_spool_max_mb * 1024 * 1024
+    )
+    spool.adopt_orphans()  # files left by a process of this host that stopped before replaying them
+    writer.spool = spool
+
+    async def probe() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    return asyncio.create_task(spool.run(stop, probe, writer.write_spooled))
+
+
 def create_app(settings: Settings | None = None, *, capture_fast_path: bool = True) -> FastAPI:
     """The application; ``capture_fast_path=False`` routes lead capture through FastAPI (for tests)."""
     settings = settings or load_settings()
@@ -118,6 +141,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
             worker_task, app.state.wake_worker = await _start_worker(engine, settings, stop)
         app.state.writer.on_commit = lambda: app.state.wake_worker()
         monitor = start_monitor(engine, settings, stop)
+        spool_task = _start_spool(app.state.writer, engine, settings, keys, stop)
         if settings.gc_freeze:
             # Everything loaded at start-up (modules, schemas, phone metadata, domain lists) lives as
             # long as the process: frozen, full collections no longer walk it. Unfrozen they paused the
@@ -136,6 +160,10 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
         finally:
             await app.state.writer.close()
             await app.state.guard.close()
+            if spool_task is not None:
+                stop.set()
+                await asyncio.gather(spool_task, return_exceptions=True)
+                app.state.writer.spool.close()
             stop.set()
             if worker_task is not None:
                 await asyncio.gather(worker_task, return_exceptions=True)

@@ -18,6 +18,7 @@ from leadflow.config import ConfigError, Settings, load_settings
 from leadflow.db import create_engine
 from leadflow.errors import ApiError
 from leadflow.leads.cli import leads_app
+from leadflow.migrations.runner import MigrationResult
 from leadflow.observability.health import StartupError, preflight, reason, where
 from leadflow.pipeline.cli import jobs_app, worker
 from leadflow.privacy.cli import privacy_app
@@ -93,8 +94,8 @@ def _run(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
         raise typer.Exit(2) from exc
 
 
-def _migrate(settings: Settings) -> None:
-    from leadflow.migrations.runner import upgrade
+def _migrate(settings: Settings, target: str = "head") -> MigrationResult:
+    from leadflow.migrations.runner import migrate
 
     if settings.ensure_key_file():
         typer.echo(
@@ -107,21 +108,57 @@ def _migrate(settings: Settings) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        upgrade(settings.database_url)
+        return migrate(settings.database_url, target)
     except (OSError, TimeoutError) as exc:  # the server does not answer (a failing migration is not this)
         raise StartupError(f"database unreachable: {where(settings)}: {reason(exc)}") from exc
 
 
-@app.command()
-def migrate() -> None:
-    """Create or upgrade the database schema (and the development key file when none is set)."""
-    settings = _settings()
+def _migrate_or_exit(settings: Settings, target: str = "head") -> MigrationResult:
+    from leadflow.migrations.runner import MigrationError
+
     try:
-        _migrate(settings)
+        return _migrate(settings, target)
     except ConfigError as exc:
         typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    typer.echo("database is at the latest schema")
+    except MigrationError as exc:
+        typer.echo(f"migration error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def migrate(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="Target revision: head (default), a revision id such as 0004 (upgrade or downgrade "
+            "to it: the rollback of a release), or base",
+        ),
+    ] = "head",
+    show: Annotated[
+        bool, typer.Option("--show", help="Only print the database's revision and the latest one")
+    ] = False,
+) -> None:
+    """Create, upgrade or roll back the database schema, under a database-wide migration lock."""
+    settings = _settings()
+    if show:
+        from leadflow.migrations.runner import revisions_async
+
+        try:  # not through _run: an empty or older database is what this reports, not an error
+            current, head = asyncio.run(revisions_async(settings.database_url))
+        except Exception as exc:
+            typer.echo(f"error: cannot read the database's revision: {type(exc).__name__}: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        typer.echo(f"database at {current or 'base'}; latest {head}")
+        return
+    result = _migrate_or_exit(settings, to)
+    if to == "head":
+        typer.echo("database is at the latest schema")
+    elif result.direction == "none":
+        typer.echo(f"database is already at {result.after or 'base'}")
+    else:
+        typer.echo(f"database {result.direction}d from {result.before or 'base'} to {result.after or 'base'}")
 
 
 @app.command()
@@ -145,6 +182,12 @@ def serve(
             "and, unless --no-worker, its own background worker)",
         ),
     ] = 1,
+    migrate_first: Annotated[
+        bool,
+        typer.Option(
+            "--migrate", help="Run `leadflow migrate` (under its lock) before serving (container entry)"
+        ),
+    ] = False,
 ) -> None:
     """Serve the API, its docs (/docs) and, unless --no-worker, one background worker."""
     import os
@@ -170,6 +213,10 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
+    if migrate_first:
+        # First, before anything else reads the database (it may be empty): the container's entry.
+        configure_logging(settings.log_level)
+        _migrate_or_exit(settings)
     _run(settings, lambda engine: _nothing())  # start-up checks: database reachable and migrated
     configure_logging(settings.log_level)
     from leadflow.security.headerlimits import apply_header_limits
@@ -397,11 +444,7 @@ def quickstart(
     from leadflow.security.tokens import create_token
 
     settings = _settings()
-    try:
-        _migrate(settings)
-    except ConfigError as exc:
-        typer.echo(f"configuration error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    _migrate_or_exit(settings)
 
     async def work(engine: AsyncEngine) -> tuple[int, str]:
         added = await seed(engine, settings, "nextcloud-installation-2025", leads)

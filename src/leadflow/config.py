@@ -245,6 +245,14 @@ class Settings(BaseSettings):
     campaign_cache_seconds: float = 2.0
     analytics_cache_seconds: float = Field(10.0, ge=0, le=30)  # the spec's 30 s analytics budget
     capture_batch_max: int = 256
+    # PostgreSQL/MySQL: captures the database cannot take are spooled here (fsync'd, encrypted) and
+    # answered 202, then replayed when it is back (leads/spool.py). Off: such captures answer 503.
+    capture_spool_enabled: bool = True
+    capture_spool_dir: Path = Path("var/spool")
+    capture_spool_max_mb: int = Field(1024, ge=1, le=1024 * 1024)
+    db_connect_timeout_seconds: float = Field(5.0, gt=0, le=120)  # a silent database fails this fast
+    # PostgreSQL: longest a statement may wait for the server (a silent partition fails this fast).
+    db_command_timeout_seconds: float = Field(30.0, gt=0, le=3600)
     gc_freeze: bool = True  # freeze start-up objects out of the garbage collector's full collections
 
     @field_validator(

@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import JSON, LargeBinary, Table, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -57,6 +58,18 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
             # READ COMMITTED (PostgreSQL's default) rather than REPEATABLE READ: fewer gap locks between
             # captures and the worker, and reads see other transactions' commits.
             options.update(isolation_level="READ COMMITTED")
+    if not settings.is_sqlite:
+        # A database that does not answer fails a new connection after this long, not the driver's
+        # default (asyncpg: 60 s), so capture can spool instead of hanging.
+        if url.startswith("postgresql"):
+            # ... and a statement waiting on a database that went silent (a partition dropping packets,
+            # no reset) fails after DB_COMMAND_TIMEOUT_SECONDS instead of TCP's many minutes.
+            options["connect_args"] = {
+                "timeout": settings.db_connect_timeout_seconds,
+                "command_timeout": settings.db_command_timeout_seconds,
+            }
+        else:
+            options["connect_args"] = {"connect_timeout": settings.db_connect_timeout_seconds}
     options.update(kwargs)
     engine = create_async_engine(url, **options)
     if settings.is_sqlite:
@@ -270,3 +283,45 @@ class SqliteInserter:
                     raise ValueError(f"rows for {self.table.name} must all have the same columns")
                 params.extend([row[name] if f is None else f(row[name]) for name, f in converters])
             db.execute(self._statement(columns, len(part)), params)
+
+
+# -- Is the database reachable? (capture spool, 503 answers) ---------------------------------------
+
+# MySQL client errors for a server that cannot be reached or went away (CR_CONNECTION_ERROR,
+# CR_CONN_HOST_ERROR, CR_SERVER_GONE_ERROR, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED).
+_MYSQL_UNREACHABLE = frozenset({2002, 2003, 2006, 2013, 2055})
+_ASYNCPG_UNREACHABLE = frozenset(
+    {
+        "ConnectionDoesNotExistError",
+        "CannotConnectNowError",
+        "ConnectionFailureError",
+        "TooManyConnectionsError",
+    }
+)
+
+
+def database_unreachable(error: BaseException) -> bool:
+    """True when ``error`` (or its cause) means the database server cannot be reached right now.
+
+    Refused or reset connections and timeouts, a connection SQLAlchemy invalidated, MySQL's
+    "can't connect" / "server has gone away", asyncpg's connection errors, an exhausted pool. Not:
+    constraint violations, syntax errors, deadlocks (the database answered).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError | TimeoutError | sa_exc.TimeoutError):
+            return True
+        if type(current).__name__ in _ASYNCPG_UNREACHABLE:
+            return True
+        if isinstance(current, sa_exc.DBAPIError):
+            if current.connection_invalidated:
+                return True
+            args = getattr(current.orig, "args", ())
+            if args and args[0] in _MYSQL_UNREACHABLE:
+                return True
+            if current.orig is not None and type(current.orig).__name__ in _ASYNCPG_UNREACHABLE:
+                return True
+        current = current.__cause__ or current.__context__
+    return False

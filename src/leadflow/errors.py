@@ -143,6 +143,16 @@ class KeepConnectionOnError:
                 raise
 
 
+def database_unavailable() -> ApiError:
+    """The answer to a request that needs a database that cannot be reached right now."""
+    return ApiError(
+        503,
+        "SERVICE_UNAVAILABLE",
+        "The database is temporarily unavailable; retry shortly",
+        headers={"Retry-After": "5"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     build = app.build_middleware_stack
 
@@ -176,10 +186,23 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         ).response()
 
-    @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:
+        from leadflow.db import database_unreachable
+
+        if database_unreachable(exc):
+            # Not a bug: the database is down or unreachable (reads and status answer 503 meanwhile;
+            # capture goes to the spool). The client retries.
+            log.warning("database_unavailable", exc_type=type(exc).__name__)
+            return database_unavailable().response()
         log.error("unhandled_exception", exc_type=type(exc).__name__, exc_info=exc)
         return ApiError(500, "INTERNAL_ERROR", "An unexpected error occurred").response()
+
+    # Database and network errors get handlers of their own, so that Starlette answers them in its
+    # exception middleware (a 503 is not re-raised to the server as an unhandled error).
+    from sqlalchemy import exc as sa_exc
+
+    for kind in (Exception, sa_exc.DBAPIError, sa_exc.TimeoutError, OSError, TimeoutError):
+        app.add_exception_handler(kind, _unexpected)
 
 
 def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from leadflow.campaigns import repository as repo
 from leadflow.campaigns import rollup
 from leadflow.campaigns.schemas import CampaignCreate, CampaignOut, CampaignUpdate, CampaignWithToken
-from leadflow.db import PointReader
+from leadflow.db import PointReader, database_unreachable
 from leadflow.errors import ApiError
 from leadflow.kit.cache import SingleFlightCache
 from leadflow.kit.clock import utcnow
@@ -86,14 +86,31 @@ class CampaignCache:
         self._engine = engine
         self._reader = reader
         self._cache: SingleFlightCache[str, CaptureCampaign | None] = SingleFlightCache(ttl, self._load)
+        # The last version of each existing campaign this process loaded: capture keeps using it while
+        # the database cannot be reached (leads then go to the capture spool). Bounded by the campaigns.
+        self._last_known: dict[str, CaptureCampaign] = {}
 
     def invalidate(self, campaign_id: str | None = None) -> None:
         self._cache.invalidate(campaign_id)
 
     async def get(self, campaign_id: str) -> CaptureCampaign | None:
-        return await self._cache.get(campaign_id)
+        try:
+            return await self._cache.get(campaign_id)
+        except Exception as exc:
+            stale = self._last_known.get(campaign_id)
+            if stale is None or not database_unreachable(exc):
+                raise
+            return stale
 
     async def _load(self, campaign_id: str) -> CaptureCampaign | None:
+        found = await self._read(campaign_id)
+        if found is not None:
+            self._last_known[campaign_id] = found
+        else:
+            self._last_known.pop(campaign_id, None)
+        return found
+
+    async def _read(self, campaign_id: str) -> CaptureCampaign | None:
         if self._reader is not None:
             found = self._reader.one(_CAPTURE_SQLITE, (campaign_id,))
             if found is None:

@@ -14,8 +14,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from leadflow.campaigns.service import CaptureCampaign
 from leadflow.config import Settings
+from leadflow.db import database_unreachable
 from leadflow.enrichment.email_domain import classify_domain
-from leadflow.errors import ApiError, json_response, responses, validation_error
+from leadflow.errors import ApiError, database_unavailable, json_response, responses, validation_error
 from leadflow.kit.clock import UtcDateTime
 from leadflow.kit.ids import LEAD_ID_RE
 from leadflow.kit.pagination import CursorParam, decode_cursor
@@ -191,6 +192,9 @@ async def capture_preflight(request: Request) -> Response:
     )
 
 
+SPOOLED_MESSAGE = "Lead accepted; it is stored as soon as the database is reachable again"
+
+
 @router.post(
     "/leads",
     status_code=201,
@@ -200,6 +204,9 @@ async def capture_preflight(request: Request) -> Response:
         "Public endpoint for campaign forms. Validates, normalises, de-duplicates (same e-mail and "
         "campaign within 24 h answers 409 with the existing `lead_id`), scores and stores the lead, its "
         "`created` activity and its processing job in one transaction before answering 201. "
+        "If the database (PostgreSQL/MySQL) cannot be reached, the lead is written to the server's "
+        "local encrypted spool (on disk, fsync'd) and the answer is 202 with its `lead_id`: it is "
+        "stored under that id, in order, once the database is back (until then its status answers 503). "
         "Send `Idempotency-Key` to make retries safe: a retry with the same key returns the original "
         "response. Campaigns with a token require `X-Campaign-Token` (or a bearer token with the ingest "
         "role); campaigns with allowed origins reject other browser `Origin`s."
@@ -209,6 +216,26 @@ async def capture_preflight(request: Request) -> Response:
         201: {
             "description": "Stored (or the original answer to a retried Idempotency-Key)",
             "headers": {"Access-Control-Allow-Origin": {"schema": {"type": "string"}}},
+        },
+        202: {
+            "model": CaptureResponse,
+            "description": "The database is unreachable: accepted into this server's durable spool under "
+            "`lead_id`, stored when the database is back (de-duplication happens then: a duplicate is "
+            "stored and linked to the earlier lead, never dropped)",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "success": True,
+                        "lead_id": "lead_abc123def456",
+                        "message": SPOOLED_MESSAGE,
+                        "next_steps": {
+                            "expected_response_time": "2 hours",
+                            "contact_method": "email",
+                            "tracking_enabled": True,
+                        },
+                    }
+                }
+            },
         },
     },
     openapi_extra={
@@ -337,6 +364,7 @@ async def _capture_lead(state: State, scope: Scope, receive: Receive) -> Respons
         )
     response = CaptureResponse(
         lead_id=outcome.public_id,
+        message=SPOOLED_MESSAGE if outcome.kind == "spooled" else "Lead captured successfully",
         next_steps={
             "expected_response_time": RESPONSE_TIMES.get(outcome.grade, "24 hours"),
             "contact_method": "email",
@@ -346,7 +374,7 @@ async def _capture_lead(state: State, scope: Scope, receive: Receive) -> Respons
     headers_out = dict(cors or {})
     if outcome.kind == "replay":
         headers_out["Idempotent-Replayed"] = "true"
-    return json_response(response.model_dump(), 201, headers_out)
+    return json_response(response.model_dump(), 202 if outcome.kind == "spooled" else 201, headers_out)
 
 
 CAPTURE_PATH = "/v1/api/leads"
@@ -382,6 +410,12 @@ class CaptureFastPath:
             response = exc.response()
         except ValidationError as exc:
             response = validation_error(exc.errors(include_input=False)).response()
+        except Exception as exc:
+            if not database_unreachable(exc):
+                raise
+            # e.g. a campaign this process never loaded, while the database is down (as the handlers do)
+            log.warning("database_unavailable", exc_type=type(exc).__name__)
+            response = database_unavailable().response()
         await response(scope, receive, send)
 
 
@@ -392,9 +426,11 @@ class CaptureFastPath:
     description=(
         "Status, assignee and next action of a lead (no personal data). Scope `leads:status`. "
         "A sales token sees only the leads assigned to it (404 for the others), like the lead detail. "
-        "Audited in aggregate: one entry per token, address and minute with the count and the lead ids."
+        "Audited in aggregate: one entry per token, address and minute with the count and the lead ids. "
+        "503 while the database is unreachable, and for a lead accepted into the capture spool (202) "
+        "that is not stored yet."
     ),
-    responses=responses(401, 403, 404),
+    responses=responses(401, 403, 404, 503),
 )
 async def lead_status(
     request: Request, lead_id: LeadId, principal: Principal = Depends(require("leads:status"))
@@ -406,6 +442,12 @@ async def lead_status(
     if reader is not None:
         body = service.status_body(status_row_sqlite(reader, lead_id), scope)
     else:
+        spool = request.app.state.writer.spool
+        if spool is not None and spool.holds(lead_id):
+            raise ApiError(
+                503, "SERVICE_UNAVAILABLE", "The lead is accepted and not stored yet; retry shortly",
+                headers={"Retry-After": "5"},
+            )  # fmt: skip
         async with request.app.state.engine.connect() as conn:
             body = await service.status(conn, lead_id, only_assigned_to=scope)
     return json_response(body.model_dump(mode="json"))

@@ -11,6 +11,7 @@ that transaction.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import sqlite3
@@ -29,7 +30,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow.campaigns.service import CaptureCampaign
-from leadflow.db import JsonText, SqliteInserter, sqlite3_connection
+from leadflow.db import JsonText, SqliteInserter, database_unreachable, sqlite3_connection
 from leadflow.enrichment.email_domain import classify_domain
 from leadflow.errors import ApiError
 from leadflow.kit.clock import utcnow
@@ -37,6 +38,7 @@ from leadflow.kit.ids import new_lead_ids
 from leadflow.kit.text import email_index_form
 from leadflow.leads import repository as repo
 from leadflow.leads.schemas import CaptureRequest
+from leadflow.leads.spool import CaptureSpool, Spooled, SpoolUnavailable
 from leadflow.privacy.regions import regime
 from leadflow.privacy.repository import previously_erased, previously_erased_sqlite
 from leadflow.scoring import rules
@@ -61,11 +63,12 @@ class PreparedLead:
     idempotency_key: str | None
     tracking_enabled: bool
     created_at: datetime | None = None  # only imports and the demo back-date a lead
+    lead_ids: tuple[str, str] | None = None  # (uuid, public id) given before storing: spooled leads
 
 
 @dataclass(frozen=True, slots=True)
 class CaptureOutcome:
-    kind: Literal["created", "duplicate", "replay", "key_conflict"]
+    kind: Literal["created", "duplicate", "replay", "key_conflict", "spooled"]
     public_id: str
     grade: str
     tracking_enabled: bool
@@ -269,6 +272,8 @@ class CaptureWriter:
         self.batches = 0
         self.leads_written = 0
         self.on_commit: Callable[[], None] | None = None  # e.g. wake the in-process worker
+        # PostgreSQL/MySQL: where a batch goes when the database cannot be reached (leads/spool.py).
+        self.spool: CaptureSpool | None = None
 
     async def submit(self, item: PreparedLead) -> CaptureOutcome:
         if self._closed:
@@ -322,10 +327,21 @@ class CaptureWriter:
                 self._direct = False  # not aiosqlite underneath: the general path from now on
             batch = self._take()
             items = [item for item, _ in batch]
+            results: list[Result]
+            if self.spool is not None:
+                for item in items:  # ids first: a batch cut off mid-commit and then spooled keeps them
+                    item.lead_ids = item.lead_ids or new_lead_ids()
+                if self.spool.database_suspect():
+                    self._deliver(batch, await self._to_spool(items), 0)
+                    continue
             try:
                 outcomes, written = await self._write_async(items)
-                results: list[Result] = list(outcomes)
+                results = list(outcomes)
             except Exception as exc:
+                if self.spool is not None and database_unreachable(exc):
+                    self.spool.mark_down()
+                    self._deliver(batch, await self._to_spool(items), 0)
+                    continue
                 log.warning("capture_batch_failed", size=len(items), exc_type=type(exc).__name__)
                 results, written = await self._write_one_by_one(items)
             self._deliver(batch, results, written)
@@ -340,6 +356,42 @@ class CaptureWriter:
                 await repo.prune_claims(conn, utcnow() - self._window - timedelta(hours=1))
         except Exception as exc:  # housekeeping: the next prune tries again
             log.warning("capture_claims_prune_failed", exc_type=type(exc).__name__)
+
+    # -- The database cannot be reached: the spool -------------------------------------------------
+    async def _to_spool(self, items: list[PreparedLead]) -> list[Result]:
+        """The hook where "the database could not store this batch" becomes a 202 instead of a 503."""
+        assert self.spool is not None
+        try:
+            records = await self.spool.append(items)
+        except SpoolUnavailable as exc:
+            log.error("capture_spool_failed", size=len(items), reason=str(exc))
+            return [not_stored(exc) for _ in items]
+        results: list[Result] = []
+        for record in records:
+            inputs = dataclasses.replace(
+                record.lead.score_input, returning_visitor=record.lead.returning_hint
+            )
+            results.append(
+                CaptureOutcome(
+                    "spooled", record.public_id, _score(inputs).grade, record.lead.tracking_enabled
+                )
+            )
+        return results
+
+    async def write_spooled(self, records: list[Spooled]) -> None:
+        """Store spooled leads (replay): in order, under their ids; ids already stored are skipped.
+
+        A spooled lead was acknowledged, so it is never dropped: a duplicate of a lead stored meanwhile
+        is stored too, linked to it (``previous_lead_id`` and a ``duplicate_submission`` activity on
+        the earlier lead), and an Idempotency-Key that another lead took meanwhile is left off.
+        """
+        async with self._engine.connect() as conn:
+            stored = await repo.existing_public_ids(conn, [r.public_id for r in records])
+        todo = [r.lead for r in records if r.public_id not in stored]
+        if todo:
+            _, written = await self._write_async(todo, spooled=True)
+            if written and self.on_commit is not None:
+                self.on_commit()
 
     async def _write_one_by_one(self, items: list[PreparedLead]) -> tuple[list[Result], int]:
         results: list[Result] = []
@@ -489,8 +541,10 @@ class CaptureWriter:
         return text
 
     # -- Any database: the async engine -----------------------------------------------------------
-    async def _write_async(self, items: list[PreparedLead]) -> tuple[list[CaptureOutcome], int]:
-        """Any database, through the async engine."""
+    async def _write_async(
+        self, items: list[PreparedLead], *, spooled: bool = False
+    ) -> tuple[list[CaptureOutcome], int]:
+        """Any database, through the async engine (``spooled``: a replay, see :meth:`write_spooled`)."""
         now = utcnow()
         async with self._engine.begin() as conn:
             # First statement: lock this batch's people and idempotency keys against other processes.
@@ -503,7 +557,7 @@ class CaptureWriter:
             by_key = {
                 (r.campaign_id, r.idempotency_key): r for r in await repo.by_idempotency_keys(conn, keyed)
             }
-            plan = self._plan(items, earlier, visitors, by_key, now, rules.Score.breakdown)
+            plan = self._plan(items, earlier, visitors, by_key, now, rules.Score.breakdown, spooled=spooled)
             erased = await previously_erased(conn, sorted({r["email_hash"] for r in plan.lead_rows}))
             ids = await repo.insert_leads(conn, plan.lead_rows) if plan.lead_rows else []
             activity_rows, job_rows = self._follow_up_rows(plan, ids, erased, now)
@@ -580,10 +634,14 @@ class CaptureWriter:
         by_key: dict[tuple[str, str], Any],
         now: datetime,
         breakdown: Callable[[rules.Score], Any],
+        *,
+        spooled: bool = False,
     ) -> _Plan:
         """Decide each item's fate (replay, conflict, duplicate, new) and build the new leads' rows.
 
         ``breakdown`` gives the stored form of a score's breakdown (a dict, or its cached JSON text).
+        ``spooled``: the items were acknowledged from the spool, so each becomes a lead (see
+        :meth:`CaptureWriter.write_spooled`).
         """
         plan = _Plan()
         newest: dict[tuple[str, str], _Known] = {}
@@ -597,6 +655,9 @@ class CaptureWriter:
         for position, item in enumerate(items):
             person = (item.campaign.id, item.email_hash)
             key = (item.campaign.id, item.idempotency_key) if item.idempotency_key else None
+            drop_key = spooled and key is not None and (key in by_key or key in batch_keys)
+            if drop_key:
+                key = None  # the key went to another lead meanwhile: this one is stored without it
             if key is not None:
                 hit = by_key.get(key)
                 if hit is not None:
@@ -615,7 +676,15 @@ class CaptureWriter:
                     plan.outcomes.append(CaptureOutcome(kind, public_id, grade, tracked))
                     continue
             known = newest.get(person)
-            if known is not None and known.created_at >= horizon:
+            if spooled and known is not None and known.created_at >= horizon:
+                plan.duplicate_activities.append(
+                    (
+                        known.lead_id,
+                        known.position,
+                        {"source": item.values["source"], "spooled_lead_id": (item.lead_ids or ("", ""))[1]},
+                    )
+                )
+            elif known is not None and known.created_at >= horizon:
                 plan.outcomes.append(CaptureOutcome("duplicate", known.public_id, "", item.tracking_enabled))
                 plan.duplicate_activities.append(
                     (
@@ -650,8 +719,10 @@ class CaptureWriter:
                     service_catalog=inputs.service_catalog,
                 )
             )
-            uuid, public_id = new_lead_ids()
+            uuid, public_id = item.lead_ids or new_lead_ids()
             row = dict(item.values)
+            if drop_key:
+                row["idempotency_key"] = None
             row.update(
                 uuid=uuid,
                 public_id=public_id,

@@ -187,6 +187,15 @@ async def get_by_public_id(conn: AsyncConnection, public_id: str) -> AnyRow | No
     return (await conn.execute(select(leads).where(leads.c.public_id == public_id))).first()
 
 
+async def existing_public_ids(conn: AsyncConnection, public_ids: Sequence[str]) -> set[str]:
+    """Which of these lead ids are stored (a replayed spool skips them)."""
+    found: set[str] = set()
+    for part in chunks(public_ids, IN_CHUNK):
+        query = select(leads.c.public_id).where(leads.c.public_id.in_(list(part)))
+        found.update((await conn.execute(query)).scalars())
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class StatusRow:
     public_id: str
