@@ -357,6 +357,41 @@ async def test_schedule_sends_each_report_once_with_several_workers(
     )
 
 
+async def test_report_message_id_is_stable_on_retry_and_unique_per_installation(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str], smtp: FakeSmtp, settings: Any
+) -> None:
+    """The dedup key (period, scope, recipient) is the same in every installation: the Message-ID must
+    not be derived from it alone, or two installations' reports to one address share it."""
+    settings = settings.model_copy(update={"report_hour": 0, "report_periods": ["daily"]})
+
+    async def run(worker_id: str) -> None:
+        async with worker_context(harness.engine, settings, worker_id) as ctx:
+            await build_worker(ctx, poll_seconds=0.01).run_until_idle(30)
+
+    async def ids() -> dict[str, str]:
+        reports = [m.message() for m in smtp.messages if "report" in m.message()["Subject"]]
+        return {str(m["To"]) + "#" + str(n): str(m["Message-ID"]) for n, m in enumerate(reports)}
+
+    now = utcnow()
+    async with harness.engine.begin() as conn:
+        await jobs_repo.enqueue(conn, [slot(REPORTS_JOB, now)], now)
+    await run("w1")
+    first = list((await ids()).values())
+    assert len(first) == 1  # REPORT_EMAILS' manager (the campaign has no notification_emails)
+    # A retry of the same jobs sends the same ids.
+    await harness.execute("UPDATE jobs SET status = 'pending' WHERE kind = 'reports.send'")
+    await run("w2")
+    retried = list((await ids()).values())[1:]
+    assert retried == first
+    # Another installation: the same period, scope and recipients (so the same dedup keys), new ids.
+    await harness.execute("DELETE FROM jobs")
+    async with harness.engine.begin() as conn:
+        await jobs_repo.enqueue(conn, [slot(REPORTS_JOB, now)], now)
+    await run("w3")
+    other = list((await ids()).values())[2:]
+    assert len(other) == 1 and not set(other) & set(first)
+
+
 def test_due_periods_in_a_time_zone() -> None:
     zone = ZoneInfo("Europe/Berlin")
     # Tuesday 2026-12-01 06:30 local: the daily report of Sunday is the newest due before 07:00.
