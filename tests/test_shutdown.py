@@ -51,6 +51,20 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
     )
 
 
+async def _wait_until_up(client: httpx.AsyncClient, server: subprocess.Popen[str]) -> float:
+    """Wait (at most a minute) for ``/healthz`` to answer 200; returns that minute's deadline."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert server.poll() is None, server.stderr.read() if server.stderr else ""
+        try:
+            if (await client.get("/healthz")).status_code == 200:
+                return deadline
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server never came up"
+        await asyncio.sleep(0.1)
+
+
 async def test_sigterm_during_capture_load_loses_no_acknowledged_lead(
     harness: Harness, campaign: dict[str, Any], settings: Settings, tmp_path: Path
 ) -> None:
@@ -69,16 +83,7 @@ async def test_sigterm_during_capture_load_loses_no_acknowledged_lead(
     stop_load = asyncio.Event()
     try:
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                assert server.poll() is None, server.stderr.read() if server.stderr else ""
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the server never came up"
-                await asyncio.sleep(0.1)
+            deadline = await _wait_until_up(client, server)
 
             async def load(n: int) -> None:
                 i = 0
@@ -210,16 +215,7 @@ async def test_no_grace_means_no_wait_for_a_stalled_request(
     stalled: socket.socket | None = None
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                assert server.poll() is None, server.stderr.read() if server.stderr else ""
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the server never came up"
-                await asyncio.sleep(0.1)
+            await _wait_until_up(client, server)
             stalled = socket.create_connection(("127.0.0.1", port), timeout=10)
             stalled.sendall(
                 b"POST /v1/api/leads HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
