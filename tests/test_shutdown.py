@@ -51,6 +51,20 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
     )
 
 
+async def _wait_until_up(client: httpx.AsyncClient, server: subprocess.Popen[str]) -> float:
+    """Wait (at most a minute) for ``/healthz`` to answer 200; returns that minute's deadline."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert server.poll() is None, server.stderr.read() if server.stderr else ""
+        try:
+            if (await client.get("/healthz")).status_code == 200:
+                return deadline
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server never came up"
+        await asyncio.sleep(0.1)
+
+
 async def test_sigterm_during_capture_load_loses_no_acknowledged_lead(
     harness: Harness, campaign: dict[str, Any], settings: Settings, tmp_path: Path
 ) -> None:
@@ -69,16 +83,7 @@ async def test_sigterm_during_capture_load_loses_no_acknowledged_lead(
     stop_load = asyncio.Event()
     try:
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                assert server.poll() is None, server.stderr.read() if server.stderr else ""
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the server never came up"
-                await asyncio.sleep(0.1)
+            deadline = await _wait_until_up(client, server)
 
             async def load(n: int) -> None:
                 i = 0
@@ -189,3 +194,44 @@ async def test_sigterm_to_a_busy_worker_gives_back_what_it_cannot_finish(
     )
     assert released >= 3
     assert await harness.scalar("SELECT count(*) FROM jobs WHERE status = 'dead'") == 0
+
+
+async def test_no_grace_means_no_wait_for_a_stalled_request(
+    backend: str, harness: Harness, campaign: dict[str, Any], settings: Settings, tmp_path: Path
+) -> None:
+    """SHUTDOWN_GRACE_SECONDS=0: SIGTERM does not wait for a request whose body never comes (it was
+    passed to uvicorn as "no limit", so such a client held the server up for ever)."""
+    if backend != "sqlite":
+        pytest.skip("the server's shutdown does not depend on the database")
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(BIN), "serve", "--port", str(port), "--no-worker"],
+        env=_env(settings, SHUTDOWN_GRACE_SECONDS="0"),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stalled: socket.socket | None = None
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            await _wait_until_up(client, server)
+            stalled = socket.create_connection(("127.0.0.1", port), timeout=10)
+            stalled.sendall(
+                b"POST /v1/api/leads HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 1000\r\n\r\n{"campaign_id":'
+            )
+            # Another request answered after it: the server has read the stalled one's head by now.
+            assert (await client.get("/healthz")).status_code == 200
+        server.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, server.wait, 30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the server waited for the stalled request although the grace is 0")
+    finally:
+        if stalled is not None:
+            stalled.close()
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+    assert server.returncode in (0, -signal.SIGTERM)

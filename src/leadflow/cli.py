@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -243,7 +244,8 @@ def serve(
         ssl_keyfile=ssl_keyfile,
         # SIGTERM: stop accepting, give requests in flight this long, then the lifespan's shutdown
         # (capture writer flushed, in-process worker stopped: it too gets this long, then gives back).
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
+        # Rounded up, never None: uvicorn reads None as "wait for ever" (0 is "do not wait").
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
         leadflow_log_level=settings.log_level,
     )
     apply_header_limits(config, settings.max_header_bytes, settings.max_header_count)

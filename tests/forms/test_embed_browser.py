@@ -305,6 +305,8 @@ def test_utm_survive_a_second_page_and_the_next_visit_is_returning(site: Site, n
     assert (lead["utm_source"], lead["utm_medium"]) == ("newsletter", "email")
     assert "utm_source=newsletter" in lead["landing_page_url"]
     assert lead["returning_visitor"] is False
+    assert lead["first_touch"]["utm_source"] == "newsletter"  # tracking.first_touch is kept
+    assert lead["first_touch"]["utm_medium"] == "email" and lead["first_touch"]["at"] is not None
     page.close()
 
     again = context.new_page()  # a new tab: a new session of the same visitor
@@ -317,6 +319,15 @@ def test_utm_survive_a_second_page_and_the_next_visit_is_returning(site: Site, n
     assert second["visitor_id"] == lead["visitor_id"]
     assert (second["visit_count"], second["returning_visitor"]) == (2, True)
     assert second["utm_source"] == "newsletter"  # last touch, kept for 90 days
+    # A later visit from an ad: that is the last touch now, the newsletter stays the first.
+    again.goto(f"{site.landing}/page?consent=gcm-granted&utm_source=ads&utm_medium=cpc")
+    third_email = _email("third-visit")
+    _fill(again, third_email)
+    again.click("button[type=submit]")
+    _state(again, "success")
+    third = site.wait_for_lead(third_email)
+    assert (third["utm_source"], third["utm_medium"]) == ("ads", "cpc")
+    assert (third["first_touch"]["utm_source"], third["first_touch"]["utm_medium"]) == ("newsletter", "email")
     # Consent withdrawn: the identifiers and the UTM history go.
     assert "leadflow.visitor" in _storage(again)["local"]
     again.evaluate("Leadflow.consent('denied')")

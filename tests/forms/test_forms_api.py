@@ -6,6 +6,7 @@ import base64
 import gzip
 import hashlib
 import re
+from dataclasses import replace
 from datetime import timedelta
 from html.parser import HTMLParser
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from leadflow.forms.embed import GZIP_BUDGET, embed_script
-from leadflow.forms.service import form_post, input_name
+from leadflow.forms.service import HostedForm, form_post, input_name
 from leadflow.kit.clock import utcnow
 from tests.conftest import SUBMITTED_PII, Harness
 
@@ -123,6 +124,17 @@ async def test_campaign_form_fields_round_trip(
         ("privacy_notice_url", "ftp://example.com/privacy"),
         ("frame_ancestors", ["https://nexlink.website/page"]),
         ("form_title", "x" * 256),
+        # These reach the CSP and Location headers: no added CSP directive or source, no header break.
+        ("frame_ancestors", ["https://nexlink.website;script-src *"]),
+        ("frame_ancestors", ["https://nexlink.website https://evil.example"]),
+        ("frame_ancestors", ["https://nexlink.website,https://evil.example"]),
+        ("frame_ancestors", ["https://nexlink.website\x0c;report-uri x"]),
+        ("thank_you_url", "https://nexlink.website;script-src */thanks"),
+        ("thank_you_url", "https://nexlink.website/thanks\r\nSet-Cookie: a=b"),
+        ("thank_you_url", "https://nexlink.website\x00/thanks"),
+        ("thank_you_url", "https://[::1/thanks"),
+        ("thank_you_url", "https://nexlink.website:99999/thanks"),
+        ("thank_you_url", "https://nexlink.website@evil.example/thanks"),
     ],
 )
 async def test_campaign_form_fields_are_validated(
@@ -132,6 +144,49 @@ async def test_campaign_form_fields_are_validated(
     assert response.status_code == 400
     assert response.json()["error"] == "VALIDATION_ERROR"
     assert response.json()["field"].startswith(field)
+
+
+async def test_international_hosts_are_stored_in_their_idna_form(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str]
+) -> None:
+    """A non-ASCII host cannot go into a header as it is: the hosted form page was a 500."""
+    body = await _configure(
+        harness,
+        admin,
+        thank_you_url="https://Bücher.example/danke?x=ü",
+        frame_ancestors=["https://例え.jp"],
+    )
+    assert body["thank_you_url"] == "https://xn--bcher-kva.example/danke?x=ü"
+    assert body["frame_ancestors"] == ["https://xn--r8jz45g.jp"]
+    page = await harness.client.get(f"/f/{CAMPAIGN}")
+    assert page.status_code == 200
+    csp = page.headers["content-security-policy"]
+    assert "form-action 'self' https://xn--bcher-kva.example;" in csp
+    assert "frame-ancestors 'self' https://xn--r8jz45g.jp;" in csp
+    post = await harness.client.post(f"/v1/forms/{CAMPAIGN}", data=_fields(_email("idna")))
+    assert post.status_code == 303
+    assert post.headers["location"] == "https://xn--bcher-kva.example/danke?x=%C3%BC"
+
+
+def test_stored_values_that_would_break_the_csp_are_left_out() -> None:
+    """Rows written before the schema checked these values never reach the header as they are."""
+    form = HostedForm(
+        campaign_id=CAMPAIGN,
+        name="n",
+        status="active",
+        has_token=False,
+        title="t",
+        intro=None,
+        services=(),
+        thank_you_url="https://a.example;script-src */x",
+        consent_text="c",
+        privacy_notice_url=None,
+        privacy_notice_version=None,
+        frame_ancestors=("https://ok.example", "https://b.example; script-src *", "https://例え.jp"),
+    )
+    assert form.form_action_csp() == "'self'"
+    assert form.frame_ancestors_csp() == "'self' https://ok.example"
+    assert replace(form, thank_you_url="https://[::1/x").form_action_csp() == "'self'"
 
 
 # ------------------------------------------------------------------------------------ no-JS endpoint

@@ -71,7 +71,9 @@ async def test_sends_the_notification_to_the_assignee(smtp: FakeSmtp) -> None:
     assert message["From"] == "Leadflow <noreply@nexlink.website>"
     assert message["Subject"] == "New A-grade lead: John Doe (Acme Corp) – Nextcloud Installation"
     assert message["Auto-Submitted"] == "auto-generated"
-    assert message["Message-ID"] == message_id("deliver:test:1", "noreply@nexlink.website")
+    assert message["Message-ID"] == message_id(
+        f"{make_lead().uuid}:deliver:test:1", "noreply@nexlink.website"
+    )
     assert message[DEDUP_HEADER]
     assert message.get_content_type() == "multipart/alternative"
     text, html = parts(message)
@@ -135,6 +137,23 @@ async def test_a_retry_carries_the_same_message_id(smtp: FakeSmtp) -> None:
     assert ids[0] == ids[1] != ids[2]
     assert dedup[0] == dedup[1] != dedup[2]
     assert "deliver" not in ids[0]  # opaque: the key's content does not leak into mail headers
+
+
+async def test_message_ids_differ_between_installations_for_the_same_row_id(smtp: FakeSmtp) -> None:
+    """Two databases both have lead row 1 and job ``deliver:email:1``; their mails must not share ids."""
+    settings = smtp_settings(smtp)
+    connector = EmailNotificationConnector(settings)
+    async with http_client() as http:
+        for lead_uuid in ("5f0c3f4e-8a5b-4c1e-9d2a-0b6f7e1c2d3a", "0d7a51b2-3c4e-4f60-8a9b-1c2d3e4f5a6b"):
+            ctx = make_context(settings, http, dedup_key="deliver:email:1")
+            await connector.deliver(make_lead(id=1, uuid=lead_uuid), ctx)
+            await connector.deliver(make_lead(id=1, uuid=lead_uuid), ctx)  # a retry
+
+    ids = [m.message()["Message-ID"] for m in smtp.messages]
+    dedup = [m.message()[DEDUP_HEADER] for m in smtp.messages]
+    assert ids[0] == ids[1] != ids[2] == ids[3]
+    assert dedup[0] == dedup[1] != dedup[2] == dedup[3]
+    assert all(make_lead().uuid not in i for i in ids)  # still opaque
 
 
 async def test_follow_up_reminder(smtp: FakeSmtp) -> None:

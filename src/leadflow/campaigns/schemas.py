@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import unicodedata
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
@@ -16,19 +20,50 @@ CampaignStatus = Literal["draft", "active", "paused", "completed"]
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
+_HOST = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
+
+
+def _http_parts(value: str, hint: str) -> tuple[str, str, SplitResult]:
+    """Scheme, ASCII ``host[:port]`` and the parts of an absolute http(s) URL, or ValueError.
+
+    These values reach response headers (CSP ``frame-ancestors`` / ``form-action``, ``Location``),
+    so anything a header cannot carry or that would add a CSP source or directive is refused:
+    whitespace and control characters, ``;`` ``,`` and quotes in the host, user info, a bad port.
+    An international host is stored in its IDNA (punycode) form, as browsers send it in ``Origin``.
+    """
+    text = value.strip()
+    if any(ch.isspace() or unicodedata.category(ch)[0] in "CZ" for ch in text):
+        raise ValueError(hint)
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+        host = (parts.hostname or "").encode("idna").decode("ascii").lower()
+    except (ValueError, UnicodeError):
+        raise ValueError(hint) from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or "@" in parts.netloc or not host:
+        raise ValueError(hint)
+    if ":" in host:  # an IPv6 literal
+        try:
+            host = f"[{ipaddress.IPv6Address(host).compressed}]"
+        except ValueError:
+            raise ValueError(hint) from None
+    elif not _HOST.fullmatch(host):
+        raise ValueError(hint)
+    return scheme, host if port is None else f"{host}:{port}", parts
+
+
 def _origin(value: str) -> str:
-    text = value.strip().rstrip("/").lower()
-    if not text.startswith(("http://", "https://")) or "/" in text.split("://", 1)[1]:
-        raise ValueError("origins look like https://example.com (scheme and host, no path)")
-    return text
+    hint = "origins look like https://example.com (scheme and host, no path)"
+    scheme, netloc, parts = _http_parts(value, hint)
+    if parts.path not in ("", "/") or parts.query or parts.fragment or value.strip().endswith(("?", "#")):
+        raise ValueError(hint)
+    return f"{scheme}://{netloc}"
 
 
 def _http_url(value: str) -> str:
-    text = value.strip()
-    scheme, sep, rest = text.partition("://")
-    if not sep or scheme.lower() not in ("http", "https") or not rest or rest[0] in "/?#" or " " in text:
-        raise ValueError("an absolute http(s) URL, e.g. https://example.com/thanks")
-    return text
+    scheme, netloc, parts = _http_parts(value, "an absolute http(s) URL, e.g. https://example.com/thanks")
+    return urlunsplit((scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class CampaignFields(BaseModel):

@@ -6,6 +6,7 @@ An HTML form post (``application/x-www-form-urlencoded``) is turned into the JSO
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ TOKEN_FIELD, KEY_FIELD, HONEYPOT_FIELD, STARTED_FIELD, FORM_TYPE_FIELD = (
     "lf_form",
 )
 MAX_FIELDS = 100
+# What a stored origin must look like to be written into a CSP header (the campaign schema only
+# accepts such values; this guards rows written before it did): one source, ASCII, no separators.
+_CSP_ORIGIN = re.compile(r"https?://[a-z0-9_.-]+(:[0-9]{1,5})?|https?://\[[0-9a-f:.]+\](:[0-9]{1,5})?")
 
 # Labels of the form inputs, for error pages and the hosted form; the API's field path's last part.
 LABELS = {
@@ -137,14 +141,19 @@ class HostedForm:
     frame_ancestors: tuple[str, ...]
 
     def frame_ancestors_csp(self) -> str:
-        return " ".join(("'self'", *self.frame_ancestors))
+        return " ".join(("'self'", *(o for o in self.frame_ancestors if _CSP_ORIGIN.fullmatch(o))))
 
     def form_action_csp(self) -> str:
         """CSP form-action: Leadflow itself and, for the redirect after a post, the thank-you origin."""
         sources = ["'self'"]
         if self.thank_you_url:
-            parts = urlsplit(self.thank_you_url)
-            sources.append(f"{parts.scheme}://{parts.netloc}")
+            try:
+                parts = urlsplit(self.thank_you_url)
+            except ValueError:
+                return "'self'"
+            origin = f"{parts.scheme}://{parts.netloc}"
+            if _CSP_ORIGIN.fullmatch(origin):
+                sources.append(origin)
         return " ".join(sources)
 
 

@@ -23,6 +23,17 @@ REMINDER = "follow_up_due"  # payload reason used by the pipeline scheduler
 AUTOMATED_HEADERS = {"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All"}
 
 
+def message_key(lead: LeadView, dedup_key: str) -> str:
+    """What the mail's ids derive from: the lead's random UUID and the job's dedup key.
+
+    The dedup key alone (``deliver:email:<row id>``, ``reminder:<row id>:<date>``) names an internal
+    row id, which every installation has: two installations sending from one domain gave different
+    leads the same ``Message-ID``, and mail systems drop a message whose id they have seen. The UUID
+    makes it unique across databases; both parts are stored, so every retry sends the same ids.
+    """
+    return f"{lead.uuid}:{dedup_key}"
+
+
 class EmailNotificationConnector:
     name: ClassVar[str] = "email"
     max_attempts: ClassVar[int] = 8
@@ -40,6 +51,7 @@ class EmailNotificationConnector:
         return campaign_toggle(lead, self.name) is not False
 
     def compose(self, lead: LeadView, dedup_key: str, reason: str | None = None) -> OutgoingEmail:
+        """The message; its ``Message-ID`` / ``X-Leadflow-Dedup`` come from :func:`message_key`."""
         assignee = lead.assignee
         if assignee is None:
             raise PermanentError("the lead has no assignee to notify")
@@ -56,7 +68,7 @@ class EmailNotificationConnector:
             subject=rendered.subject,
             text=rendered.text,
             html=rendered.html,
-            dedup_key=dedup_key,
+            dedup_key=message_key(lead, dedup_key),
             category="lead-reminder" if reason == REMINDER else "lead-notification",
             headers=AUTOMATED_HEADERS,
         )

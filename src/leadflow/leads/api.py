@@ -340,6 +340,10 @@ async def _capture_lead(state: State, scope: Scope, receive: Receive) -> Respons
     prepared = prepare(
         body, campaign, state.cipher, state.catalog, ip if ip != "unknown" else None, key or None
     )
+    # First-touch UTM has no column: it starts the lead's enrichment JSON, which the worker extends
+    # (pipeline.processing keeps it). Every row carries the key, so a batch's INSERT has one shape.
+    touch = body.tracking.first_touch.stored() if body.tracking.first_touch else None
+    prepared.values["enrichment"] = {"first_touch": touch} if touch else None
     outcome = await state.writer.submit(prepared)
 
     cors = _cors(origin) if origin else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -96,6 +96,48 @@ class LeadDetails(BaseModel):
         return clean_text(value) if isinstance(value, str) else value
 
 
+class FirstTouch(BaseModel):
+    """The visitor's first UTM-tagged visit (embed.js keeps it 90 days, with consent only)."""
+
+    model_config = _STRICT
+
+    utm_source: str | None = Field(None, max_length=255, examples=["newsletter"])
+    utm_medium: str | None = Field(None, max_length=255, examples=["email"])
+    utm_campaign: str | None = Field(None, max_length=255, examples=["autumn-2025"])
+    utm_term: str | None = Field(None, max_length=255, examples=[None])
+    utm_content: str | None = Field(None, max_length=255, examples=["hero-button"])
+    t: int | None = Field(
+        None,
+        ge=0,
+        le=253402300799999,
+        description="When it happened, milliseconds since 1970-01-01 UTC (JavaScript's Date.now())",
+        examples=[1759480200000],
+    )
+
+    @field_validator("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", mode="before")
+    @classmethod
+    def _clean(cls, value: object) -> object:
+        return _line(value)
+
+    def stored(self) -> dict[str, str] | None:
+        """As kept in ``leads.enrichment["first_touch"]``; None without any UTM value."""
+        utm = {k: v for k, v in self.model_dump(exclude={"t"}).items() if v}
+        if not utm:
+            return None
+        if self.t is not None:
+            utm["at"] = datetime.fromtimestamp(self.t / 1000, UTC).isoformat()
+        return utm
+
+
+class FirstTouchOut(BaseModel):
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_term: str | None = None
+    utm_content: str | None = None
+    at: datetime | None = Field(None, description="When the first touch happened (as the browser said)")
+
+
 class Tracking(BaseModel):
     model_config = _STRICT
 
@@ -120,6 +162,11 @@ class Tracking(BaseModel):
     returning_visitor: bool | None = Field(None, description="The page saw this visitor before.")
     visit_count: int | None = Field(
         None, ge=0, le=1_000_000, description="Visits by this visitor, this one included."
+    )
+    first_touch: FirstTouch | None = Field(
+        None,
+        description="First-touch UTM values (the `utm_*` fields above are the last touch); kept with "
+        "the lead and shown as `first_touch` in its detail.",
     )
 
     @field_validator(
@@ -341,6 +388,11 @@ class LeadDetail(LeadSummary):
     utm_campaign: str | None
     utm_term: str | None
     utm_content: str | None
+    first_touch: FirstTouchOut | None = Field(
+        None,
+        description="The visitor's first UTM-tagged visit, when the form's script sent it (embed.js, "
+        "with tracking consent); the `utm_*` fields are the last touch",
+    )
     visitor_id: str | None
     session_id: str | None
     ip_address: str | None

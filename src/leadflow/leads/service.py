@@ -115,6 +115,7 @@ async def detail(
     data = decrypt_row(cipher, row)
     data["previous_lead_id"] = await repo.public_id_of(conn, row.previous_lead_id)
     data["enrichment"] = enrichment_of(row)
+    data["first_touch"] = first_touch_of(row)
     data["activities"] = [_activity_out(cipher, a) for a in await repo.activities_for(conn, row.id)]
     return LeadDetail.model_validate(data)
 
@@ -130,6 +131,12 @@ def enrichment_of(row: AnyRow) -> LeadEnrichment:
         company_domain=row.company_domain,
         company_name=stored.get("company_name_guess"),
     )
+
+
+def first_touch_of(row: AnyRow) -> dict[str, Any] | None:
+    """The first-touch UTM values kept at capture in ``leads.enrichment["first_touch"]``."""
+    stored = row.enrichment.get("first_touch") if isinstance(row.enrichment, dict) else None
+    return stored if isinstance(stored, dict) else None
 
 
 async def page(

@@ -151,7 +151,7 @@ async def process_lead(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
             geo_country=geo.country_code if geo else None,
             geo_region=geo.region_name if geo else None,
             geo_city=geo.city if geo else None,
-            enrichment=enrichment.as_json(),
+            enrichment=_keep_capture_facts(row.enrichment, enrichment.as_json()),
             enriched_at=now,
         )
         if row.privacy_regime is None and geo is not None:
@@ -200,6 +200,14 @@ async def process_lead(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
     return HandlerResult(
         response_excerpt="enriched; routed with the job's commit", staged=Staged(ROUTE_GROUP, plan)
     )
+
+
+def _keep_capture_facts(stored: Any, found: dict[str, Any]) -> dict[str, Any]:
+    """The enrichment JSON to write: what the worker found, plus what capture put there (first touch)."""
+    kept = (
+        {"first_touch": stored["first_touch"]} if isinstance(stored, dict) and "first_touch" in stored else {}
+    )
+    return {**found, **kept}
 
 
 async def commit_routing(conn: AsyncConnection, plans: list[RoutePlan], ctx: WorkerContext) -> None:

@@ -30,6 +30,7 @@ from leadflow.campaigns.analytics import campaign_analytics, summarise
 from leadflow.campaigns.schemas import CampaignAnalytics
 from leadflow.campaigns.service import get_or_404
 from leadflow.config import Settings
+from leadflow.integrations.csv_export import safe_cell
 from leadflow.integrations.mailer import Attachment, OutgoingEmail, render
 from leadflow.integrations.smtp import AUTOMATED_HEADERS
 from leadflow.kit.models import AnyRow
@@ -297,7 +298,8 @@ def _fmt(value: float | None) -> str:
 
 
 def to_csv(report: Report) -> bytes:
-    """One row per figure (long format: filter or pivot it in a spreadsheet)."""
+    """One row per figure (long format: filter or pivot it in a spreadsheet); every cell through
+    :func:`safe_cell`, since ``utm_content`` comes from visitors (no formula runs in a spreadsheet)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
@@ -307,7 +309,8 @@ def to_csv(report: Report) -> bytes:
         now, before = c.current, c.previous
 
         def row(section: str, item: str, metric: str, value: object, previous: object = "") -> None:
-            writer.writerow((*head, c.campaign_id, section, item, metric, value, previous))  # noqa: B023
+            cells = (*head, c.campaign_id, section, item, metric, value, previous)  # noqa: B023
+            writer.writerow([safe_cell(cell) for cell in cells])
 
         for metric in (
             "total_leads",

@@ -3,11 +3,15 @@
 Once per period even with several workers: each e-mail is a job whose dedup key names the period,
 the scope and the recipient (``service.dedup_key``); the outbox's unique ``dedup_key`` lets only the
 first enqueue in, however many workers run the schedule. The send is retried like any delivery and
-keeps its ``Message-ID`` across retries.
+keeps its ``Message-ID`` across retries: the id derives from the dedup key and a random
+``message_key`` stored in the job's payload, because the dedup key alone is the same in every
+installation (two sending one address the same day's report from one domain gave both mails one
+``Message-ID``, and mail systems drop the second as a copy).
 """
 
 from __future__ import annotations
 
+import secrets
 from datetime import date
 
 from leadflow.integrations.mailer import Mailer
@@ -43,6 +47,7 @@ async def schedule(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
                     "first": period.first.isoformat(),
                     "to": r.to,
                     "campaign_id": r.campaign_id,
+                    "message_key": secrets.token_hex(16),
                 },
                 run_at=now,
                 dedup_key=service.dedup_key(period, r),
@@ -68,7 +73,10 @@ async def send(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
             if await campaigns_repo.get(conn, campaign_id) is None:
                 return HandlerResult(response_excerpt="the campaign was deleted: nothing sent")
         report = await service.build(conn, settings, period, [campaign_id] if campaign_id else None, utcnow())
-    message = service.compose(report, payload["to"], job.dedup_key or f"report-job:{job.id}")
+    key = job.dedup_key or f"report-job:{job.id}"
+    if payload.get("message_key"):  # jobs queued before it existed have none
+        key = f"{payload['message_key']}:{key}"
+    message = service.compose(report, payload["to"], key)
     sent = await Mailer(settings, ctx.http).send(message)
     return HandlerResult(
         status_code=sent.status_code,
