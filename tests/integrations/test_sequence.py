@@ -175,6 +175,18 @@ async def test_a_retry_of_a_step_has_the_same_ids(smtp: FakeSmtp) -> None:
     assert dedup[0] == dedup[1] != dedup[2]
 
 
+async def test_two_installations_give_the_same_step_different_ids(smtp: FakeSmtp) -> None:
+    """The same dedup key (row id 1 exists in every database) for two leads: the ids still differ."""
+    settings = smtp_settings(smtp)
+    await run_step(settings, {"step": 1}, uuid="5f0c3f4e-8a5b-4c1e-9d2a-0b6f7e1c2d3a")
+    await run_step(settings, {"step": 1}, uuid="0d9e8f7a-6b5c-4d3e-8f1a-2b3c4d5e6f70")
+
+    ids = [m.message()["Message-ID"] for m in smtp.messages]
+    dedup = [m.message()[DEDUP_HEADER] for m in smtp.messages]
+    assert ids[0] != ids[1]
+    assert dedup[0] != dedup[1]
+
+
 async def test_without_assignee_or_service(smtp: FakeSmtp) -> None:
     await run_step(smtp_settings(smtp), assignee=None, service_interest=None, urgency_level="low")
 

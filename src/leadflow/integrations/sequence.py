@@ -28,6 +28,7 @@ from leadflow.integrations.base import (
     campaign_toggle,
 )
 from leadflow.integrations.mailer import Mailer, OutgoingEmail, render
+from leadflow.integrations.smtp import message_key
 from leadflow.kit.clock import utcnow
 from leadflow.privacy.unsubscribe import link_for, list_unsubscribe_headers
 
@@ -121,7 +122,7 @@ class EmailSequenceConnector:
             subject=rendered.subject,
             text=rendered.text,
             html=rendered.html,
-            dedup_key=f"{dedup_key}#step{step}",
+            dedup_key=message_key(lead, f"{dedup_key}#step{step}"),  # unique across installations
             reply_to=assignee.email if assignee else None,
             category=f"lead-sequence-{step}",
             headers=list_unsubscribe_headers(unsubscribe_url, mailto=sender),
