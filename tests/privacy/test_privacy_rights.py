@@ -253,6 +253,31 @@ async def test_unsubscribe_link_works_once_is_signed_and_expires(
             assert [e["details"]["via"] for e in audit["items"]] == ["one_click"]
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+async def test_a_used_link_stays_used_until_it_expires_even_past_retention(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str]
+) -> None:
+    """RETENTION_DAYS shorter than UNSUBSCRIBE_LINK_DAYS: the retention purge must not forget a used
+    link that still verifies, or the link works again (a replay withdraws a consent given since)."""
+    from leadflow.privacy.service import enforce_retention
+
+    lead_id = await capture(harness, email="john.doe@company.com")
+    token = make_token(base64.b64decode(TEST_KEY), lead_id, utcnow() + timedelta(days=20))
+    first = await harness.client.post(f"/v1/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click")
+    assert first.status_code == 200, first.text
+    await harness.execute("UPDATE unsubscribe_uses SET used_at = :t", t=utcnow() - timedelta(days=40))
+    settings = harness.settings.model_copy(update={"retention_days": 30, "unsubscribe_link_days": 60})
+    async with harness.engine.begin() as conn:
+        await enforce_retention(conn, harness.app.state.cipher, settings, dry_run=False)
+    again = await harness.client.post(f"/v1/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click")
+    assert again.status_code == 410 and again.json()["error"] == "LINK_ALREADY_USED"
+    # Once no link used then can still verify, the record goes.
+    await harness.execute("UPDATE unsubscribe_uses SET used_at = :t", t=utcnow() - timedelta(days=61))
+    async with harness.engine.begin() as conn:
+        report = await enforce_retention(conn, harness.app.state.cipher, settings, dry_run=False)
+    assert (report.records_purged or {})["unsubscribe_uses"] == 1
+
+
 # --- erasure everywhere ------------------------------------------------------------------------------
 
 

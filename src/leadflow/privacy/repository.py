@@ -67,17 +67,24 @@ async def mark_link_used(conn: AsyncConnection, token_hash: str, now: datetime) 
     await conn.execute(insert(uses).values(token_hash=token_hash, used_at=now))
 
 
-async def purge_before(conn: AsyncConnection, cutoff: datetime, limit: int) -> dict[str, int]:
-    """Retention for privacy records: consent events, used links and audit entries older than ``cutoff``."""
+async def purge_before(
+    conn: AsyncConnection, cutoff: datetime, limit: int, links_cutoff: datetime | None = None
+) -> dict[str, int]:
+    """Retention for privacy records: consent events, used links and audit entries older than ``cutoff``.
+
+    A used link is kept while the link can still verify (``links_cutoff``: now minus the links'
+    lifetime, if earlier than ``cutoff``), or it would work again.
+    """
     from leadflow.security.audit import audit
 
+    links_before = min(cutoff, links_cutoff) if links_cutoff is not None else cutoff
     done: dict[str, int] = {}
-    for name, table, column, key in (
-        ("consent_events", events, events.c.created_at, events.c.id),
-        ("unsubscribe_uses", uses, uses.c.used_at, uses.c.token_hash),
-        ("audit_log", audit, audit.c.created_at, audit.c.id),
+    for name, table, column, key, before in (
+        ("consent_events", events, events.c.created_at, events.c.id, cutoff),
+        ("unsubscribe_uses", uses, uses.c.used_at, uses.c.token_hash, links_before),
+        ("audit_log", audit, audit.c.created_at, audit.c.id, cutoff),
     ):
-        ids = [r[0] for r in await conn.execute(select(key).where(column < cutoff).limit(limit))]
+        ids = [r[0] for r in await conn.execute(select(key).where(column < before).limit(limit))]
         if ids:
             await conn.execute(delete(table).where(key.in_(ids)))
         done[name] = len(ids)

@@ -239,7 +239,9 @@ async def enforce_retention(
     if dry_run:
         return RetentionReport(cutoff, settings.retention_action, len(rows), 0)
     # The audit log and consent history are kept within the same retention period as the leads.
-    purged = await privacy_repo.purge_before(conn, cutoff, limit)
+    # A used unsubscribe link is remembered until it has expired, even past a shorter retention.
+    links_cutoff = utcnow() - timedelta(days=settings.unsubscribe_link_days)
+    purged = await privacy_repo.purge_before(conn, cutoff, limit, links_cutoff)
     if not rows:
         return RetentionReport(cutoff, settings.retention_action, 0, 0, purged)
     if settings.retention_action == "delete":
