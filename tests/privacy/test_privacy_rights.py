@@ -253,6 +253,24 @@ async def test_unsubscribe_link_works_once_is_signed_and_expires(
             assert [e["details"]["via"] for e in audit["items"]] == ["one_click"]
 
 
+async def test_a_used_link_cannot_be_replayed_with_a_trailing_newline(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str]
+) -> None:
+    """``$`` matches before a final newline: ``<token>%0A`` verified, and hashed as another link."""
+    lead_id = await capture(harness, email="john.doe@company.com")
+    token = make_token(base64.b64decode(TEST_KEY), lead_id, utcnow() + timedelta(days=20))
+    first = await harness.client.post(f"/v1/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click")
+    assert first.status_code == 200, first.text
+    grant = {"email": "john.doe@company.com", "action": "grant"}
+    assert (await harness.client.post("/v1/api/privacy/consent", headers=admin, json=grant)).is_success
+    for variant in (f"{token}%0A", f"{token}%0D%0A"):
+        again = await harness.client.post(f"/v1/unsubscribe/{variant}", content=b"List-Unsubscribe=One-Click")
+        assert again.status_code == 404 and again.json()["error"] == "INVALID_LINK"
+        page = await harness.client.get(f"/v1/unsubscribe/{variant}", headers={"Accept": "text/html"})
+        assert page.status_code == 404
+    assert (await export(harness, admin, "john.doe@company.com"))["leads"][0]["consent"]["given"] is True
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
 async def test_a_used_link_stays_used_until_it_expires_even_past_retention(
     harness: Harness, campaign: dict[str, Any], admin: dict[str, str]
