@@ -416,6 +416,50 @@ async def test_corrected_email_is_found_and_deduplicated_under_the_new_address_o
     assert bad.status_code == 400
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)
+async def test_consent_history_follows_a_corrected_email(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str]
+) -> None:
+    """The consent history is keyed by the e-mail's blind index: after a correction the person's
+    export shows it under the new address, and erasure by the new address removes it."""
+    SUBMITTED_PII.update({"jane.roe@company.org"})
+    lead_id = await capture(harness, email="jane.roe@company.com")
+    withdraw = {"email": "jane.roe@company.com", "action": "withdraw", "note": "Asked by phone"}
+    assert (await harness.client.post("/v1/api/privacy/consent", headers=admin, json=withdraw)).is_success
+    fixed = await harness.client.patch(
+        f"/v1/api/leads/{lead_id}", headers=admin, json={"email": "jane.roe@company.org"}
+    )
+    assert fixed.status_code == 200, fixed.text
+    history = (await export(harness, admin, "jane.roe@company.org"))["consent_history"]
+    assert [e["action"] for e in history] == ["grant", "withdraw"]
+    assert (await export(harness, admin, "jane.roe@company.com"))["consent_history"] == []
+
+    # A person who still has a lead under the old address keeps the history there too.
+    other = await capture(harness, email="max.mustermann@company.com")
+    dns = {"email": "max.mustermann@company.com", "action": "do_not_sell"}
+    assert (await harness.client.post("/v1/api/privacy/consent", headers=admin, json=dns)).is_success
+    await harness.execute(
+        "UPDATE leads SET created_at = :t WHERE public_id = :p", t=utcnow() - timedelta(days=400), p=other
+    )
+    kept = await capture(harness, email="max.mustermann@company.com")  # past the dedup window: a new lead
+    SUBMITTED_PII.update({"max.m@company.org"})
+    moved = await harness.client.patch(
+        f"/v1/api/leads/{other}", headers=admin, json={"email": "max.m@company.org"}
+    )
+    assert moved.status_code == 200, moved.text
+    for address in ("max.m@company.org", "max.mustermann@company.com"):
+        actions = [e["action"] for e in (await export(harness, admin, address))["consent_history"]]
+        assert "do_not_sell" in actions, (address, actions)
+    assert kept != other
+
+    erased = await harness.client.post(
+        "/v1/api/privacy/erase", headers=admin, json={"email": "jane.roe@company.org"}
+    )
+    assert erased.status_code == 200 and erased.json()["leads_deleted"] == 1
+    remaining = await harness.scalar("SELECT COUNT(*) FROM consent_events")
+    assert remaining == 2  # max's do_not_sell, under both of his addresses
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
 async def test_correction_is_synced_to_salesforce_as_an_update(
     settings_factory: Callable[..., Settings], shared: Path

@@ -6,7 +6,7 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.db import IN_CHUNK, chunks
@@ -55,6 +55,25 @@ async def consent_events(conn: AsyncConnection, email_hash: str) -> list[AnyRow]
 
 async def delete_consent_events(conn: AsyncConnection, email_hash: str) -> None:
     await conn.execute(delete(events).where(events.c.email_hash == email_hash))
+
+
+async def follow_email_change(conn: AsyncConnection, old_hash: str, new_hash: str, *, copy: bool) -> None:
+    """A lead's e-mail was corrected: its person's consent history goes to the new blind index, so the
+    export and erasure by the new address include it. ``copy`` (another lead still has the old
+    address) keeps the events under the old index too."""
+    if old_hash == new_hash:
+        return
+    if not copy:
+        await conn.execute(update(events).where(events.c.email_hash == old_hash).values(email_hash=new_hash))
+        return
+    rows = [
+        dict(r._mapping) for r in await conn.execute(select(events).where(events.c.email_hash == old_hash))
+    ]
+    for row in rows:
+        del row["id"]
+        row["email_hash"] = new_hash
+    if rows:
+        await conn.execute(insert(events), rows)
 
 
 async def link_used(conn: AsyncConnection, token_hash: str) -> bool:
