@@ -356,6 +356,40 @@ async def test_erase_deletes_the_salesforce_lead_and_signals_the_webhook(
             assert len(smtp.messages) == 1
 
 
+async def test_erasure_drops_the_persons_queued_unsubscribe_jobs(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """A withdrawal queued privacy.unsubscribe jobs (with the encrypted address; no lead id, so the
+    erasure's delete by lead id missed them): after the erasure they must not run, nor keep the address."""
+    settings = settings_factory(
+        mailchimp_api_key="0123456789abcdef-us1",
+        mailchimp_list_id="abc123",
+        mailchimp_base_url="http://127.0.0.1:9",
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            h = Harness(app, client, app.state.engine, settings)
+            async with app.state.engine.begin() as conn:
+                admin = {
+                    "Authorization": f"Bearer {(await create_token(conn, name='a', role='admin')).token}"
+                }
+            assert (await client.post("/v1/api/campaigns", headers=admin, json=CAMPAIGN)).status_code == 201
+            await capture(h, email="john.doe@company.com")
+            await capture(h, email="other.person@company.com")
+            for email in ("john.doe@company.com", "other.person@company.com"):
+                withdraw = {"email": email, "action": "withdraw"}
+                answer = await client.post("/v1/api/privacy/consent", headers=admin, json=withdraw)
+                assert answer.json()["remote_unsubscribes_queued"] == ["mailchimp"]
+            sql = "SELECT COUNT(*) FROM jobs WHERE kind = 'privacy.unsubscribe'"
+            assert await h.scalar(sql) == 2
+            erase = {"email": "john.doe@company.com"}
+            assert (await client.post("/v1/api/privacy/erase", headers=admin, json=erase)).status_code == 200
+            assert await h.scalar(sql) == 1  # the other person's stays
+            assert await h.scalar("SELECT COUNT(*) FROM jobs WHERE kind = 'privacy.erase'") == 1
+
+
 # --- rectification -----------------------------------------------------------------------------------
 
 

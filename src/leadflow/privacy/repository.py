@@ -76,6 +76,20 @@ async def follow_email_change(conn: AsyncConnection, old_hash: str, new_hash: st
         await conn.execute(insert(events), rows)
 
 
+async def drop_person_jobs(conn: AsyncConnection, kind: str, digest: str) -> int:
+    """Delete the person's ``kind`` jobs that are not running (pending, dead, done): they carry no lead
+    id, only the encrypted address and the blind index's prefix in their dedup key."""
+    from leadflow.pipeline.repository import jobs
+
+    query = delete(jobs).where(
+        jobs.c.kind == kind,
+        jobs.c.status != "running",
+        jobs.c.dedup_key.like(f"{kind}:%:{digest[:32]}:%"),
+    )
+    result = await conn.execute(query)
+    return int(result.rowcount or 0)
+
+
 async def link_used(conn: AsyncConnection, token_hash: str) -> bool:
     found = await conn.execute(select(uses.c.token_hash).where(uses.c.token_hash == token_hash))
     return found.first() is not None

@@ -23,7 +23,7 @@ from leadflow.pipeline import repository as jobs_repo
 from leadflow.privacy import consent
 from leadflow.privacy import repository as privacy_repo
 from leadflow.privacy.repository import tombstones
-from leadflow.privacy.tasks import ERASE_JOB, remote_jobs
+from leadflow.privacy.tasks import ERASE_JOB, UNSUBSCRIBE_JOB, remote_jobs
 from leadflow.security.crypto import FieldCipher
 
 leads = table_of(Lead)
@@ -102,6 +102,8 @@ async def erase(
     now = utcnow()
     ids = [r.id for r in rows]
     await privacy_repo.delete_consent_events(conn, digest)
+    # Queued unsubscribes of the person (no lead id): the erasure supersedes them.
+    await privacy_repo.drop_person_jobs(conn, UNSUBSCRIBE_JOB, digest)
     if ids:
         await conn.execute(delete(activities).where(activities.c.lead_id.in_(ids)))
         await conn.execute(delete(jobs_repo.jobs).where(jobs_repo.jobs.c.lead_id.in_(ids)))
