@@ -384,6 +384,27 @@ async def test_dead_letters_of_one_period_share_one_digest_and_a_failed_send_is_
     assert rows[0][1] == 2
 
 
+async def test_a_digest_retried_for_one_channel_is_not_sent_again_to_the_others(
+    dead_letter_harness: Harness, hubspot: FakeHubSpot, smtp: FakeSmtp, slack: FakeSlack
+) -> None:
+    """The mail server defers the digest, Slack takes it: the retry mails it, and posts nothing again."""
+    h = dead_letter_harness
+    await _campaign(h)
+    hubspot.fail_next(*[REFUSED] * 8)
+    smtp.fail_next("DATA", "451 4.3.0 Try again later")
+    created = await h.client.post("/v1/api/leads", json=example_lead(email="once.only@company.com"))
+    lead_id = created.json()["lead_id"]
+    await _work(h, lambda: bool(ops_mail(smtp)))
+    assert len(ops_mail(smtp)) == 1
+    texts = [t for t in slack_texts(slack) if "failed for good" in t]
+    assert len(texts) == 1 and lead_id in texts[0]
+    async with h.engine.connect() as conn:
+        rows = (
+            await conn.execute(select(jobs.c.status, jobs.c.attempts).where(jobs.c.kind == DIGEST_JOB))
+        ).all()
+    assert [(r[0], r[1]) for r in rows] == [("done", 2)]
+
+
 async def test_no_digest_without_alert_channels(
     settings_factory: Callable[..., Settings], hubspot: FakeHubSpot
 ) -> None:

@@ -253,6 +253,49 @@ async def test_unsubscribe_link_works_once_is_signed_and_expires(
             assert [e["details"]["via"] for e in audit["items"]] == ["one_click"]
 
 
+async def test_a_used_link_cannot_be_replayed_with_a_trailing_newline(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str]
+) -> None:
+    """``$`` matches before a final newline: ``<token>%0A`` verified, and hashed as another link."""
+    lead_id = await capture(harness, email="john.doe@company.com")
+    token = make_token(base64.b64decode(TEST_KEY), lead_id, utcnow() + timedelta(days=20))
+    first = await harness.client.post(f"/v1/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click")
+    assert first.status_code == 200, first.text
+    grant = {"email": "john.doe@company.com", "action": "grant"}
+    assert (await harness.client.post("/v1/api/privacy/consent", headers=admin, json=grant)).is_success
+    for variant in (f"{token}%0A", f"{token}%0D%0A"):
+        again = await harness.client.post(f"/v1/unsubscribe/{variant}", content=b"List-Unsubscribe=One-Click")
+        assert again.status_code == 404 and again.json()["error"] == "INVALID_LINK"
+        page = await harness.client.get(f"/v1/unsubscribe/{variant}", headers={"Accept": "text/html"})
+        assert page.status_code == 404
+    assert (await export(harness, admin, "john.doe@company.com"))["leads"][0]["consent"]["given"] is True
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+async def test_a_used_link_stays_used_until_it_expires_even_past_retention(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str]
+) -> None:
+    """RETENTION_DAYS shorter than UNSUBSCRIBE_LINK_DAYS: the retention purge must not forget a used
+    link that still verifies, or the link works again (a replay withdraws a consent given since)."""
+    from leadflow.privacy.service import enforce_retention
+
+    lead_id = await capture(harness, email="john.doe@company.com")
+    token = make_token(base64.b64decode(TEST_KEY), lead_id, utcnow() + timedelta(days=20))
+    first = await harness.client.post(f"/v1/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click")
+    assert first.status_code == 200, first.text
+    await harness.execute("UPDATE unsubscribe_uses SET used_at = :t", t=utcnow() - timedelta(days=40))
+    settings = harness.settings.model_copy(update={"retention_days": 30, "unsubscribe_link_days": 60})
+    async with harness.engine.begin() as conn:
+        await enforce_retention(conn, harness.app.state.cipher, settings, dry_run=False)
+    again = await harness.client.post(f"/v1/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click")
+    assert again.status_code == 410 and again.json()["error"] == "LINK_ALREADY_USED"
+    # Once no link used then can still verify, the record goes.
+    await harness.execute("UPDATE unsubscribe_uses SET used_at = :t", t=utcnow() - timedelta(days=61))
+    async with harness.engine.begin() as conn:
+        report = await enforce_retention(conn, harness.app.state.cipher, settings, dry_run=False)
+    assert (report.records_purged or {})["unsubscribe_uses"] == 1
+
+
 # --- erasure everywhere ------------------------------------------------------------------------------
 
 
@@ -313,6 +356,40 @@ async def test_erase_deletes_the_salesforce_lead_and_signals_the_webhook(
             assert len(smtp.messages) == 1
 
 
+async def test_erasure_drops_the_persons_queued_unsubscribe_jobs(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """A withdrawal queued privacy.unsubscribe jobs (with the encrypted address; no lead id, so the
+    erasure's delete by lead id missed them): after the erasure they must not run, nor keep the address."""
+    settings = settings_factory(
+        mailchimp_api_key="0123456789abcdef-us1",
+        mailchimp_list_id="abc123",
+        mailchimp_base_url="http://127.0.0.1:9",
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            h = Harness(app, client, app.state.engine, settings)
+            async with app.state.engine.begin() as conn:
+                admin = {
+                    "Authorization": f"Bearer {(await create_token(conn, name='a', role='admin')).token}"
+                }
+            assert (await client.post("/v1/api/campaigns", headers=admin, json=CAMPAIGN)).status_code == 201
+            await capture(h, email="john.doe@company.com")
+            await capture(h, email="other.person@company.com")
+            for email in ("john.doe@company.com", "other.person@company.com"):
+                withdraw = {"email": email, "action": "withdraw"}
+                answer = await client.post("/v1/api/privacy/consent", headers=admin, json=withdraw)
+                assert answer.json()["remote_unsubscribes_queued"] == ["mailchimp"]
+            sql = "SELECT COUNT(*) FROM jobs WHERE kind = 'privacy.unsubscribe'"
+            assert await h.scalar(sql) == 2
+            erase = {"email": "john.doe@company.com"}
+            assert (await client.post("/v1/api/privacy/erase", headers=admin, json=erase)).status_code == 200
+            assert await h.scalar(sql) == 1  # the other person's stays
+            assert await h.scalar("SELECT COUNT(*) FROM jobs WHERE kind = 'privacy.erase'") == 1
+
+
 # --- rectification -----------------------------------------------------------------------------------
 
 
@@ -371,6 +448,50 @@ async def test_corrected_email_is_found_and_deduplicated_under_the_new_address_o
         assert bad.json()["field"] == field
     bad = await harness.client.get("/v1/api/leads", headers=admin, params={"email": "nope"})
     assert bad.status_code == 400
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)
+async def test_consent_history_follows_a_corrected_email(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str]
+) -> None:
+    """The consent history is keyed by the e-mail's blind index: after a correction the person's
+    export shows it under the new address, and erasure by the new address removes it."""
+    SUBMITTED_PII.update({"jane.roe@company.org"})
+    lead_id = await capture(harness, email="jane.roe@company.com")
+    withdraw = {"email": "jane.roe@company.com", "action": "withdraw", "note": "Asked by phone"}
+    assert (await harness.client.post("/v1/api/privacy/consent", headers=admin, json=withdraw)).is_success
+    fixed = await harness.client.patch(
+        f"/v1/api/leads/{lead_id}", headers=admin, json={"email": "jane.roe@company.org"}
+    )
+    assert fixed.status_code == 200, fixed.text
+    history = (await export(harness, admin, "jane.roe@company.org"))["consent_history"]
+    assert [e["action"] for e in history] == ["grant", "withdraw"]
+    assert (await export(harness, admin, "jane.roe@company.com"))["consent_history"] == []
+
+    # A person who still has a lead under the old address keeps the history there too.
+    other = await capture(harness, email="max.mustermann@company.com")
+    dns = {"email": "max.mustermann@company.com", "action": "do_not_sell"}
+    assert (await harness.client.post("/v1/api/privacy/consent", headers=admin, json=dns)).is_success
+    await harness.execute(
+        "UPDATE leads SET created_at = :t WHERE public_id = :p", t=utcnow() - timedelta(days=400), p=other
+    )
+    kept = await capture(harness, email="max.mustermann@company.com")  # past the dedup window: a new lead
+    SUBMITTED_PII.update({"max.m@company.org"})
+    moved = await harness.client.patch(
+        f"/v1/api/leads/{other}", headers=admin, json={"email": "max.m@company.org"}
+    )
+    assert moved.status_code == 200, moved.text
+    for address in ("max.m@company.org", "max.mustermann@company.com"):
+        actions = [e["action"] for e in (await export(harness, admin, address))["consent_history"]]
+        assert "do_not_sell" in actions, (address, actions)
+    assert kept != other
+
+    erased = await harness.client.post(
+        "/v1/api/privacy/erase", headers=admin, json={"email": "jane.roe@company.org"}
+    )
+    assert erased.status_code == 200 and erased.json()["leads_deleted"] == 1
+    remaining = await harness.scalar("SELECT COUNT(*) FROM consent_events")
+    assert remaining == 2  # max's do_not_sell, under both of his addresses
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)

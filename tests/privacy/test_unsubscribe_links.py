@@ -47,6 +47,14 @@ def test_any_changed_character_is_refused(position: int, char: str) -> None:
     assert caught.value.reason == "invalid"  # the signature is checked before the expiry
 
 
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", " ", "\x00"])
+def test_a_token_with_anything_appended_is_invalid(suffix: str) -> None:
+    token = make_token(KEY, LEAD, NOW + timedelta(days=1))
+    with pytest.raises(LinkError) as caught:
+        read_token([KEY], token + suffix, NOW)
+    assert caught.value.reason == "invalid"
+
+
 def test_headers_are_rfc_8058() -> None:
     headers = list_unsubscribe_headers("https://x.test/v1/unsubscribe/t", mailto="noreply@x.test")
     assert headers == {

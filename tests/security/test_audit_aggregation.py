@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from leadflow.app import create_app
@@ -153,3 +153,57 @@ async def test_retention_purges_old_audit_entries_and_consent_history(
     assert (
         await harness.scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'privacy.consent.withdraw'") == 1
     )
+
+
+@BACKENDS
+async def test_an_overlong_target_id_does_not_block_the_aggregated_audit(
+    harness: Harness, campaign: dict[str, Any], admin: dict[str, str]
+) -> None:
+    """A status look-up of a made-up, very long lead id (404) is still one audit entry, and it does not
+    make the flush fail on PostgreSQL/MariaDB (target_id is VARCHAR(100)), losing every other entry."""
+    analyst = await harness.token("analyst")
+    long_id = "lead_" + "a" * 300
+    assert (await harness.client.get(f"/v1/api/leads/{long_id}/status", headers=analyst)).status_code == 404
+    assert (await harness.client.get("/v1/api/campaigns", headers=analyst)).is_success
+    [entry] = await audit_items(harness, admin, "lead.status")
+    assert entry["details"]["count"] == 1
+    assert entry["target_id"] == long_id[:100]
+    assert (await audit_items(harness, admin, "campaign.list"))[0]["details"]["count"] == 1
+
+
+async def test_accesses_counted_while_a_flush_writes_are_not_lost(harness: Harness) -> None:
+    """A request counted while the flush's INSERT runs (the shutdown flush takes the current minute
+    too) is kept for the next flush, not dropped with the bucket just written."""
+    buffer = AuditBuffer()
+    actor = Actor("token:x", "analyst", "api", "198.51.100.7")
+    buffer.add(actor, "lead.status", "lead", "lead_000000000001")
+    during: list[int] = []
+
+    def arrives_meanwhile(*_: Any) -> None:
+        if not during:
+            during.append(1)
+            buffer.add(actor, "lead.status", "lead", "lead_000000000002")
+
+    event.listen(harness.engine.sync_engine, "before_cursor_execute", arrives_meanwhile)
+    try:
+        assert await buffer.flush(harness.engine, everything=True) == 1
+    finally:
+        event.remove(harness.engine.sync_engine, "before_cursor_execute", arrives_meanwhile)
+    assert during == [1]
+    assert buffer.pending() == 1
+    assert await buffer.flush(harness.engine, everything=True) == 1
+    async with harness.engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT details FROM audit_log WHERE action = 'lead.status'"))).all()
+    counts = [(json.loads(r[0]) if isinstance(r[0], str) else r[0])["count"] for r in rows]
+    assert counts == [1, 1]
+
+
+async def test_a_failed_flush_keeps_the_counts(harness: Harness) -> None:
+    buffer = AuditBuffer()
+    actor = Actor("token:x", "analyst", "api", "198.51.100.7")
+    for _ in range(3):
+        buffer.add(actor, "lead.status", "lead", "lead_000000000001")
+    await harness.execute("DROP TABLE audit_log")
+    with pytest.raises(Exception, match="audit_log"):
+        await buffer.flush(harness.engine, everything=True)
+    assert buffer.pending() == 3

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, delete, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialects
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
@@ -51,6 +51,12 @@ async def prune_claims(conn: AsyncConnection, before: datetime) -> int:
     """Drop claims not touched since ``before`` (older than the de-duplication window)."""
     result = await conn.execute(delete(claims).where(claims.c.touched_at < before))
     return int(result.rowcount or 0)
+
+
+async def count_by_email_hash(conn: AsyncConnection, email_hash: str, *, exclude_id: int) -> int:
+    """How many other leads have this e-mail blind index."""
+    query = select(func.count()).where(leads.c.email_hash == email_hash, leads.c.id != exclude_id)
+    return int((await conn.execute(query)).scalar_one())
 
 
 async def latest_by_email_hashes(conn: AsyncConnection, hashes: Iterable[str]) -> Sequence[AnyRow]:

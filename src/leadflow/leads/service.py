@@ -387,6 +387,11 @@ async def update(
         await repo.insert_activities(conn, acts)
         if ANALYTICS_INPUTS & values.keys():
             await rollup.invalidate(conn, {row.campaign_id: [row.created_at]})
+    if "email_hash" in values and values["email_hash"] != row.email_hash:
+        from leadflow.privacy import repository as privacy_repo
+
+        others = await repo.count_by_email_hash(conn, row.email_hash, exclude_id=row.id)
+        await privacy_repo.follow_email_change(conn, row.email_hash, values["email_hash"], copy=others > 0)
     queued: list[str] = []
     if corrected and settings is not None:
         queued = await _queue_crm_updates(conn, settings, row, now)

@@ -65,14 +65,22 @@ class Notifier:
         self.http = http
         self.mailer = Mailer(settings, http)
 
-    async def send(self, message: Message) -> tuple[int, int]:
+    async def send(self, message: Message, skip: frozenset[str] = frozenset()) -> tuple[int, int]:
         """Deliver to every channel: (deliveries that worked, deliveries that failed)."""
-        sent = 0
+        delivered, failed = await self.deliver(message, skip)
+        return len(delivered), failed
+
+    async def deliver(self, message: Message, skip: frozenset[str] = frozenset()) -> tuple[list[str], int]:
+        """Deliver to every channel not in ``skip`` (``email:<n>``, ``slack``): the channels that took
+        the message, and how many failed. A retry skips those that already took it."""
+        delivered: list[str] = []
         failures: list[str] = []
         if self.settings.alert_emails and not self.mailer.configured():
             failures.append("e-mail: transport not configured")
         elif self.settings.alert_emails:
-            for address in self.settings.alert_emails:
+            for n, address in enumerate(self.settings.alert_emails):
+                if f"email:{n}" in skip:
+                    continue
                 email = OutgoingEmail(
                     to=address,
                     subject=message.subject,
@@ -83,19 +91,19 @@ class Notifier:
                 )
                 try:
                     await self.mailer.send(email)
-                    sent += 1
+                    delivered.append(f"email:{n}")
                 except DeliveryError as exc:
                     failures.append(f"e-mail: {type(exc).__name__}")
         webhook = self.settings.alert_slack_webhook_url
-        if webhook is not None and webhook.get_secret_value().strip():
+        if webhook is not None and webhook.get_secret_value().strip() and "slack" not in skip:
             try:
                 await self._slack(webhook.get_secret_value().strip(), message)
-                sent += 1
+                delivered.append("slack")
             except DeliveryError as exc:
                 failures.append(f"slack: {type(exc).__name__}")
         if failures:
             log.warning("alert_delivery_failed", alert=message.key.split(":", 1)[0], failures=failures)
-        return sent, len(failures)
+        return delivered, len(failures)
 
     async def _slack(self, url: str, message: Message) -> None:
         body = {"text": f"*{message.subject}*\n{message.text}"[:39000]}
@@ -309,9 +317,16 @@ async def send_digest(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
         private_html=f"<p>{html.escape(intro)}</p><p><strong>{html.escape(notice)}</strong></p>"
         + "".join(f"<pre>{html.escape(block)}</pre>" for block in private),
     )
-    sent, failed = await Notifier(ctx.settings, ctx.http).send(message)
-    if failed:  # the e-mail backup must arrive: try again (e-mail repeats keep their Message-ID)
+    # Channels that took an earlier attempt of this digest are not sent it again.
+    before = frozenset(str(c) for c in job.payload.get("delivered_to") or ())
+    delivered, failed = await Notifier(ctx.settings, ctx.http).deliver(message, skip=before)
+    if failed:  # the e-mail backup must arrive: try again, only on the channels that failed
+        if delivered:
+            payload = {**job.payload, "delivered_to": sorted(before | set(delivered))}
+            async with ctx.engine.begin() as conn:
+                await repo.set_job_payload(conn, job.id, payload)
         raise RetriableError(f"{failed} alert channel(s) did not accept the dead-letter digest")
+    sent = len(before) + len(delivered)
     return HandlerResult(response_excerpt=f"dead-letter digest of {count} job(s) sent to {sent} channel(s)")
 
 

@@ -23,7 +23,7 @@ from leadflow.pipeline import repository as jobs_repo
 from leadflow.privacy import consent
 from leadflow.privacy import repository as privacy_repo
 from leadflow.privacy.repository import tombstones
-from leadflow.privacy.tasks import ERASE_JOB, remote_jobs
+from leadflow.privacy.tasks import ERASE_JOB, UNSUBSCRIBE_JOB, remote_jobs
 from leadflow.security.crypto import FieldCipher
 
 leads = table_of(Lead)
@@ -102,6 +102,8 @@ async def erase(
     now = utcnow()
     ids = [r.id for r in rows]
     await privacy_repo.delete_consent_events(conn, digest)
+    # Queued unsubscribes of the person (no lead id): the erasure supersedes them.
+    await privacy_repo.drop_person_jobs(conn, UNSUBSCRIBE_JOB, digest)
     if ids:
         await conn.execute(delete(activities).where(activities.c.lead_id.in_(ids)))
         await conn.execute(delete(jobs_repo.jobs).where(jobs_repo.jobs.c.lead_id.in_(ids)))
@@ -239,7 +241,9 @@ async def enforce_retention(
     if dry_run:
         return RetentionReport(cutoff, settings.retention_action, len(rows), 0)
     # The audit log and consent history are kept within the same retention period as the leads.
-    purged = await privacy_repo.purge_before(conn, cutoff, limit)
+    # A used unsubscribe link is remembered until it has expired, even past a shorter retention.
+    links_cutoff = utcnow() - timedelta(days=settings.unsubscribe_link_days)
+    purged = await privacy_repo.purge_before(conn, cutoff, limit, links_cutoff)
     if not rows:
         return RetentionReport(cutoff, settings.retention_action, 0, 0, purged)
     if settings.retention_action == "delete":

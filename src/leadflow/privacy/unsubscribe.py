@@ -61,7 +61,7 @@ class Link:
 
 def read_token(keys: list[bytes], token: str, now: datetime) -> Link:
     """The link's lead id if ``token`` was signed by one of ``keys`` and has not expired."""
-    match = TOKEN_RE.match(token)
+    match = TOKEN_RE.fullmatch(token)  # not .match: "$" also matches before a final newline
     if match is None:
         raise LinkError("invalid")
     lead_id, expiry, _nonce, signature = match.groups()

@@ -131,6 +131,7 @@ async def page(
 # -- aggregated entries ------------------------------------------------------------------------------
 MAX_TARGETS = 50  # distinct target ids kept per aggregated entry (the count covers all)
 MAX_BUCKETS = 10_000  # a bound on memory: beyond it, new keys share one overflow entry per minute
+TARGET_ID_LENGTH = 100  # audit_log.target_id is VARCHAR(100): a longer made-up id would fail the flush
 
 
 @dataclass(slots=True)
@@ -184,6 +185,8 @@ class AuditBuffer:
             else:
                 bucket = self._buckets[key] = _Bucket(details=details)
         bucket.count += 1
+        if target_id is not None:
+            target_id = target_id[:TARGET_ID_LENGTH]
         if target_id is not None and len(bucket.targets) < MAX_TARGETS and target_id not in bucket.targets:
             bucket.targets.append(target_id)
 
@@ -196,10 +199,12 @@ class AuditBuffer:
         keys = [k for k in self._buckets if everything or k[0] < current]
         if not keys:
             return 0
+        # Taken out before the write: a request counted while the insert runs starts a new bucket
+        # instead of adding to one that is about to be dropped; on failure they are put back.
+        taken = {key: self._buckets.pop(key) for key in keys}
         rows = []
-        for key in keys:
+        for key, bucket in taken.items():
             minute, name, role, channel, ip, action, target_type, _ = key
-            bucket = self._buckets[key]
             rows.append(
                 {
                     "created_at": minute,
@@ -220,11 +225,24 @@ class AuditBuffer:
                     },
                 }
             )
-        async with engine.begin() as conn:
-            await conn.execute(insert(audit), rows)
-        for key in keys:
-            self._buckets.pop(key, None)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(insert(audit), rows)
+        except BaseException:
+            for key, bucket in taken.items():
+                self._put_back(key, bucket)
+            raise
         return len(rows)
+
+    def _put_back(self, key: _Key, bucket: _Bucket) -> None:
+        current = self._buckets.get(key)
+        if current is None:
+            self._buckets[key] = bucket
+            return
+        current.count += bucket.count
+        for target in bucket.targets:
+            if len(current.targets) < MAX_TARGETS and target not in current.targets:
+                current.targets.append(target)
 
     async def run(self, engine: AsyncEngine, stop: asyncio.Event, every: float) -> None:
         """Flush past minutes every ``every`` seconds until ``stop``; then flush everything."""
