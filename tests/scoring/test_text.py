@@ -8,7 +8,8 @@ import unicodedata
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
-from hypothesis import given
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leadflow.enrichment.email_domain import classify_domain
@@ -268,6 +269,60 @@ def test_normalise_email(value: str, expected: str) -> None:
 def test_normalise_email_rejects_invalid(value: str) -> None:
     with pytest.raises(ValueError, match="Invalid email format"):
         normalise_email(value)
+
+
+def _library_email(value: str) -> str | None:
+    """email-validator alone, on the whole address: what normalise_email's fast path must match."""
+    try:
+        result = validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    return f"{result.local_part}@{result.domain.lower()}"
+
+
+_ATOM = "abcXYZ019_!#$%&'*+-/=?^`{|}~"
+_HOST = "abcXYZ019-."
+
+
+@settings(max_examples=400)
+@given(
+    local=st.text(alphabet=_ATOM + '."@ (', min_size=0, max_size=70),
+    domain=st.one_of(
+        st.text(alphabet=_HOST, min_size=0, max_size=30),
+        st.lists(st.text(alphabet="abcXYZ019-", min_size=0, max_size=64), min_size=1, max_size=5).map(
+            ".".join
+        ),
+        st.sampled_from(
+            ["example.com", "test", "localhost", "x.test", "a.invalid", "xn--bcher-kva.de", "1.2.3.4"]
+        ),
+    ),
+    role=st.sampled_from(["", "info", "Sales", "POSTMASTER"]),
+)
+def test_normalise_email_agrees_with_email_validator(local: str, domain: str, role: str) -> None:
+    """The plain-address fast path answers exactly what email-validator answers for the whole address."""
+    value = f"{role or local}@{domain}"
+    expected = _library_email(value)
+    if expected is None:
+        with pytest.raises(ValueError, match="Invalid email format"):
+            normalise_email(value)
+    else:
+        assert normalise_email(value) == expected
+
+
+def test_normalise_email_long_addresses_agree_with_email_validator() -> None:
+    for local_length in (63, 64, 65, 200):
+        for domain in (
+            "a" * 60 + ".com",
+            ".".join(["b" * 63] * 3) + ".com",
+            ".".join(["c" * 50] * 4) + ".org",
+        ):
+            value = f"{'x' * local_length}@{domain}"
+            expected = _library_email(value)
+            if expected is None:
+                with pytest.raises(ValueError):
+                    normalise_email(value)
+            else:
+                assert normalise_email(value) == expected
 
 
 def test_email_index_form() -> None:
