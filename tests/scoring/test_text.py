@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leadflow.enrichment.email_domain import classify_domain
+from leadflow.kit import text as text_module
 from leadflow.kit.text import (
     clean_line,
     clean_text,
@@ -269,6 +270,17 @@ def test_normalise_email(value: str, expected: str) -> None:
 def test_normalise_email_rejects_invalid(value: str) -> None:
     with pytest.raises(ValueError, match="Invalid email format"):
         normalise_email(value)
+
+
+_ASCII = "".join(chr(c) for c in range(0x00, 0x80))
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.sampled_from(_ASCII + "  \u00e9\u200b\u202e"), max_size=40))
+def test_plain_ascii_fast_path_cleans_like_the_full_path(value: str) -> None:
+    """Printable ASCII without < or & skips stripping and normalising: same result either way."""
+    assert clean_line(value) == text_module._clean_line(value)
+    assert clean_text(value) == text_module._clean_text(value)
 
 
 def _library_email(value: str) -> str | None:

@@ -81,10 +81,22 @@ def strip_invisible(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+def _plain(value: str) -> bool:
+    """Printable ASCII without ``<`` or ``&``: nothing to strip, decode or normalise (no tag or
+    entity, no control or format character, NFC of ASCII is itself, the only space is U+0020)."""
+    return value.isascii() and value.isprintable() and "<" not in value and "&" not in value
+
+
 def clean_line(value: str | None) -> str | None:
     """One line of text: no HTML, no invisible characters, whitespace collapsed, trimmed."""
     if value is None:
         return None
+    if _plain(value):  # the common form field: only the spaces to collapse
+        return " ".join(value.split()) or None
+    return _clean_line(value)
+
+
+def _clean_line(value: str) -> str | None:
     text = strip_invisible(strip_html(value))
     text = _SPACES.sub(" ", text).strip()
     return text or None
@@ -94,6 +106,12 @@ def clean_text(value: str | None) -> str | None:
     """Multi-line text (a message): like :func:`clean_line` but keeps single line breaks."""
     if value is None:
         return None
+    if _plain(value):  # one line (no CR or LF), nothing to strip
+        return " ".join(value.split()) or None
+    return _clean_text(value)
+
+
+def _clean_text(value: str) -> str | None:
     text = strip_html(value, "\n").replace("\r\n", "\n").replace("\r", "\n")
     text = "\n".join(strip_invisible(line) for line in text.split("\n"))
     lines = [" ".join(line.split()) for line in text.split("\n")]
