@@ -105,3 +105,22 @@ class _Spy:
     def info(self, event: str, **kw: Any) -> None:
         self.calls.append(kw)
         self.real.info(event, **kw)
+
+
+def test_fastapi_opentelemetry_is_off_unless_the_environment_asks_for_it() -> None:
+    """FastAPI's per-request OpenTelemetry check is switched off when nothing configures OpenTelemetry."""
+    import inspect
+
+    from fastapi import FastAPI
+
+    from leadflow.app import fastapi_telemetry
+
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        assert fastapi_telemetry({}) == {}  # an older FastAPI: nothing to switch
+        return
+    off = fastapi_telemetry({"PATH": "/usr/bin", "LEADFLOW_ENV": "production"})
+    assert off == {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_PYTHON_TRACER_PROVIDER", "FASTAPI_OTEL_AUTO_CONFIGURE"):
+        assert fastapi_telemetry({key: "x"}) == {}, key  # FastAPI's defaults
+    app = FastAPI(**off)
+    assert app.openapi()["info"]["title"] == "FastAPI"  # accepted by this FastAPI
