@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import sys
 import unicodedata
@@ -281,6 +282,32 @@ def test_plain_ascii_fast_path_cleans_like_the_full_path(value: str) -> None:
     """Printable ASCII without < or & skips stripping and normalising: same result either way."""
     assert clean_line(value) == text_module._clean_line(value)
     assert clean_text(value) == text_module._clean_text(value)
+
+
+def _library_ip(value: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
+@settings(max_examples=500)
+@given(
+    st.one_of(
+        st.ip_addresses(v=4).map(str),
+        st.lists(st.text(alphabet="0123456789", min_size=0, max_size=4), min_size=1, max_size=5).map(
+            ".".join
+        ),
+        st.text(alphabet="0123456789.:abf \u0660\u00b2", max_size=20),
+    )
+)
+def test_canonical_ipv4_fast_path_agrees_with_ipaddress(value: str) -> None:
+    expected = _library_ip(value)
+    if expected is None:
+        with pytest.raises(ValueError, match="Invalid IP address"):
+            normalise_ip(value)
+    else:
+        assert normalise_ip(value) == expected
 
 
 def _library_email(value: str) -> str | None:

@@ -179,7 +179,14 @@ def normalise_phone(value: str, default_region: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def normalise_ip(value: str) -> str:
+    value = value.strip()
+    if _CANONICAL_IPV4.fullmatch(value):  # already ipaddress's own text form (no leading zeros)
+        return value
     try:
         return str(ipaddress.ip_address(value.strip()))
     except ValueError as exc:
