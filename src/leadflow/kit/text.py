@@ -11,6 +11,7 @@ from functools import lru_cache
 import nh3
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import ATEXT, CASE_INSENSITIVE_MAILBOX_NAMES
 
 # Invisible characters removed from every text field (single-line fields and messages):
 # * control characters (Unicode category Cc) other than tab, LF and CR, which are whitespace (collapsed
@@ -119,15 +120,11 @@ def _clean_text(value: str) -> str | None:
     return text or None
 
 
-# The common address: an unquoted ASCII dot-atom local part (RFC 5322 atext, email-validator's
-# DOT_ATOM_TEXT) and an ASCII host name. Everything else goes to email-validator as a whole.
-_ATEXT = r"a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~"
-_PLAIN_EMAIL = re.compile(rf"([{_ATEXT}]+(?:\.[{_ATEXT}]+)*)@([A-Za-z0-9.\-]+)")
+# The common address: an unquoted ASCII dot-atom local part (RFC 5322 atext, email-validator's own
+# character class) and an ASCII host name. Everything else goes to email-validator as a whole.
+_PLAIN_EMAIL = re.compile(rf"([{ATEXT}]+(?:\.[{ATEXT}]+)*)@([A-Za-z0-9.\-]+)")
 # Local parts email-validator lower-cases (RFC 2142 role mailboxes): left to the library.
-_ROLE_MAILBOXES = frozenset(
-    {"info", "marketing", "sales", "support", "abuse", "noc", "security", "postmaster", "hostmaster"}
-    | {"usenet", "news", "webmaster", "www", "uucp", "ftp"}
-)
+_ROLE_MAILBOXES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
 
 
 @lru_cache(maxsize=4096)
