@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import sys
 import unicodedata
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
-from hypothesis import given
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leadflow.enrichment.email_domain import classify_domain
+from leadflow.kit import text as text_module
 from leadflow.kit.text import (
     clean_line,
     clean_text,
@@ -268,6 +272,91 @@ def test_normalise_email(value: str, expected: str) -> None:
 def test_normalise_email_rejects_invalid(value: str) -> None:
     with pytest.raises(ValueError, match="Invalid email format"):
         normalise_email(value)
+
+
+_ASCII = "".join(chr(c) for c in range(0x00, 0x80))
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.sampled_from(_ASCII + "  \u00e9\u200b\u202e"), max_size=40))
+def test_plain_ascii_fast_path_cleans_like_the_full_path(value: str) -> None:
+    """Printable ASCII without < or & skips stripping and normalising: same result either way."""
+    assert clean_line(value) == text_module._clean_line(value)
+    assert clean_text(value) == text_module._clean_text(value)
+
+
+def _library_ip(value: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
+@settings(max_examples=500)
+@given(
+    st.one_of(
+        st.ip_addresses(v=4).map(str),
+        st.lists(st.text(alphabet="0123456789", min_size=0, max_size=4), min_size=1, max_size=5).map(
+            ".".join
+        ),
+        st.text(alphabet="0123456789.:abf \u0660\u00b2", max_size=20),
+    )
+)
+def test_canonical_ipv4_fast_path_agrees_with_ipaddress(value: str) -> None:
+    _same_answer(normalise_ip, value, _library_ip(value), "Invalid IP address")
+
+
+def _same_answer(function: Callable[[str], str], value: str, expected: str | None, error: str) -> None:
+    """``function`` answers ``expected``, or refuses with ``error`` where the library refuses."""
+    if expected is None:
+        with pytest.raises(ValueError, match=error):
+            function(value)
+    else:
+        assert function(value) == expected
+
+
+def _library_email(value: str) -> str | None:
+    """email-validator alone, on the whole address: what normalise_email's fast path must match."""
+    try:
+        result = validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    return f"{result.local_part}@{result.domain.lower()}"
+
+
+_ATOM = "abcXYZ019_!#$%&'*+-/=?^`{|}~"
+_HOST = "abcXYZ019-."
+
+
+@settings(max_examples=400)
+@given(
+    local=st.text(alphabet=_ATOM + '."@ (', min_size=0, max_size=70),
+    domain=st.one_of(
+        st.text(alphabet=_HOST, min_size=0, max_size=30),
+        st.lists(st.text(alphabet="abcXYZ019-", min_size=0, max_size=64), min_size=1, max_size=5).map(
+            ".".join
+        ),
+        st.sampled_from(
+            ["example.com", "test", "localhost", "x.test", "a.invalid", "xn--bcher-kva.de", "1.2.3.4"]
+        ),
+    ),
+    role=st.sampled_from(["", "info", "Sales", "POSTMASTER"]),
+)
+def test_normalise_email_agrees_with_email_validator(local: str, domain: str, role: str) -> None:
+    """The plain-address fast path answers exactly what email-validator answers for the whole address."""
+    value = f"{role or local}@{domain}"
+    _same_answer(normalise_email, value, _library_email(value), "Invalid email format")
+
+
+def test_normalise_email_long_addresses_agree_with_email_validator() -> None:
+    for local_length in (63, 64, 65, 200):
+        for domain in (
+            "a" * 60 + ".com",
+            ".".join(["b" * 63] * 3) + ".com",
+            ".".join(["c" * 50] * 4) + ".org",
+        ):
+            value = f"{'x' * local_length}@{domain}"
+            _same_answer(normalise_email, value, _library_email(value), "Invalid email format")
 
 
 def test_email_index_form() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Literal
 
 from disposable_email_domains import blocklist as _DISPOSABLE
@@ -16,8 +17,12 @@ def _parents(domain: str) -> list[str]:
     return [".".join(labels[i:]) for i in range(len(labels) - 1)]
 
 
+@lru_cache(maxsize=4096)
 def classify_domain(domain: str) -> EmailKind:
-    """``disposable`` / ``free`` / ``business`` for a domain (sub-domains inherit their parent's kind)."""
+    """``disposable`` / ``free`` / ``business`` for a domain (sub-domains inherit their parent's kind).
+
+    Memoised (the lists are fixed for the process; on the capture path most leads come from a few
+    thousand domains)."""
     candidates = _parents(domain)
     if any(d in _DISPOSABLE for d in candidates):
         return "disposable"

@@ -6,10 +6,12 @@ import html
 import ipaddress
 import re
 import unicodedata
+from functools import lru_cache
 
 import nh3
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import ATEXT, CASE_INSENSITIVE_MAILBOX_NAMES
 
 # Invisible characters removed from every text field (single-line fields and messages):
 # * control characters (Unicode category Cc) other than tab, LF and CR, which are whitespace (collapsed
@@ -80,10 +82,22 @@ def strip_invisible(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+def _plain(value: str) -> bool:
+    """Printable ASCII without ``<`` or ``&``: nothing to strip, decode or normalise (no tag or
+    entity, no control or format character, NFC of ASCII is itself, the only space is U+0020)."""
+    return value.isascii() and value.isprintable() and "<" not in value and "&" not in value
+
+
 def clean_line(value: str | None) -> str | None:
     """One line of text: no HTML, no invisible characters, whitespace collapsed, trimmed."""
     if value is None:
         return None
+    if _plain(value):  # the common form field: only the spaces to collapse
+        return " ".join(value.split()) or None
+    return _clean_line(value)
+
+
+def _clean_line(value: str) -> str | None:
     text = strip_invisible(strip_html(value))
     text = _SPACES.sub(" ", text).strip()
     return text or None
@@ -93,6 +107,12 @@ def clean_text(value: str | None) -> str | None:
     """Multi-line text (a message): like :func:`clean_line` but keeps single line breaks."""
     if value is None:
         return None
+    if _plain(value):  # one line (no CR or LF), nothing to strip
+        return " ".join(value.split()) or None
+    return _clean_text(value)
+
+
+def _clean_text(value: str) -> str | None:
     text = strip_html(value, "\n").replace("\r\n", "\n").replace("\r", "\n")
     text = "\n".join(strip_invisible(line) for line in text.split("\n"))
     lines = [" ".join(line.split()) for line in text.split("\n")]
@@ -100,10 +120,41 @@ def clean_text(value: str | None) -> str | None:
     return text or None
 
 
-def normalise_email(value: str) -> str:
-    """Syntax check (no DNS) and normal form: local part as given, domain lower-cased (IDNA)."""
+# The common address: an unquoted ASCII dot-atom local part (RFC 5322 atext, email-validator's own
+# character class) and an ASCII host name. Everything else goes to email-validator as a whole.
+_PLAIN_EMAIL = re.compile(rf"([{ATEXT}]+(?:\.[{ATEXT}]+)*)@([A-Za-z0-9.\-]+)")
+# Local parts email-validator lower-cases (RFC 2142 role mailboxes): left to the library.
+_ROLE_MAILBOXES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+
+
+@lru_cache(maxsize=4096)
+def _plain_domain(domain: str) -> str | None:
+    """email-validator's verdict on a domain alone (memoised; domains are stored in clear anyway):
+    its lower-cased normal form, or None when the library refuses it."""
     try:
-        result = validate_email(value.strip(), check_deliverability=False)
+        return validate_email(f"a@{domain}", check_deliverability=False).domain.lower()
+    except EmailNotValidError:
+        return None
+
+
+def normalise_email(value: str) -> str:
+    """Syntax check (no DNS) and normal form: local part as given, domain lower-cased (IDNA).
+
+    email-validator decides. A plain ASCII address (dot-atom local part of at most 64 characters,
+    not a role mailbox, at most 254 in all) is split here and only its domain is validated, once
+    per domain: the library accepts such a local part as it is, and the rest of its work is the
+    domain's. test_text.py checks both paths give the same answer on generated addresses.
+    """
+    value = value.strip()
+    match = _PLAIN_EMAIL.fullmatch(value)
+    if match is not None and len(value) <= 254:
+        local, domain = match.groups()
+        if len(local) <= 64 and local.lower() not in _ROLE_MAILBOXES:
+            normal = _plain_domain(domain)
+            if normal is not None:
+                return f"{local}@{normal}"
+    try:
+        result = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
         raise ValueError("Invalid email format") from exc
     return f"{result.local_part}@{result.domain.lower()}"
@@ -125,7 +176,14 @@ def normalise_phone(value: str, default_region: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def normalise_ip(value: str) -> str:
+    value = value.strip()
+    if _CANONICAL_IPV4.fullmatch(value):  # already ipaddress's own text form (no leading zeros)
+        return value
     try:
         return str(ipaddress.ip_address(value.strip()))
     except ValueError as exc:

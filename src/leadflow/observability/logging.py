@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping, MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -83,6 +84,69 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
 
 
 access_log = structlog.get_logger("leadflow.access")
+_ACCESS_LOGGER = logging.getLogger("leadflow.access")
+_render = structlog.processors.JSONRenderer(serializer=_dumps)
+_ROOT = logging.getLogger()
+
+
+def _direct_handler() -> logging.StreamHandler[Any] | None:
+    """Our JSON handler, when it is the only place an access line can go (the served set-up).
+
+    Then the line can be written straight to its stream: the same bytes the structlog chain renders.
+    Any other handler, filter or level in the way (a test's recorder, a library's handler): ``None``,
+    and the line goes through ``logging`` as usual.
+    """
+    logger = _ACCESS_LOGGER
+    if logger.handlers or logger.filters or logger.disabled or not logger.propagate:
+        return None
+    handlers = _ROOT.handlers
+    if len(handlers) != 1 or _ROOT.filters or not logger.isEnabledFor(logging.INFO):
+        return None
+    handler = handlers[0]
+    if (
+        not getattr(handler, "_leadflow", False)
+        or handler.filters
+        or handler.level > logging.INFO
+        or type(handler) is not logging.StreamHandler
+    ):
+        return None
+    return handler
+
+
+def log_access(method: str, path: str, status: int, duration_ms: float) -> None:
+    """One access line: ``event`` "request", the method, route path, status and duration.
+
+    In the served set-up it is rendered here (the keys and order the structlog chain gives: the
+    arguments, the event, the bound context, level, logger, timestamp; e-mail addresses redacted)
+    and written to the handler's stream under its lock. Through ``logging`` and structlog's processor
+    chain, this line was ~9 % of a capture request's CPU (two LogRecords, caller look-up).
+    """
+    handler = _direct_handler()
+    if handler is None:
+        access_log.info("request", method=method, path=path, status=status, duration_ms=duration_ms)
+        return
+    line: dict[str, Any] = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": duration_ms,
+        "event": "request",
+    }
+    for key, value in structlog.contextvars.get_contextvars().items():
+        line.setdefault(key, value)
+    line.setdefault("level", "info")
+    line.setdefault("logger", "leadflow.access")
+    line.setdefault("timestamp", datetime.now(tz=UTC).isoformat().replace("+00:00", "Z"))
+    text = str(_render(None, "info", {key: _redact(value) for key, value in line.items()}))
+    handler.acquire()
+    try:
+        stream = handler.stream
+        stream.write(text + handler.terminator)
+        stream.flush()
+    except Exception:  # what StreamHandler.emit does with a broken stream
+        handler.handleError(_ACCESS_LOGGER.makeRecord("leadflow.access", logging.INFO, "", 0, text, (), None))
+    finally:
+        handler.release()
 
 
 def _has_nul(scope: Scope) -> bool:
@@ -191,11 +255,5 @@ class RequestContextMiddleware:
             path = getattr(route, "path", None) or "unmatched"
             elapsed = time.perf_counter() - start
             observe_request(scope["method"], path, status, elapsed)
-            access_log.info(
-                "request",
-                method=scope["method"],
-                path=path,
-                status=status,
-                duration_ms=round(elapsed * 1000, 2),
-            )
+            log_access(scope["method"], path, status, round(elapsed * 1000, 2))
             structlog.contextvars.unbind_contextvars("request_id")
