@@ -363,7 +363,9 @@ def test_offline_during_submit_arrives_exactly_once(site: Site, new_context: Any
     assert "leadflow.outbox" in _storage(page)["local"]
     page.close()
     context.set_offline(False)
-    assert site.leads(later) == []
+    # Not asserted: that nothing arrives before the next view. About 1 run in 10, Chromium delivered the
+    # submission right after reconnecting although its page was closed. The issue asks for "after
+    # reconnect or on the next page view, exactly once", and the checks below hold in both cases.
     view = context.new_page()
     view.goto(f"{site.landing}/page?consent=granted")
     lead = site.wait_for_lead(later)
