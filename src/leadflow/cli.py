@@ -87,12 +87,9 @@ def _run(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
-    except ApiError as exc:
+    except ApiError as exc:  # ConfigError, StartupError, database errors: OneLineErrors
         typer.echo(f"error: {exc.error}: {exc.message}", err=True)
         raise typer.Exit(1) from exc
-    except ConfigError as exc:
-        typer.echo(f"configuration error: {exc}", err=True)
-        raise typer.Exit(2) from exc
 
 
 def _migrate(settings: Settings, target: str = "head") -> MigrationResult:
