@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     JSON,
@@ -151,9 +151,10 @@ class Lead(Base):
     anonymized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-ACTIVITY_TYPES = (
+ActivityType = Literal[
     "created",
     "duplicate_submission",
+    "previously_erased",
     "email_sent",
     "call_made",
     "meeting_scheduled",
@@ -172,7 +173,9 @@ ACTIVITY_TYPES = (
     "reminder_due",
     "anonymized",
     "consent_changed",
-)
+]
+# The spec's six (email_sent … note_added) and those the system adds; written through ``leads.activities``.
+ACTIVITY_TYPES: tuple[ActivityType, ...] = get_args(ActivityType)
 
 
 class LeadActivity(Base):

@@ -10,7 +10,7 @@ re-run does the same again (delivery jobs carry a dedup key per lead and connect
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,16 +19,17 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.campaigns import repository as campaigns_repo
-from leadflow.campaigns import rollup
 from leadflow.integrations import registry
 from leadflow.integrations.base import Assignee, Connector, DeliveryContext, LeadView, PermanentError
 from leadflow.kit.cache import BatchLoader
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import AnyRow, table_of
+from leadflow.leads import changes
 from leadflow.leads import repository as leads_repo
+from leadflow.leads.activities import Activity
 from leadflow.leads.capture import PROCESS_JOB
-from leadflow.leads.models import PII_FIELDS
-from leadflow.leads.service import ANALYTICS_INPUTS
+from leadflow.leads.fields import OPTIONAL_FIELDS
+from leadflow.leads.models import PII_FIELDS, ActivityType
 from leadflow.observability import metrics
 from leadflow.pipeline import repository as jobs_repo
 from leadflow.pipeline.worker import Committer, Handler, HandlerResult, Staged, WorkerContext
@@ -40,21 +41,7 @@ from leadflow.scoring import rules
 log = structlog.get_logger("leadflow.pipeline")
 
 DELIVER_JOB = "deliver"
-OPTIONAL_COLUMNS = ("phone", "company", "service_interest", "urgency", "message", "budget_range", "timeline")
 members = table_of(TeamMember)
-
-
-def _activity(
-    lead_id: int, kind: str, description: str, meta: dict[str, Any] | None, now: datetime
-) -> dict[str, Any]:
-    return {
-        "lead_id": lead_id,
-        "activity_type": kind,
-        "description": description,
-        "performed_by": "system",
-        "metadata": meta,
-        "created_at": now,
-    }
 
 
 def score_input(row: AnyRow, email_kind: str, catalog: frozenset[str]) -> rules.ScoreInput:
@@ -66,7 +53,7 @@ def score_input(row: AnyRow, email_kind: str, catalog: frozenset[str]) -> rules.
         service_interest=row.service_interest,
         urgency=row.urgency,
         budget_range=row.budget_range,
-        filled_optional=frozenset(c for c in OPTIONAL_COLUMNS if getattr(row, c) is not None),
+        filled_optional=frozenset(c for c in OPTIONAL_FIELDS if getattr(row, c) is not None),
         time_on_page_seconds=row.time_on_page_seconds,
         returning_visitor=bool(row.returning_visitor),
         channel=row.channel or "Unassigned",
@@ -112,7 +99,7 @@ class RoutePlan:
     lead_id: int
     campaign: AnyRow
     values: dict[str, Any]
-    activities: list[dict[str, Any]]
+    activities: list[Activity]
     geo_country: str | None
     geo_region_code: str | None
 
@@ -142,7 +129,7 @@ async def process_lead(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
 
     now = utcnow()
     values: dict[str, Any] = {"updated_at": now}
-    acts: list[dict[str, Any]] = []
+    acts: list[Activity] = []
     geo = enrichment.geo if enrichment else None
     if enrichment is not None:
         values.update(
@@ -157,16 +144,16 @@ async def process_lead(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
         if row.privacy_regime is None and geo is not None:
             values["privacy_regime"] = regime(geo.country_code, geo.region_code, geo.in_eu)
         acts.append(
-            _activity(
+            Activity(
                 lead_id,
                 "enriched",
                 "; ".join(f"{s.name}: {s.status}" for s in enrichment.steps),
-                {
+                now,
+                details={
                     "steps": [
                         {"name": s.name, "status": s.status, "detail": s.detail} for s in enrichment.steps
                     ]
                 },
-                now,
             )
         )
         # Re-score when enrichment changed an input (an undeliverable domain is not a business address).
@@ -181,12 +168,12 @@ async def process_lead(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
                 qualifying = result.grade in ctx.settings.qualifying_grades
                 values["qualification_status"] = "marketing_qualified" if qualifying else "unqualified"
             acts.append(
-                _activity(
+                Activity(
                     lead_id,
                     "scored",
                     f"Score changed from {row.lead_score} to {result.total} after enrichment",
-                    {"from": row.lead_score, "to": result.total, "grade": result.grade},
                     now,
+                    details={"from": row.lead_score, "to": result.total, "grade": result.grade},
                 )
             )
     plan = RoutePlan(
@@ -262,12 +249,12 @@ async def commit_routing(conn: AsyncConnection, plans: list[RoutePlan], ctx: Wor
         if decision.assignee is not None:
             values[plan.lead_id].update(assigned_to=decision.assignee, assigned_member_id=decision.member_id)
         acts[plan.lead_id].append(
-            _activity(
+            Activity(
                 plan.lead_id,
                 "assigned",
                 decision.reason,
-                {"to": decision.assignee, "member_id": decision.member_id, "rule": decision.rule},
                 now,
+                details={"to": decision.assignee, "member_id": decision.member_id, "rule": decision.rule},
             )
         )
     member_of = {
@@ -282,18 +269,14 @@ async def commit_routing(conn: AsyncConnection, plans: list[RoutePlan], ctx: Wor
             for m in await conn.execute(select(members).where(members.c.id.in_(set(member_of.values()))))
         }
         assignees = {lead_id: found[m] for lead_id, m in member_of.items() if m in found}
-    activities: list[dict[str, Any]] = []
+    writes: list[changes.Write] = []
     new_jobs: list[jobs_repo.NewJob] = []
-    rescored: dict[str, list[datetime]] = {}
     for plan in plans:
         row = current.get(plan.lead_id)
         if row is None:  # erased meanwhile
             continue
         written = values[plan.lead_id]
-        await leads_repo.update_lead(conn, plan.lead_id, written)
-        activities.extend(acts[plan.lead_id])
-        if ANALYTICS_INPUTS & written.keys():
-            rescored.setdefault(row.campaign_id, []).append(row.created_at)
+        writes.append(changes.Write(row, written, acts[plan.lead_id]))
         fresh = SimpleNamespace(**{**row._mapping, **written})
         view = build_view(ctx, fresh, assignees.get(plan.lead_id), plan.campaign)
         for name in registry.all_names():
@@ -310,9 +293,8 @@ async def commit_routing(conn: AsyncConnection, plans: list[RoutePlan], ctx: Wor
                     )
                 )
         metrics.STAGE_LATENCY.labels("processed").observe((now - row.created_at).total_seconds())
-    await leads_repo.insert_activities(conn, activities)
+    await changes.apply(conn, writes)  # analytics: only days before today (a re-run on an old lead)
     await jobs_repo.enqueue(conn, new_jobs, now)
-    await rollup.invalidate(conn, rescored)  # only days before today: a re-run on an old lead
 
 
 def build_view(ctx: WorkerContext, row: Any, assignee: Assignee | None, campaign: AnyRow | None) -> LeadView:
@@ -412,7 +394,7 @@ async def deliver(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
         ),
     )
     now = utcnow()
-    kind = (
+    kind: ActivityType = (
         "synced"
         if name in ("hubspot", "salesforce", "mailchimp", "sendgrid", "ga4", "webhook")
         else "notification_sent"
@@ -436,12 +418,16 @@ async def deliver(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
         response_excerpt=outcome.response_excerpt,
         connector=name,
         activities=(
-            _activity(
+            Activity(
                 lead_id,
                 kind,
                 outcome.detail or f"Delivered by {name}",
-                {"connector": name, "status_code": outcome.status_code, "external_id": outcome.external_id},
                 now,
+                details={
+                    "connector": name,
+                    "status_code": outcome.status_code,
+                    "external_id": outcome.external_id,
+                },
             ),
         ),
         jobs=follow_ups,

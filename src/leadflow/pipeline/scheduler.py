@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from leadflow.integrations import registry
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import AnyRow, table_of
+from leadflow.leads.activities import Activity
 from leadflow.leads.models import Lead, LeadActivity
 from leadflow.pipeline import repository as jobs_repo
 from leadflow.pipeline.models import Job
@@ -78,14 +79,13 @@ async def scan_reminders(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
     async with ctx.engine.begin() as conn:
         due = (await conn.execute(query)).all()
         acts = [
-            {
-                "lead_id": row.id,
-                "activity_type": "reminder_due",
-                "description": f"Follow-up due since {row.follow_up_date:%Y-%m-%d %H:%M} UTC",
-                "performed_by": "system",
-                "metadata": {"follow_up_date": row.follow_up_date.isoformat()},
-                "created_at": now,
-            }
+            Activity(
+                row.id,
+                "reminder_due",
+                f"Follow-up due since {row.follow_up_date:%Y-%m-%d %H:%M} UTC",
+                now,
+                details={"follow_up_date": row.follow_up_date.isoformat()},
+            ).row()
             for row in due
         ]
         if acts:

@@ -30,6 +30,7 @@ from leadflow.integrations.base import DeliveryError, PermanentError, RetriableE
 from leadflow.integrations.http import excerpt
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import AnyRow
+from leadflow.leads.activities import Activity
 from leadflow.observability import alerts, metrics
 from leadflow.pipeline import repository as repo
 from leadflow.pipeline.retry import next_run_at
@@ -68,7 +69,7 @@ class HandlerResult:
     response_excerpt: str | None = None
     connector: str = ""
     # Written in the same transaction that marks the job done, and only if this worker still holds it:
-    activities: tuple[dict[str, Any], ...] = ()  # lead_activities rows
+    activities: tuple[Activity, ...] = ()
     jobs: tuple[repo.NewJob, ...] = ()  # follow-up jobs
     staged: Staged | None = None
 
@@ -353,7 +354,7 @@ class Worker:
             if activities:
                 from leadflow.leads.repository import insert_activities
 
-                await insert_activities(conn, activities)
+                await insert_activities(conn, [a.row() for a in activities])
             follow_ups = [j for item in done if item.result for j in item.result.jobs]
             if follow_ups:
                 await repo.enqueue(conn, follow_ups, now)
@@ -443,14 +444,13 @@ class Worker:
         await insert_activities(
             conn,
             [
-                {
-                    "lead_id": job.lead_id,
-                    "activity_type": "delivery_failed",
-                    "description": f"{connector} delivery failed after {job.attempts} attempt(s); replay it from the jobs list",
-                    "performed_by": "system",
-                    "metadata": {"connector": connector, "job_id": job.id, "error": message[:300]},
-                    "created_at": now,
-                }
+                Activity(
+                    job.lead_id,
+                    "delivery_failed",
+                    f"{connector} delivery failed after {job.attempts} attempt(s); replay it from the jobs list",
+                    now,
+                    details={"connector": connector, "job_id": job.id, "error": message[:300]},
+                ).row()
             ],
         )
 
