@@ -41,7 +41,6 @@ from leadflow.config import HubSpotSettings, Settings, secret_text
 from leadflow.integrations.base import (
     Connector,
     DeliveryContext,
-    DeliveryError,
     LeadView,
     Outcome,
     PermanentError,
@@ -115,10 +114,9 @@ def _error_summary(response: httpx.Response) -> str:
 def _raise_for(response: httpx.Response, pii: tuple[str | None, ...]) -> None:
     """Raise Retriable/Permanent for a non-2xx answer, with a summary free of personal data."""
     try:
-        check(response)
-    except DeliveryError as exc:
-        exc.response_excerpt = excerpt(redact(_error_summary(response), *pii))
-        if isinstance(exc, RetriableError) and exc.retry_after is None and response.status_code == 429:
+        check(response, summary=_error_summary, pii=pii)
+    except RetriableError as exc:
+        if exc.retry_after is None and response.status_code == 429:
             try:
                 policy = str(response.json().get("policyName", ""))
             except (ValueError, AttributeError):

@@ -35,14 +35,13 @@ from leadflow.config import MailchimpSettings, Settings, secret_text
 from leadflow.integrations.base import (
     Connector,
     DeliveryContext,
-    DeliveryError,
     LeadView,
     Outcome,
     PermanentError,
     PrivacySubject,
     campaign_toggle,
 )
-from leadflow.integrations.http import check, excerpt, redact, send
+from leadflow.integrations.http import check, send
 from leadflow.privacy.policy import allowed as privacy_allows
 
 GRADES = ("A", "B", "C", "D")
@@ -98,14 +97,6 @@ def _summary(response: httpx.Response) -> str:
     return f"{data.get('title', 'Error')}: {data.get('detail', '')}".strip()
 
 
-def _checked(response: httpx.Response, pii: tuple[str | None, ...]) -> None:
-    try:
-        check(response)
-    except DeliveryError as exc:
-        exc.response_excerpt = excerpt(redact(_summary(response), *pii))
-        raise
-
-
 class MailchimpConnector(Connector):
     name: ClassVar[str] = "mailchimp"
     max_attempts: ClassVar[int] = 6
@@ -153,7 +144,7 @@ class MailchimpConnector(Connector):
         url = self._member_url(list_id, lead.email)
         pii = (lead.email, lead.first_name, lead.last_name)
         response = await send(ctx.http, "PUT", url, auth=auth, json=member_body(lead))
-        _checked(response, pii)
+        check(response, summary=_summary, pii=pii)
         try:
             member = response.json()
         except ValueError:
@@ -164,7 +155,7 @@ class MailchimpConnector(Connector):
             member_id = member.get("contact_id") or member.get("unique_email_id")
         tags = member_tags(lead)
         tagged = await send(ctx.http, "POST", f"{url}/tags", auth=auth, json={"tags": tags})
-        _checked(tagged, pii)
+        check(tagged, summary=_summary, pii=pii)
         active = sum(1 for t in tags if t["status"] == "active")
         return Outcome(
             status_code=response.status_code,
@@ -185,7 +176,7 @@ class MailchimpConnector(Connector):
         response = await send(ctx.http, "POST", url, auth=self._auth())
         if response.status_code == 404:
             return Outcome(status_code=404, detail=f"not a member of Mailchimp list {target}")
-        _checked(response, (email, email.strip().lower()))
+        check(response, summary=_summary, pii=(email, email.strip().lower()))
         return Outcome(
             status_code=response.status_code, detail=f"Mailchimp member deleted from list {target}"
         )
@@ -228,7 +219,7 @@ class MailchimpConnector(Connector):
         )
         if response.status_code == 400 and _summary(response).startswith("Forgotten Email"):
             return Outcome(status_code=400, detail=f"address was permanently deleted from list {target}")
-        _checked(response, pii)
+        check(response, summary=_summary, pii=pii)
         try:
             before = str(response.json().get("status", ""))
         except (ValueError, AttributeError):
@@ -241,7 +232,7 @@ class MailchimpConnector(Connector):
                 auth=self._auth(),
                 json={"email_address": address, "status": "unsubscribed"},
             )
-            _checked(response, pii)
+            check(response, summary=_summary, pii=pii)
         return Outcome(
             status_code=response.status_code,
             response_excerpt=json.dumps({"before": before or None, "status": "unsubscribed"}),

@@ -32,7 +32,6 @@ from leadflow.config import SendGridSettings, Settings, secret_text
 from leadflow.integrations.base import (
     Connector,
     DeliveryContext,
-    DeliveryError,
     LeadView,
     Outcome,
     PermanentError,
@@ -40,7 +39,7 @@ from leadflow.integrations.base import (
     RetriableError,
     campaign_toggle,
 )
-from leadflow.integrations.http import check, excerpt, redact, send
+from leadflow.integrations.http import check, send
 from leadflow.privacy.policy import allowed as privacy_allows
 
 CONTACTS_PATH = "/v3/marketing/contacts"
@@ -80,10 +79,9 @@ def _summary(response: httpx.Response) -> str:
 
 def _checked(response: httpx.Response, pii: tuple[str | None, ...]) -> None:
     try:
-        check(response)
-    except DeliveryError as exc:
-        exc.response_excerpt = excerpt(redact(_summary(response), *pii))
-        if isinstance(exc, RetriableError) and exc.retry_after is None:
+        check(response, summary=_summary, pii=pii)
+    except RetriableError as exc:
+        if exc.retry_after is None:
             # SendGrid's 429 says when the window resets (epoch seconds) rather than Retry-After.
             reset = response.headers.get("x-ratelimit-reset", "")
             if reset.isdigit():
