@@ -442,15 +442,15 @@ async def test_report_goes_through_sendgrid_too(
 ) -> None:
     from pydantic import SecretStr
 
+    from leadflow.config import EmailSettings, SendGridSettings
     from tests.fakes.sendgrid_mail import FakeSendGridMail
 
     day = utcnow().date() - timedelta(days=1)
     with FakeSendGridMail(shared / "contracts" / "sendgrid" / "mail-send-v3.subset.json") as sendgrid:
         settings = harness.settings.model_copy(
             update={
-                "email_transport": "sendgrid",
-                "sendgrid_api_key": SecretStr(sendgrid.api_key),
-                "sendgrid_base_url": sendgrid.base_url,
+                "email": EmailSettings(transport="sendgrid"),
+                "sendgrid": SendGridSettings(api_key=SecretStr(sendgrid.api_key), base_url=sendgrid.base_url),
             }
         )
         async with harness.engine.connect() as conn:

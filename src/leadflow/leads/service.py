@@ -230,12 +230,11 @@ async def _queue_crm_updates(
     from sqlalchemy import select
 
     from leadflow.integrations import registry
-    from leadflow.integrations.base import ResyncsCorrections
     from leadflow.pipeline import repository as jobs_repo
     from leadflow.pipeline.processing import DELIVER_JOB
 
     jobs = jobs_repo.jobs
-    tools = registry.configured_with(settings, ResyncsCorrections)
+    tools = registry.resyncing(settings)
     keys = {f"deliver:{c.name}:{row.id}": c for c in tools}
     if not keys:
         return []

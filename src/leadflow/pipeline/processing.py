@@ -298,7 +298,7 @@ async def commit_routing(conn: AsyncConnection, plans: list[RoutePlan], ctx: Wor
         view = build_view(ctx, fresh, assignees.get(plan.lead_id), plan.campaign)
         for name in registry.all_names():
             connector = connector_for(ctx, name)
-            if connector.configured() and privacy_allows(str(name), view) and connector.wants(view):
+            if connector.configured() and privacy_allows(connector, view) and connector.wants(view):
                 new_jobs.append(
                     jobs_repo.NewJob(
                         kind=DELIVER_JOB,
@@ -395,7 +395,7 @@ async def deliver(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
     if row is None:
         return HandlerResult(connector=name, response_excerpt="lead no longer exists")
     view = await lead_view(ctx, row)
-    if row.anonymized_at is not None or not privacy_allows(name, view):
+    if row.anonymized_at is not None or not privacy_allows(connector, view):
         return HandlerResult(
             connector=name, response_excerpt="not allowed by the lead's privacy choices; nothing sent"
         )
@@ -412,11 +412,7 @@ async def deliver(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
         ),
     )
     now = utcnow()
-    kind = (
-        "synced"
-        if name in ("hubspot", "salesforce", "mailchimp", "sendgrid", "ga4", "webhook")
-        else "notification_sent"
-    )
+    kind = "synced" if connector.counts_as_sync else "notification_sent"
     follow_ups: tuple[jobs_repo.NewJob, ...] = ()
     if outcome.follow_up is not None:
         follow = outcome.follow_up
