@@ -12,8 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow.config import Settings
 from leadflow.integrations.mailer import close_smtp_pools
-from leadflow.pipeline.processing import committers, handlers
-from leadflow.pipeline.scheduler import periodic_handlers
+from leadflow.pipeline.jobs import Tasks
 from leadflow.pipeline.worker import Worker, WorkerContext, default_worker_id
 from leadflow.scoring.rules import normalise_catalog
 from leadflow.security.crypto import FieldCipher
@@ -46,11 +45,22 @@ async def worker_context(
 
 
 def build_worker(ctx: WorkerContext, **options: float | int | None) -> Worker:
-    from leadflow.observability.alerts import alert_handlers
-    from leadflow.reports.tasks import handlers as report_handlers
+    """A worker for every domain's registered tasks (``leadflow.tasks.registry``)."""
+    from leadflow.tasks import registry
 
-    every = {**handlers(), **periodic_handlers(), **report_handlers(), **alert_handlers()}
-    return Worker(ctx, every, committers=committers(), **options)  # type: ignore[arg-type]
+    return for_tasks(ctx, registry(), **options)
+
+
+def for_tasks(ctx: WorkerContext, tasks: Tasks, **options: float | int | None) -> Worker:
+    """A worker for the job kinds, committers, periodic runs and dead-letter hooks of ``tasks``."""
+    return Worker(
+        ctx,
+        tasks.handlers(),
+        committers=tasks.committers,
+        periodic=tasks.periodic(),
+        dead_letter_hooks=tasks.dead_letter_hooks,
+        **options,  # type: ignore[arg-type]
+    )
 
 
 async def run_worker(
