@@ -6,8 +6,12 @@ Each domain owns its job kinds and handlers in its ``tasks.py`` and registers th
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import cache
+from typing import Any
 
+from leadflow.config import Settings
 from leadflow.pipeline.jobs import Tasks
 
 
@@ -23,3 +27,18 @@ def registry() -> Tasks:
     for domain in (leads, integrations, privacy, reports, observability):
         domain.register(tasks)
     return tasks
+
+
+@asynccontextmanager
+async def worker_services(settings: Settings) -> AsyncIterator[dict[str, Any]]:
+    """What the handlers share within one worker (``WorkerContext.services``), closed when it stops."""
+    from leadflow.enrichment.service import Enricher
+    from leadflow.integrations.mailer import close_smtp_pools
+    from leadflow.scoring.rules import normalise_catalog
+
+    enricher = Enricher(settings)
+    try:
+        yield {"enricher": enricher, "catalog": normalise_catalog(settings.service_catalog)}
+    finally:
+        enricher.close()
+        close_smtp_pools()

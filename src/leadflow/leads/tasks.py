@@ -331,4 +331,5 @@ def note_failure(
 def register(tasks: Tasks) -> None:
     tasks.add(Task(PROCESS, process_lead), Task(REMINDERS, scan_reminders, every=REMINDER_INTERVAL))
     tasks.commit(ROUTE_GROUP, commit_routing)
+    tasks.write_activities_with(leads_repo.insert_activities)
     tasks.on_dead_letter(note_failure)

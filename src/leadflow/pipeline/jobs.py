@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from leadflow.pipeline.repository import NewJob
 
 if TYPE_CHECKING:
-    from leadflow.pipeline.worker import Committer, DeadLetterHook, Handler
+    from leadflow.pipeline.worker import ActivityWriter, Committer, DeadLetterHook, Handler
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,7 @@ class Tasks:
     tasks: dict[str, Task] = field(default_factory=dict)
     committers: dict[str, Committer] = field(default_factory=dict)
     dead_letter_hooks: list[DeadLetterHook] = field(default_factory=list)
+    activity_writer: ActivityWriter | None = None  # stores the activities handlers return
 
     def add(self, *tasks: Task) -> None:
         for task in tasks:
@@ -79,6 +80,9 @@ class Tasks:
         if group in self.committers:
             raise ValueError(f"staged group {group!r} has two committers")
         self.committers[group] = committer
+
+    def write_activities_with(self, writer: ActivityWriter) -> None:
+        self.activity_writer = writer
 
     def on_dead_letter(self, hook: DeadLetterHook) -> None:
         self.dead_letter_hooks.append(hook)

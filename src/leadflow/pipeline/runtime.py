@@ -11,10 +11,8 @@ from httpx_aiohttp import AiohttpTransport
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow.config import Settings
-from leadflow.integrations.mailer import close_smtp_pools
 from leadflow.pipeline.jobs import Tasks
 from leadflow.pipeline.worker import Worker, WorkerContext, default_worker_id
-from leadflow.scoring.rules import normalise_catalog
 from leadflow.security.crypto import FieldCipher
 
 
@@ -22,26 +20,24 @@ from leadflow.security.crypto import FieldCipher
 async def worker_context(
     engine: AsyncEngine, settings: Settings, worker_id: str | None = None
 ) -> AsyncIterator[WorkerContext]:
-    from leadflow.enrichment.service import Enricher
+    from leadflow.tasks import worker_services
 
-    enricher = Enricher(settings)
     timeout = httpx.Timeout(settings.http_timeout_seconds)
     # httpx's API for the connectors, aiohttp underneath: a third of httpcore's CPU per request
     # (bench/pipeline.py), and the worker's throughput is CPU-bound.
     transport = AiohttpTransport(limits=httpx.Limits(max_connections=100, max_keepalive_connections=50))
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, transport=transport) as http:
-        try:
-            yield WorkerContext(
-                engine=engine,
-                settings=settings,
-                cipher=FieldCipher(settings.encryption_keys, settings.blind_key),
-                http=http,
-                worker_id=worker_id or default_worker_id(),
-                services={"enricher": enricher, "catalog": normalise_catalog(settings.service_catalog)},
-            )
-        finally:
-            enricher.close()
-            close_smtp_pools()
+    async with (
+        httpx.AsyncClient(timeout=timeout, follow_redirects=False, transport=transport) as http,
+        worker_services(settings) as services,
+    ):
+        yield WorkerContext(
+            engine=engine,
+            settings=settings,
+            cipher=FieldCipher(settings.encryption_keys, settings.blind_key),
+            http=http,
+            worker_id=worker_id or default_worker_id(),
+            services=services,
+        )
 
 
 def build_worker(ctx: WorkerContext, **options: float | int | None) -> Worker:
@@ -59,6 +55,7 @@ def for_tasks(ctx: WorkerContext, tasks: Tasks, **options: float | int | None) -
         committers=tasks.committers,
         periodic=tasks.periodic(),
         dead_letter_hooks=tasks.dead_letter_hooks,
+        activity_writer=tasks.activity_writer,
         **options,  # type: ignore[arg-type]
     )
 

@@ -102,6 +102,8 @@ Committer = Callable[[AsyncConnection, list[Any], WorkerContext], Awaitable[None
 # What a domain adds to the transaction that gives up on a job: (job, connector, error, ctx, now) →
 # activities and follow-up jobs (e.g. a ``delivery_failed`` activity on the lead, an alert digest).
 DeadLetterHook = Callable[[AnyRow, str, str, WorkerContext, datetime], HandlerResult]
+# Stores the activity rows handlers return (the leads domain registers it).
+ActivityWriter = Callable[[AsyncConnection, list[dict[str, Any]]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -136,6 +138,7 @@ class Worker:
         committers: Mapping[str, Committer] | None = None,
         periodic: Mapping[str, timedelta] | None = None,
         dead_letter_hooks: Sequence[DeadLetterHook] = (),
+        activity_writer: ActivityWriter | None = None,
         concurrency: int | None = None,
         lease_seconds: float | None = None,
         poll_seconds: float | None = None,
@@ -148,6 +151,7 @@ class Worker:
         self.committers = dict(committers or {})
         self.periodic = dict(periodic or {})
         self.dead_letter_hooks = tuple(dead_letter_hooks)
+        self.activity_writer = activity_writer
         self.concurrency = concurrency or settings.worker_concurrency
         self.lease = timedelta(seconds=lease_seconds or settings.worker_lease_seconds)
         self.poll = poll_seconds if poll_seconds is not None else settings.worker_poll_seconds
@@ -412,14 +416,17 @@ class Worker:
             self._wake.set()
         return outcomes
 
-    @staticmethod
     async def _apply(
-        conn: AsyncConnection, activities: list[dict[str, Any]], follow_ups: list[repo.NewJob], now: datetime
+        self,
+        conn: AsyncConnection,
+        activities: list[dict[str, Any]],
+        follow_ups: list[repo.NewJob],
+        now: datetime,
     ) -> None:
         if activities:
-            from leadflow.leads.repository import insert_activities
-
-            await insert_activities(conn, activities)
+            if self.activity_writer is None:
+                raise PermanentError("no activity writer registered for the activities this job returned")
+            await self.activity_writer(conn, activities)
         if follow_ups:
             await repo.enqueue(conn, follow_ups, now)
 
