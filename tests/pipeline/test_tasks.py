@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -15,10 +14,9 @@ from leadflow.kit.clock import utcnow
 from leadflow.kit.models import AnyRow
 from leadflow.pipeline import repository as repo
 from leadflow.pipeline.jobs import JobKind, Task, Tasks
-from leadflow.pipeline.runtime import for_tasks
+from leadflow.pipeline.runtime import for_tasks, worker_context
 from leadflow.pipeline.scheduler import ensure_periodic, is_slot, slot
 from leadflow.pipeline.worker import HandlerResult, RetryLater, WorkerContext
-from leadflow.security.crypto import FieldCipher
 from leadflow.tasks import registry
 from tests.conftest import Harness, example_lead
 
@@ -28,14 +26,8 @@ NOTE = JobKind("test.note", max_attempts=3)
 
 @pytest.fixture
 async def ctx(harness: Harness) -> AsyncIterator[WorkerContext]:
-    async with httpx.AsyncClient() as http:
-        yield WorkerContext(
-            engine=harness.engine,
-            settings=harness.settings,
-            cipher=FieldCipher(harness.settings.encryption_keys),
-            http=http,
-            worker_id="test-worker",
-        )
+    async with worker_context(harness.engine, harness.settings, "test-worker") as made:
+        yield made
 
 
 async def _add(h: Harness, *jobs: repo.NewJob) -> None:

@@ -148,8 +148,8 @@ async def retention(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
     async def write(conn: AsyncConnection) -> list[NewJob]:
         report = await enforce_retention(conn, ctx.cipher, ctx.settings, dry_run=False)
         more = report.progressed and batch + 1 < RETENTION_BATCHES
-        step = {"root": root, "since": since, "done": done + report.done}
-        step.update({"batch": batch + 1} if more else {"step": "reclaim"})
+        after = {"batch": batch + 1} if more else {"step": "reclaim"}
+        step = {"root": root, "since": since, "done": done + report.done, **after}
         key = f"retention:{root}:{batch + 1 if more else 'reclaim'}"
         return [RETENTION.new(step, run_at=utcnow(), dedup_key=key)]
 
