@@ -38,14 +38,7 @@ class JobKind:
         max_attempts: int | None = None,
     ) -> NewJob:
         """A job of this kind. ``dedup_key``: enqueueing the same key again is a no-op."""
-        return NewJob(
-            kind=self.name,
-            payload=payload,
-            run_at=run_at,
-            lead_id=lead_id,
-            dedup_key=dedup_key,
-            max_attempts=max_attempts or self.max_attempts,
-        )
+        return NewJob(self.name, payload, run_at, lead_id, dedup_key, max_attempts or self.max_attempts)
 
     def __str__(self) -> str:
         return self.name
