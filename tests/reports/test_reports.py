@@ -24,8 +24,9 @@ from leadflow.kit.models import table_of
 from leadflow.leads.models import Lead
 from leadflow.pipeline import repository as jobs_repo
 from leadflow.pipeline.runtime import build_worker, worker_context
-from leadflow.pipeline.scheduler import REPORTS_JOB, slot
+from leadflow.pipeline.scheduler import slot
 from leadflow.reports import service
+from leadflow.reports.tasks import REPORTS_JOB
 from tests.conftest import TEST_KEY, Harness, example_lead
 from tests.fakes.smtp import FakeSmtp, ReceivedMail
 
