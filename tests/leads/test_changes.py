@@ -22,8 +22,7 @@ from leadflow.kit.state import state_of
 from leadflow.leads import repository as repo
 from leadflow.leads.activities import ACTOR_LENGTH, Activity, note_text
 from leadflow.leads.changes import UNSET, Audit, LeadChange, Write, apply, plan
-from leadflow.leads.fields import OPTIONAL_FIELDS
-from leadflow.leads.models import ACTIVITY_TYPES
+from leadflow.leads.models import ACTIVITY_TYPES, OPTIONAL_FIELDS
 from leadflow.leads.schemas import LeadUpdate
 from leadflow.scoring import rules
 from leadflow.security.audit import Actor, audit

@@ -38,7 +38,7 @@ from leadflow.kit.ids import new_lead_ids
 from leadflow.kit.text import email_index_form
 from leadflow.leads import repository as repo
 from leadflow.leads.activities import Activity
-from leadflow.leads.fields import OPTIONAL_FIELDS
+from leadflow.leads.models import OPTIONAL_FIELDS
 from leadflow.leads.schemas import CaptureRequest
 from leadflow.leads.spool import CaptureSpool, Spooled, SpoolUnavailable
 from leadflow.privacy.regions import regime

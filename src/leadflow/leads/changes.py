@@ -296,8 +296,9 @@ async def apply(
 
     For each write, in order: the row update and the activity rows; if an analytics input
     (``ANALYTICS_INPUTS``) changed, the stored sums of the lead's day (``campaigns.rollup``) and
-    ``analytics``, this process's cache of the campaign's figures (other processes follow within its
-    ttl); for a rectification, the consent history follows a changed e-mail and, with ``settings``, the
+    ``analytics``, this process's cache of the campaign's figures (dropped before the commit: a request
+    computing meanwhile may keep the old figures for at most the cache's ttl, the bound other processes'
+    changes have anyway, within the spec's 30 s); for a rectification, the consent history follows a changed e-mail and, with ``settings``, the
     lead is queued again at each tool that synced it and syncs corrections; then the audit entry.
 
     Audit rule: a change is audited with :func:`~leadflow.security.audit.record`, in the transaction of

@@ -33,6 +33,9 @@ QUALIFICATION_STATUSES = ("unqualified", "marketing_qualified", "sales_qualified
 STATUSES = ("new", "contacted", "qualified", "proposal", "closed_won", "closed_lost")
 SOURCES = ("landing-page", "modal", "contact-form", "embed", "manual", "import")
 PII_FIELDS = ("first_name", "last_name", "email", "phone", "company", "message", "ip_address", "user_agent")
+# The form's optional fields: capture and the worker's re-score count those a lead filled in
+# (``ScoreInput.filled_optional``); the score's form-completion rule asks for all of them.
+OPTIONAL_FIELDS = ("phone", "company", "service_interest", "urgency", "message", "budget_range", "timeline")
 
 
 class Lead(Base):

@@ -26,7 +26,7 @@ from leadflow.kit.models import AnyRow
 from leadflow.leads import changes
 from leadflow.leads import repository as leads_repo
 from leadflow.leads.activities import Activity
-from leadflow.leads.fields import OPTIONAL_FIELDS
+from leadflow.leads.models import OPTIONAL_FIELDS
 from leadflow.leads.views import build_view, loaders
 from leadflow.observability import metrics
 from leadflow.pipeline.jobs import JobKind, Task, Tasks

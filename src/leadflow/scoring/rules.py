@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from leadflow.leads.fields import OPTIONAL_FIELDS as OPTIONAL_FIELDS
+from leadflow.leads.models import OPTIONAL_FIELDS as OPTIONAL_FIELDS
 from leadflow.scoring.channels import CHANNEL_POINTS
 
 HIGH_URGENCY = frozenset({"high", "emergency", "urgent", "asap", "same-day", "immediate", "critical"})
