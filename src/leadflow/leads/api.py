@@ -34,7 +34,7 @@ from leadflow.leads.schemas import (
     Status,
 )
 from leadflow.observability import metrics
-from leadflow.security.audit import Actor, note_refusal, record, record_now
+from leadflow.security.audit import Actor, note_refusal, record_now
 from leadflow.security.auth import require
 from leadflow.security.ratelimit import Guard, rate_limited
 from leadflow.security.tokens import Principal
@@ -578,21 +578,15 @@ async def update_lead(
             state.cipher,
             lead_id,
             body,
-            principal.actor,
+            actor,
             only_assigned_to=scope,
             settings=state.settings,
-            request_id=actor.request_id,
+            analytics=state.analytics,
         )
-        details: dict[str, Any] = {"fields": sorted(body.model_fields_set)}
-        if crm:
-            details["crm_updates"] = crm
-        await record(conn, actor, "lead.update", "lead", lead_id, details)
     if crm or body.do_not_sell:
         state.wake_worker()
     async with state.engine.connect() as conn:
-        result = await service.detail(conn, state.cipher, lead_id, only_assigned_to=scope)
-    state.analytics.invalidate(result.campaign_id)
-    return result
+        return await service.detail(conn, state.cipher, lead_id, only_assigned_to=scope)
 
 
 def extra_schemas() -> dict[str, Any]:

@@ -37,6 +37,8 @@ from leadflow.kit.clock import utcnow
 from leadflow.kit.ids import new_lead_ids
 from leadflow.kit.text import email_index_form
 from leadflow.leads import repository as repo
+from leadflow.leads.activities import Activity
+from leadflow.leads.models import OPTIONAL_FIELDS
 from leadflow.leads.schemas import CaptureRequest
 from leadflow.leads.spool import CaptureSpool, Spooled, SpoolUnavailable
 from leadflow.privacy.regions import regime
@@ -92,15 +94,6 @@ def prepare(
         tracking.referrer_url,
         tracking.landing_page_url,
     )
-    optional = {
-        "phone": contact.phone,
-        "company": contact.company,
-        "service_interest": details.service_interest,
-        "urgency": details.urgency,
-        "message": details.message,
-        "budget_range": details.budget_range,
-        "timeline": details.timeline,
-    }
     score_input = rules.ScoreInput(
         email_kind=classify_domain(domain),
         phone=contact.phone is not None,
@@ -108,7 +101,9 @@ def prepare(
         service_interest=details.service_interest,
         urgency=details.urgency,
         budget_range=details.budget_range,
-        filled_optional=frozenset(k for k, v in optional.items() if v),
+        filled_optional=frozenset(
+            f for f in OPTIONAL_FIELDS if getattr(contact, f, None) or getattr(details, f, None)
+        ),
         time_on_page_seconds=tracking.time_on_page_seconds,
         channel=channel.name,
         service_catalog=catalog | rules.normalise_catalog(campaign.services),
@@ -576,29 +571,26 @@ class CaptureWriter:
         for row, lead_id in zip(plan.lead_rows, ids, strict=True):
             if row["email_hash"] in erased:
                 activity_rows.append(
-                    {
-                        "lead_id": lead_id,
-                        "activity_type": "previously_erased",
-                        "description": "This person asked for erasure before; check consent before contacting",
-                        "performed_by": "system",
-                        "metadata": None,
-                        "created_at": now,
-                    }
+                    Activity(
+                        lead_id,
+                        "previously_erased",
+                        "This person asked for erasure before; check consent before contacting",
+                        now,
+                    ).row()
                 )
             activity_rows.append(
-                {
-                    "lead_id": lead_id,
-                    "activity_type": "created",
-                    "description": f"Lead captured from {row['source']} ({row['channel']})",
-                    "performed_by": "system",
-                    "metadata": {
+                Activity(
+                    lead_id,
+                    "created",
+                    f"Lead captured from {row['source']} ({row['channel']})",
+                    now,
+                    details={
                         "score": row["lead_score"],
                         "grade": row["lead_grade"],
                         "channel": row["channel"],
                         "previous_lead_id": row["previous_lead_id"],
                     },
-                    "created_at": now,
-                }
+                ).row()
             )
             job_rows.append(
                 {
@@ -615,14 +607,13 @@ class CaptureWriter:
             )
         for known_id, position, meta in plan.duplicate_activities:
             activity_rows.append(
-                {
-                    "lead_id": known_id if known_id is not None else id_at[position or 0],
-                    "activity_type": "duplicate_submission",
-                    "description": "The same person submitted this campaign's form again",
-                    "performed_by": "system",
-                    "metadata": meta,
-                    "created_at": now,
-                }
+                Activity(
+                    known_id if known_id is not None else id_at[position or 0],
+                    "duplicate_submission",
+                    "The same person submitted this campaign's form again",
+                    now,
+                    details=meta,
+                ).row()
             )
         return activity_rows, job_rows
 
