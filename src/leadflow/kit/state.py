@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from leadflow.campaigns.service import CampaignCache
     from leadflow.config import Settings
     from leadflow.db import PointReader
-    from leadflow.leads.capture import CaptureWriter
+    from leadflow.leads.capture.service import CaptureWriter
     from leadflow.observability.metrics import Exposition
     from leadflow.security.audit import AuditBuffer
     from leadflow.security.clientip import Network
