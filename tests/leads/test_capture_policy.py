@@ -152,7 +152,7 @@ def test_follow_up_rows() -> None:
         policy.process_job_row(10, plan.lead_rows[0]["public_id"], NOW),
         policy.process_job_row(11, plan.lead_rows[1]["public_id"], NOW),
     ]
-    assert jobs[0]["kind"] == policy.PROCESS_JOB and jobs[0]["payload"] == {
+    assert jobs[0]["kind"] == "lead.process" and jobs[0]["payload"] == {
         "lead_id": 10,
         "public_id": plan.lead_rows[0]["public_id"],
     }

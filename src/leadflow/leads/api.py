@@ -190,8 +190,9 @@ async def lead_status(
 async def list_leads(
     request: Request,
     state: AppStateDep,
+    # Before the connection: resolving a token may need one (SQLite's pool holds one connection).
+    principal: Annotated[Principal, Depends(require("leads:read"))],
     conn: WriteConn,
-    principal: Principal = Depends(require("leads:read")),
     campaign_id: Annotated[str | None, Query(max_length=100)] = None,
     status: Status | None = None,
     grade: Grade | None = None,
@@ -246,9 +247,10 @@ async def list_leads(
 async def lead_detail(
     request: Request,
     state: AppStateDep,
-    conn: WriteConn,
     lead_id: LeadId,
-    principal: Principal = Depends(require("leads:read")),
+    # Before the connection: resolving a token may need one (SQLite's pool holds one connection).
+    principal: Annotated[Principal, Depends(require("leads:read"))],
+    conn: WriteConn,
 ) -> LeadDetail:
     _check_lead_id(lead_id)
     result = await service.detail(conn, state.cipher, lead_id, only_assigned_to=_scope(principal))

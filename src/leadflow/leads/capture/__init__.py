@@ -3,7 +3,6 @@ commit), ``store`` (one storage protocol, one implementation per backend family)
 HTTP entry). The names other packages use are re-exported here."""
 
 from leadflow.leads.capture.policy import (
-    PROCESS_JOB,
     RESPONSE_TIMES,
     CaptureOutcome,
     PreparedLead,
@@ -11,4 +10,4 @@ from leadflow.leads.capture.policy import (
 )
 from leadflow.leads.capture.service import CaptureWriter
 
-__all__ = ["PROCESS_JOB", "RESPONSE_TIMES", "CaptureOutcome", "CaptureWriter", "PreparedLead", "prepare"]
+__all__ = ["RESPONSE_TIMES", "CaptureOutcome", "CaptureWriter", "PreparedLead", "prepare"]

@@ -38,7 +38,6 @@ from leadflow.scoring import rules
 from leadflow.scoring.channels import Channel, classify
 from leadflow.security.crypto import FieldCipher
 
-PROCESS_JOB = "lead.process"
 RESPONSE_TIMES = {"A": "2 hours", "B": "4 hours", "C": "24 hours", "D": "48 hours"}
 # The score is a pure function of its (hashable) input, and most leads share a few inputs.
 score = functools.lru_cache(maxsize=4096)(rules.score)
@@ -427,18 +426,11 @@ def spooled_outcome(item: PreparedLead, public_id: str) -> CaptureOutcome:
 
 
 def process_job_row(lead_id: int, public_id: str, now: datetime) -> dict[str, Any]:
-    """The outbox job of a captured lead (the one place capture builds a job row)."""
-    return {
-        "kind": PROCESS_JOB,
-        "payload": {"lead_id": lead_id, "public_id": public_id},
-        "status": "pending",
-        "attempts": 0,
-        "max_attempts": 8,
-        "run_at": now,
-        "lead_id": lead_id,
-        "created_at": now,
-        "updated_at": now,
-    }
+    """The outbox job of a captured lead (``lead.process``): the one place capture creates a job,
+    through the one way to create jobs (``JobKind.new``)."""
+    from leadflow.leads.tasks import PROCESS  # leads.tasks imports leads.service, which imports capture
+
+    return PROCESS.new({"lead_id": lead_id, "public_id": public_id}, run_at=now, lead_id=lead_id).row(now)
 
 
 def _activity(lead_id: int, kind: str, description: str, meta: Any, now: datetime) -> dict[str, Any]:
