@@ -19,7 +19,6 @@ from leadflow.errors import ApiError, database_unavailable, json_response, valid
 from leadflow.kit.state import AppState, scope_state
 from leadflow.leads.capture.policy import RESPONSE_TIMES, CaptureOutcome
 from leadflow.leads.capture.service import capture
-from leadflow.leads.schemas import CaptureResponse
 from leadflow.observability import metrics
 from leadflow.security.audit import note_refusal
 
@@ -29,6 +28,7 @@ CAPTURE_PATH = "/v1/api/leads"
 CORS_HEADERS = "Content-Type, X-Campaign-Token, Idempotency-Key, X-Request-ID"
 # Answer headers a cross-origin script (embed.js) may read: retry timing and replay marker.
 CORS_EXPOSE = "Retry-After, Idempotent-Replayed, RateLimit-Reset"
+CAPTURED_MESSAGE = "Lead captured successfully"
 SPOOLED_MESSAGE = "Lead accepted; it is stored as soon as the database is reachable again"
 IDEMPOTENCY_KEY_MAX = 255
 # The request headers the capture path reads (ASGI header names are lower case).
@@ -106,19 +106,21 @@ def _answer(outcome: CaptureOutcome, origin: str | None, window_hours: float) ->
             field="Idempotency-Key",
             headers=cors,
         )
-    response = CaptureResponse(
-        lead_id=outcome.public_id,
-        message=SPOOLED_MESSAGE if outcome.kind == "spooled" else "Lead captured successfully",
-        next_steps={
+    # CaptureResponse's shape (the route's response_model), built without validating our own values.
+    body = {
+        "success": True,
+        "lead_id": outcome.public_id,
+        "message": SPOOLED_MESSAGE if outcome.kind == "spooled" else CAPTURED_MESSAGE,
+        "next_steps": {
             "expected_response_time": RESPONSE_TIMES.get(outcome.grade, "24 hours"),
             "contact_method": "email",
             "tracking_enabled": outcome.tracking_enabled,
         },
-    )
+    }
     headers_out = dict(cors or {})
     if outcome.kind == "replay":
         headers_out["Idempotent-Replayed"] = "true"
-    return json_response(response.model_dump(), 202 if outcome.kind == "spooled" else 201, headers_out)
+    return json_response(body, 202 if outcome.kind == "spooled" else 201, headers_out)
 
 
 class CaptureFastPath:

@@ -43,6 +43,18 @@ RESPONSE_TIMES = {"A": "2 hours", "B": "4 hours", "C": "24 hours", "D": "48 hour
 score = functools.lru_cache(maxsize=4096)(rules.score)
 
 
+@functools.lru_cache(maxsize=4096)
+def _score_returning(inputs: rules.ScoreInput) -> rules.Score:
+    """The score of these inputs for a returning visitor (every other input kept as it is)."""
+    return rules.score(dataclasses.replace(inputs, returning_visitor=True))
+
+
+@functools.lru_cache(maxsize=1024)
+def _service_catalog(catalog: frozenset[str], campaign_services: tuple[str, ...]) -> frozenset[str]:
+    """The services a lead may name: the configured catalog and the campaign's own (per campaign)."""
+    return catalog | rules.normalise_catalog(campaign_services)
+
+
 # -- Request checks -------------------------------------------------------------------------------
 
 BotReason = Literal["honeypot", "too_fast", "disposable"]
@@ -133,7 +145,7 @@ def score_fields(
         "filled_optional": frozenset(k for k, v in optional.items() if v),
         "time_on_page_seconds": tracking.time_on_page_seconds,
         "channel": channel.name,
-        "service_catalog": catalog | rules.normalise_catalog(campaign.services),
+        "service_catalog": _service_catalog(catalog, campaign.services),
     }
 
 
@@ -151,7 +163,7 @@ class PreparedLead:
 
     def scored(self, returning: bool) -> rules.Score:
         """The lead's score once it is known whether the visitor is returning."""
-        return score(dataclasses.replace(self.score_input, returning_visitor=returning))
+        return _score_returning(self.score_input) if returning else score(self.score_input)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import operator
 import sqlite3
 import threading
 import time
@@ -345,14 +346,19 @@ class SqliteInserter:
             return
         columns = tuple(rows[0])
         utc_memo: dict[datetime, str | None] = {}
-        converters = [(name, self._converter(name, utc_memo)) for name in columns]
-        per_statement = max(1, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(columns))
+        converters = [(i, f) for i, name in enumerate(columns) if (f := self._converter(name, utc_memo))]
+        values_of = operator.itemgetter(*columns)
+        width = len(columns)
+        per_statement = max(1, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
         for part in chunks(rows, per_statement):
             params: list[Any] = []
             for row in part:
-                if len(row) != len(columns):
+                if len(row) != width:
                     raise ValueError(f"rows for {self.table.name} must all have the same columns")
-                params.extend([row[name] if f is None else f(row[name]) for name, f in converters])
+                values = list(values_of(row)) if width > 1 else [values_of(row)]
+                for i, convert in converters:
+                    values[i] = convert(values[i])
+                params += values
             db.execute(self._statement(columns, len(part)), params)
 
 
