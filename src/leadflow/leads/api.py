@@ -34,6 +34,8 @@ from leadflow.security.tokens import Principal
 router = APIRouter(prefix="/v1/api", tags=["leads"])
 log = structlog.get_logger("leadflow.leads")
 
+# Declared before a route's connection: resolving a token may need one (SQLite's pool holds one).
+LeadReader = Annotated[Principal, Depends(require("leads:read"))]
 LeadId = Annotated[str, Path(description="The public lead id", examples=["lead_abc123def456"])]
 
 
@@ -190,8 +192,7 @@ async def lead_status(
 async def list_leads(
     request: Request,
     state: AppStateDep,
-    # Before the connection: resolving a token may need one (SQLite's pool holds one connection).
-    principal: Annotated[Principal, Depends(require("leads:read"))],
+    principal: LeadReader,
     conn: WriteConn,
     campaign_id: Annotated[str | None, Query(max_length=100)] = None,
     status: Status | None = None,
@@ -248,8 +249,7 @@ async def lead_detail(
     request: Request,
     state: AppStateDep,
     lead_id: LeadId,
-    # Before the connection: resolving a token may need one (SQLite's pool holds one connection).
-    principal: Annotated[Principal, Depends(require("leads:read"))],
+    principal: LeadReader,
     conn: WriteConn,
 ) -> LeadDetail:
     _check_lead_id(lead_id)

@@ -175,6 +175,20 @@ ACTIVITY_TYPES = (
 )
 
 
+def system_activity(
+    lead_id: int, kind: str, description: str, meta: dict[str, Any] | None, now: datetime
+) -> dict[str, Any]:
+    """A ``lead_activities`` row written by Leadflow itself (capture, the lead pipeline)."""
+    return {
+        "lead_id": lead_id,
+        "activity_type": kind,
+        "description": description,
+        "performed_by": "system",
+        "metadata": meta,
+        "created_at": now,
+    }
+
+
 class LeadActivity(Base):
     __tablename__ = "lead_activities"
     __table_args__ = (Index("idx_lead_activities", "lead_id", "created_at"),)

@@ -25,6 +25,7 @@ from leadflow.integrations.tasks import connector_for, delivery, fan_out
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import AnyRow
 from leadflow.leads import repository as leads_repo
+from leadflow.leads.models import system_activity
 from leadflow.leads.service import ANALYTICS_INPUTS
 from leadflow.leads.views import build_view, loaders
 from leadflow.observability import metrics
@@ -47,19 +48,6 @@ ROUTE_GROUP = "route"
 def process_job(lead_id: int, public_id: str, now: datetime) -> NewJob:
     """The ``lead.process`` job of a captured lead (``.row(now)`` for writers that insert rows)."""
     return PROCESS.new({"lead_id": lead_id, "public_id": public_id}, run_at=now, lead_id=lead_id)
-
-
-def _activity(
-    lead_id: int, kind: str, description: str, meta: dict[str, Any] | None, now: datetime
-) -> dict[str, Any]:
-    return {
-        "lead_id": lead_id,
-        "activity_type": kind,
-        "description": description,
-        "performed_by": "system",
-        "metadata": meta,
-        "created_at": now,
-    }
 
 
 def score_input(row: AnyRow, email_kind: str, catalog: frozenset[str]) -> rules.ScoreInput:
@@ -128,7 +116,7 @@ async def process_lead(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
         if row.privacy_regime is None and geo is not None:
             values["privacy_regime"] = regime(geo.country_code, geo.region_code, geo.in_eu)
         acts.append(
-            _activity(
+            system_activity(
                 lead_id,
                 "enriched",
                 "; ".join(f"{s.name}: {s.status}" for s in enrichment.steps),
@@ -152,7 +140,7 @@ async def process_lead(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
                 qualifying = result.grade in ctx.settings.qualifying_grades
                 values["qualification_status"] = "marketing_qualified" if qualifying else "unqualified"
             acts.append(
-                _activity(
+                system_activity(
                     lead_id,
                     "scored",
                     f"Score changed from {row.lead_score} to {result.total} after enrichment",
@@ -233,7 +221,7 @@ async def commit_routing(conn: AsyncConnection, plans: list[RoutePlan], ctx: Wor
         if decision.assignee is not None:
             values[plan.lead_id].update(assigned_to=decision.assignee, assigned_member_id=decision.member_id)
         acts[plan.lead_id].append(
-            _activity(
+            system_activity(
                 plan.lead_id,
                 "assigned",
                 decision.reason,
@@ -296,7 +284,7 @@ async def scan_reminders(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
     return HandlerResult(
         response_excerpt=f"{len(due)} follow-ups due",
         activities=tuple(
-            _activity(
+            system_activity(
                 row.id,
                 "reminder_due",
                 f"Follow-up due since {row.follow_up_date:%Y-%m-%d %H:%M} UTC",
@@ -317,7 +305,7 @@ def note_failure(
         return HandlerResult()
     return HandlerResult(
         activities=(
-            _activity(
+            system_activity(
                 job.lead_id,
                 "delivery_failed",
                 f"{connector} delivery failed after {job.attempts} attempt(s); replay it from the jobs list",

@@ -32,6 +32,7 @@ from leadflow.errors import ApiError
 from leadflow.kit.clock import utcnow
 from leadflow.kit.ids import new_lead_ids
 from leadflow.kit.text import email_index_form
+from leadflow.leads.models import system_activity
 from leadflow.leads.schemas import CaptureRequest
 from leadflow.privacy.regions import regime
 from leadflow.scoring import rules
@@ -445,17 +446,6 @@ def process_job_row(lead_id: int, public_id: str, now: datetime) -> dict[str, An
     return PROCESS.new({"lead_id": lead_id, "public_id": public_id}, run_at=now, lead_id=lead_id).row(now)
 
 
-def _activity(lead_id: int, kind: str, description: str, meta: Any, now: datetime) -> dict[str, Any]:
-    return {
-        "lead_id": lead_id,
-        "activity_type": kind,
-        "description": description,
-        "performed_by": "system",
-        "metadata": meta,
-        "created_at": now,
-    }
-
-
 def follow_up_rows(
     plan: Plan, ids: Sequence[int], erased: set[str], now: datetime
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -466,7 +456,7 @@ def follow_up_rows(
     for row, lead_id in zip(plan.lead_rows, ids, strict=True):
         if row["email_hash"] in erased:
             description = "This person asked for erasure before; check consent before contacting"
-            activity_rows.append(_activity(lead_id, "previously_erased", description, None, now))
+            activity_rows.append(system_activity(lead_id, "previously_erased", description, None, now))
         meta = {
             "score": row["lead_score"],
             "grade": row["lead_grade"],
@@ -474,10 +464,10 @@ def follow_up_rows(
             "previous_lead_id": row["previous_lead_id"],
         }
         description = f"Lead captured from {row['source']} ({row['channel']})"
-        activity_rows.append(_activity(lead_id, "created", description, meta, now))
+        activity_rows.append(system_activity(lead_id, "created", description, meta, now))
         job_rows.append(process_job_row(lead_id, row["public_id"], now))
     for known_id, position, meta in plan.duplicate_activities:
         lead_id = known_id if known_id is not None else id_at[position or 0]
         description = "The same person submitted this campaign's form again"
-        activity_rows.append(_activity(lead_id, "duplicate_submission", description, meta, now))
+        activity_rows.append(system_activity(lead_id, "duplicate_submission", description, meta, now))
     return activity_rows, job_rows
