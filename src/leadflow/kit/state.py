@@ -94,12 +94,14 @@ def scope_state(scope: Scope) -> AppState:
     return state_of(scope["app"])
 
 
-def core_state(request: Request) -> CoreState:
+# The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its thread
+# pool, a thread hand-off per request for an attribute look-up.
+async def core_state(request: Request) -> CoreState:
     """Dependency: the core state (authentication, metrics)."""
     return core_of(request.app)
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
     """Dependency: the API application's state."""
     return state_of(request.app)
 
