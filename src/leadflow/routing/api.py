@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from leadflow.errors import responses
-from leadflow.kit.state import state_of
+from leadflow.kit.state import ReadConn, WriteConn
 from leadflow.routing import service
 from leadflow.routing.schemas import (
     MemberCreate,
@@ -68,13 +68,13 @@ def _examples(**examples: dict[str, Any]) -> dict[str, Any]:
 )
 async def list_members(
     request: Request,
-    _: Principal = Depends(require("admin")),
+    _: Annotated[Principal, Depends(require("admin"))],
+    conn: ReadConn,
     active: Annotated[
         bool | None, Query(description="Only active (true) or inactive (false) members")
     ] = None,
 ) -> MemberList:
-    async with state_of(request.app).engine.connect() as conn:
-        return await service.list_members(conn, active)
+    return await service.list_members(conn, active)
 
 
 @router.post(
@@ -96,13 +96,15 @@ async def list_members(
     ),
 )
 async def create_member(
-    request: Request, body: MemberCreate, principal: Principal = Depends(require("admin"))
+    request: Request,
+    principal: Annotated[Principal, Depends(require("admin"))],
+    body: MemberCreate,
+    conn: WriteConn,
 ) -> MemberOut:
-    async with state_of(request.app).engine.begin() as conn:
-        created = await service.create_member(conn, body)
-        await record(
-            conn, Actor.from_request(request, principal), "team_member.create", "team_member", str(created.id)
-        )
+    created = await service.create_member(conn, body)
+    await record(
+        conn, Actor.from_request(request, principal), "team_member.create", "team_member", str(created.id)
+    )
     return created
 
 
@@ -114,10 +116,12 @@ async def create_member(
     responses=responses(400, 401, 403, 404),
 )
 async def get_member(
-    request: Request, member_id: MemberId, _: Principal = Depends(require("admin"))
+    request: Request,
+    _: Annotated[Principal, Depends(require("admin"))],
+    member_id: MemberId,
+    conn: ReadConn,
 ) -> MemberOut:
-    async with state_of(request.app).engine.connect() as conn:
-        return await service.get_member(conn, member_id)
+    return await service.get_member(conn, member_id)
 
 
 @router.patch(
@@ -145,20 +149,20 @@ async def get_member(
 )
 async def update_member(
     request: Request,
+    principal: Annotated[Principal, Depends(require("admin"))],
     member_id: MemberId,
     body: MemberUpdate,
-    principal: Principal = Depends(require("admin")),
+    conn: WriteConn,
 ) -> MemberOut:
-    async with state_of(request.app).engine.begin() as conn:
-        updated = await service.update_member(conn, member_id, body)
-        await record(
-            conn,
-            Actor.from_request(request, principal),
-            "team_member.update",
-            "team_member",
-            str(member_id),
-            {"fields": sorted(body.model_fields_set)},
-        )
+    updated = await service.update_member(conn, member_id, body)
+    await record(
+        conn,
+        Actor.from_request(request, principal),
+        "team_member.update",
+        "team_member",
+        str(member_id),
+        {"fields": sorted(body.model_fields_set)},
+    )
     return updated
 
 
@@ -175,13 +179,15 @@ async def update_member(
     responses=responses(400, 401, 403, 404, 409),
 )
 async def delete_member(
-    request: Request, member_id: MemberId, principal: Principal = Depends(require("admin"))
+    request: Request,
+    principal: Annotated[Principal, Depends(require("admin"))],
+    member_id: MemberId,
+    conn: WriteConn,
 ) -> Response:
-    async with state_of(request.app).engine.begin() as conn:
-        await service.delete_member(conn, member_id)
-        await record(
-            conn, Actor.from_request(request, principal), "team_member.delete", "team_member", str(member_id)
-        )
+    await service.delete_member(conn, member_id)
+    await record(
+        conn, Actor.from_request(request, principal), "team_member.delete", "team_member", str(member_id)
+    )
     return Response(status_code=204)
 
 
@@ -197,11 +203,11 @@ async def delete_member(
 )
 async def list_rules(
     request: Request,
-    _: Principal = Depends(require("admin")),
+    _: Annotated[Principal, Depends(require("admin"))],
+    conn: ReadConn,
     active: Annotated[bool | None, Query(description="Only active (true) or inactive (false) rules")] = None,
 ) -> RuleList:
-    async with state_of(request.app).engine.connect() as conn:
-        return await service.list_rules(conn, active)
+    return await service.list_rules(conn, active)
 
 
 @router.post(
@@ -234,17 +240,19 @@ async def list_rules(
     ),
 )
 async def create_rule(
-    request: Request, body: RuleCreate, principal: Principal = Depends(require("admin"))
+    request: Request,
+    principal: Annotated[Principal, Depends(require("admin"))],
+    body: RuleCreate,
+    conn: WriteConn,
 ) -> RuleOut:
-    async with state_of(request.app).engine.begin() as conn:
-        created = await service.create_rule(conn, body)
-        await record(
-            conn,
-            Actor.from_request(request, principal),
-            "routing_rule.create",
-            "routing_rule",
-            str(created.id),
-        )
+    created = await service.create_rule(conn, body)
+    await record(
+        conn,
+        Actor.from_request(request, principal),
+        "routing_rule.create",
+        "routing_rule",
+        str(created.id),
+    )
     return created
 
 
@@ -255,9 +263,13 @@ async def create_rule(
     description="Scope `admin`.",
     responses=responses(400, 401, 403, 404),
 )
-async def get_rule(request: Request, rule_id: RuleId, _: Principal = Depends(require("admin"))) -> RuleOut:
-    async with state_of(request.app).engine.connect() as conn:
-        return await service.get_rule(conn, rule_id)
+async def get_rule(
+    request: Request,
+    _: Annotated[Principal, Depends(require("admin"))],
+    rule_id: RuleId,
+    conn: ReadConn,
+) -> RuleOut:
+    return await service.get_rule(conn, rule_id)
 
 
 @router.patch(
@@ -273,18 +285,21 @@ async def get_rule(request: Request, rule_id: RuleId, _: Principal = Depends(req
     ),
 )
 async def update_rule(
-    request: Request, rule_id: RuleId, body: RuleUpdate, principal: Principal = Depends(require("admin"))
+    request: Request,
+    principal: Annotated[Principal, Depends(require("admin"))],
+    rule_id: RuleId,
+    body: RuleUpdate,
+    conn: WriteConn,
 ) -> RuleOut:
-    async with state_of(request.app).engine.begin() as conn:
-        updated = await service.update_rule(conn, rule_id, body)
-        await record(
-            conn,
-            Actor.from_request(request, principal),
-            "routing_rule.update",
-            "routing_rule",
-            str(rule_id),
-            {"fields": sorted(body.model_fields_set)},
-        )
+    updated = await service.update_rule(conn, rule_id, body)
+    await record(
+        conn,
+        Actor.from_request(request, principal),
+        "routing_rule.update",
+        "routing_rule",
+        str(rule_id),
+        {"fields": sorted(body.model_fields_set)},
+    )
     return updated
 
 
@@ -296,11 +311,13 @@ async def update_rule(
     responses=responses(400, 401, 403, 404),
 )
 async def delete_rule(
-    request: Request, rule_id: RuleId, principal: Principal = Depends(require("admin"))
+    request: Request,
+    principal: Annotated[Principal, Depends(require("admin"))],
+    rule_id: RuleId,
+    conn: WriteConn,
 ) -> Response:
-    async with state_of(request.app).engine.begin() as conn:
-        await service.delete_rule(conn, rule_id)
-        await record(
-            conn, Actor.from_request(request, principal), "routing_rule.delete", "routing_rule", str(rule_id)
-        )
+    await service.delete_rule(conn, rule_id)
+    await record(
+        conn, Actor.from_request(request, principal), "routing_rule.delete", "routing_rule", str(rule_id)
+    )
     return Response(status_code=204)
