@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -21,6 +21,16 @@ leads = table_of(Lead)
 alert_state = table_of(AlertState)
 
 OPEN_STATUSES = ("pending", "running", "dead")  # "done" grows without bound and is not a queue
+
+
+async def database_answers(engine: AsyncEngine) -> bool:
+    """Whether the database answers a trivial query (the health check)."""
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
