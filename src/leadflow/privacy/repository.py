@@ -34,7 +34,7 @@ class PersonLead:
     uuid: str
     campaign_id: str
     created_at: datetime
-    email: str  # ciphertext
+    email: bytes  # ciphertext
     email_hash: str
     consent_given: bool
     consent_at: datetime | None
@@ -154,7 +154,7 @@ async def purge_before(
     A used link is kept while the link can still verify (``links_cutoff``: now minus the links'
     lifetime, if earlier than ``cutoff``), or it would work again.
     """
-    from leadflow.security.audit import audit
+    from leadflow.security.repository import audit
 
     links_before = min(cutoff, links_cutoff) if links_cutoff is not None else cutoff
     done: dict[str, int] = {}

@@ -69,6 +69,6 @@ async def list_audit(
     more = len(rows) > limit
     rows = rows[:limit]
     return AuditPage(
-        items=[AuditEntryOut.model_validate(dict(r._mapping)) for r in rows],
+        items=[AuditEntryOut.model_validate(r, from_attributes=True) for r in rows],
         next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
     )

@@ -13,22 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import structlog
 from fastapi import Request
-from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from leadflow.kit.clock import utcnow
-from leadflow.kit.models import AnyRow, table_of
-from leadflow.security.audit_models import AuditEntry
+from leadflow.security import repository as repo
+from leadflow.security.repository import AuditRow
+from leadflow.security.repository import audit as audit  # the table (the SQL is in the repository)
 from leadflow.security.tokens import Principal
 
-audit = table_of(AuditEntry)
 log = structlog.get_logger("leadflow.audit")
 
 
@@ -81,7 +80,7 @@ async def record(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Write one entry in the caller's transaction (a change and its audit entry commit together)."""
-    await conn.execute(insert(audit).values(**_row(actor, action, target_type, target_id, details)))
+    await repo.insert_audit(conn, [_row(actor, action, target_type, target_id, details)])
 
 
 async def record_now(
@@ -107,25 +106,14 @@ class AuditFilter:
     until: datetime | None = None
 
 
-async def page(
-    conn: AsyncConnection, flt: AuditFilter, before_id: int | None, limit: int
-) -> Sequence[AnyRow]:
-    query = select(audit).order_by(audit.c.id.desc()).limit(limit)
-    for column, value in (
-        (audit.c.actor, flt.actor),
-        (audit.c.action, flt.action),
-        (audit.c.target_type, flt.target_type),
-        (audit.c.target_id, flt.target_id),
-    ):
-        if value:
-            query = query.where(column == value)
-    if flt.since:
-        query = query.where(audit.c.created_at >= flt.since)
-    if flt.until:
-        query = query.where(audit.c.created_at < flt.until)
-    if before_id is not None:
-        query = query.where(audit.c.id < before_id)
-    return (await conn.execute(query)).all()
+async def page(conn: AsyncConnection, flt: AuditFilter, before_id: int | None, limit: int) -> list[AuditRow]:
+    equal = (
+        ("actor", flt.actor),
+        ("action", flt.action),
+        ("target_type", flt.target_type),
+        ("target_id", flt.target_id),
+    )
+    return await repo.audit_page(conn, equal, flt.since, flt.until, before_id, limit)
 
 
 # -- aggregated entries ------------------------------------------------------------------------------
@@ -227,7 +215,7 @@ class AuditBuffer:
             )
         try:
             async with engine.begin() as conn:
-                await conn.execute(insert(audit), rows)
+                await repo.insert_audit(conn, rows)
         except BaseException:
             for key, bucket in taken.items():
                 self._put_back(key, bucket)
