@@ -12,11 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from leadflow.campaigns import repository as repo
 from leadflow.campaigns import rollup
+from leadflow.campaigns.repository import CampaignRow
 from leadflow.campaigns.schemas import CampaignAnalytics, ContentPerformance, Metrics, Period
 from leadflow.campaigns.service import get_or_404
 from leadflow.errors import ApiError
 from leadflow.kit.clock import utcnow
-from leadflow.kit.models import AnyRow
 
 TOP_CONTENT = 5
 
@@ -41,7 +41,9 @@ async def campaign_analytics(
     return summarise(campaign, await rollup.groups(conn, campaign_id, start, end), start, end)
 
 
-def summarise(campaign: AnyRow, rows: Iterable[rollup.Group], start: date, end: date) -> CampaignAnalytics:
+def summarise(
+    campaign: CampaignRow, rows: Iterable[rollup.Group], start: date, end: date
+) -> CampaignAnalytics:
     """The campaign's figures from its grouped sums (``rollup.groups``): the analytics API and the
     daily/weekly reports compute them here, so they cannot disagree."""
     total = qualified = score_sum = 0

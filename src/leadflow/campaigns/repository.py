@@ -13,7 +13,7 @@ from sqlalchemy import case, delete, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.campaigns.models import AnalyticsDaily, AnalyticsDay, AnalyticsState, Campaign
-from leadflow.kit.models import AnyRow, table_of
+from leadflow.kit.models import AnyRow, columns_of, rows_as, table_of
 from leadflow.leads.models import Lead
 
 campaigns = table_of(Campaign)
@@ -25,21 +25,58 @@ state = table_of(AnalyticsState)
 QUALIFIED = ("marketing_qualified", "sales_qualified", "customer")
 
 
-async def get(conn: AsyncConnection, campaign_id: str) -> AnyRow | None:
-    return (await conn.execute(select(campaigns).where(campaigns.c.id == campaign_id))).first()
+@dataclass(frozen=True, slots=True)
+class CampaignRow:
+    """A campaign as stored."""
+
+    id: str
+    name: str
+    description: str | None
+    campaign_type: str
+    status: str
+    start_date: date | None
+    end_date: date | None
+    budget: Decimal | None
+    target_leads: int | None
+    landing_page_url: str | None
+    auto_assign: bool
+    assigned_to: str | None
+    notification_emails: list[str] | None
+    token_hash: str | None
+    allowed_origins: list[str] | None
+    services: list[str] | None
+    settings: dict[str, Any] | None
+    form_title: str | None
+    form_intro: str | None
+    thank_you_url: str | None
+    consent_text: str | None
+    privacy_notice_url: str | None
+    privacy_notice_version: str | None
+    frame_ancestors: list[str] | None
+    created_at: datetime
+    updated_at: datetime
+
+
+CAMPAIGN = columns_of(CampaignRow, campaigns)
+
+
+async def get(conn: AsyncConnection, campaign_id: str) -> CampaignRow | None:
+    found = rows_as(CampaignRow, await conn.execute(select(*CAMPAIGN).where(campaigns.c.id == campaign_id)))
+    return found[0] if found else None
 
 
 async def get_many(conn: AsyncConnection, campaign_ids: Sequence[str]) -> Sequence[AnyRow]:
+    """The campaigns' rows (the worker's batch loader; its consumers still take untyped rows)."""
     if not campaign_ids:
         return []
     return (await conn.execute(select(campaigns).where(campaigns.c.id.in_(campaign_ids)))).all()
 
 
-async def list_all(conn: AsyncConnection, status: str | None = None) -> Sequence[AnyRow]:
-    query = select(campaigns).order_by(campaigns.c.created_at.desc(), campaigns.c.id)
+async def list_all(conn: AsyncConnection, status: str | None = None) -> list[CampaignRow]:
+    query = select(*CAMPAIGN).order_by(campaigns.c.created_at.desc(), campaigns.c.id)
     if status:
         query = query.where(campaigns.c.status == status)
-    return (await conn.execute(query)).all()
+    return rows_as(CampaignRow, await conn.execute(query))
 
 
 async def create(conn: AsyncConnection, values: dict[str, Any]) -> None:

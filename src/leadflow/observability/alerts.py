@@ -37,6 +37,7 @@ from leadflow.integrations.http import check, send
 from leadflow.integrations.mailer import Mailer, OutgoingEmail
 from leadflow.kit.clock import utcnow
 from leadflow.observability import repository as repo
+from leadflow.observability.repository import DeadJob
 from leadflow.pipeline.repository import NewJob
 
 if TYPE_CHECKING:
@@ -240,7 +241,7 @@ def _line(label: str, value: Any) -> str | None:
     return f"  {label}: {value}" if value not in (None, "") else None
 
 
-async def _entries(job: AnyRow, ctx: WorkerContext, rows: list[Any]) -> tuple[list[str], list[str]]:
+async def _entries(job: AnyRow, ctx: WorkerContext, rows: list[DeadJob]) -> tuple[list[str], list[str]]:
     """Per dead job: the public lines (ids, connector, links) and the private ones (the lead's data)."""
     from leadflow.integrations.notify import lead_url
     from leadflow.pipeline.processing import lead_view, loaders

@@ -10,7 +10,7 @@ from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from leadflow.kit.models import table_of
+from leadflow.kit.models import columns_of, rows_as, table_of
 from leadflow.leads.models import Lead
 from leadflow.observability.models import AlertState
 from leadflow.pipeline.models import Job, JobAttempt
@@ -86,18 +86,23 @@ async def set_job_payload(conn: AsyncConnection, job_id: int, payload: dict[str,
     await conn.execute(update(jobs).where(jobs.c.id == job_id).values(payload=payload))
 
 
-async def dead_between(conn: AsyncConnection, since: datetime, until: datetime) -> list[Any]:
+@dataclass(frozen=True, slots=True)
+class DeadJob:
+    """A lead's job that was dead-lettered (the digest's line)."""
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    lead_id: int
+    attempts: int
+    last_error: str | None
+    finished_at: datetime
+
+
+async def dead_between(conn: AsyncConnection, since: datetime, until: datetime) -> list[DeadJob]:
     """Jobs of a lead that were dead-lettered in ``[since, until)`` and are still dead."""
-    rows = await conn.execute(
-        select(
-            jobs.c.id,
-            jobs.c.kind,
-            jobs.c.payload,
-            jobs.c.lead_id,
-            jobs.c.attempts,
-            jobs.c.last_error,
-            jobs.c.finished_at,
-        )
+    query = (
+        select(*columns_of(DeadJob, jobs))
         .where(
             jobs.c.status == "dead",
             jobs.c.lead_id.is_not(None),
@@ -106,7 +111,7 @@ async def dead_between(conn: AsyncConnection, since: datetime, until: datetime) 
         )
         .order_by(jobs.c.finished_at, jobs.c.id)
     )
-    return list(rows)
+    return rows_as(DeadJob, await conn.execute(query))
 
 
 # --- alert state -------------------------------------------------------------------------------------
