@@ -19,12 +19,14 @@ from leadflow.campaigns.schemas import (
     CampaignWithToken,
 )
 from leadflow.errors import json_response, responses
-from leadflow.kit.state import AfterCommitDep, AppStateDep, ReadConn, WriteConn
-from leadflow.security.audit import Actor, record
+from leadflow.kit.state import AppStateDep, ReadConn
+from leadflow.security.audit import Actor, Change, change_dependency
 from leadflow.security.auth import require
 from leadflow.security.tokens import Principal
 
 router = APIRouter(prefix="/v1/api/campaigns", tags=["campaigns"])
+# A change: the connection (committed at the boundary), the actor, and what to do after the commit.
+CampaignChange = Annotated[Change, Depends(change_dependency("campaigns:write"))]
 CampaignId = Annotated[str, Path(max_length=100, examples=["nextcloud-installation-2025"])]
 
 
@@ -57,16 +59,12 @@ async def list_campaigns(
     responses=responses(400, 401, 403, 409),
 )
 async def create_campaign(
-    request: Request,
-    principal: Annotated[Principal, Depends(require("campaigns:write"))],
     body: CampaignCreate,
-    state: AppStateDep,
-    conn: WriteConn,
-    after: AfterCommitDep,
+    change: CampaignChange,
 ) -> CampaignWithToken:
-    created = await service.create(conn, body)
-    await record(conn, Actor.from_request(request, principal), "campaign.create", "campaign", body.id)
-    after.add(state.campaigns.invalidate, body.id)
+    created = await service.create(change.conn, body)
+    await change.record("campaign.create", "campaign", body.id)
+    change.after.add(change.state.campaigns.invalidate, body.id)
     return created
 
 
@@ -97,24 +95,18 @@ async def get_campaign(
     responses=responses(400, 401, 403, 404),
 )
 async def update_campaign(
-    request: Request,
-    principal: Annotated[Principal, Depends(require("campaigns:write"))],
     campaign_id: CampaignId,
     body: CampaignUpdate,
-    state: AppStateDep,
-    conn: WriteConn,
-    after: AfterCommitDep,
+    change: CampaignChange,
 ) -> CampaignOut:
-    updated = await service.update(conn, campaign_id, body)
-    await record(
-        conn,
-        Actor.from_request(request, principal),
+    updated = await service.update(change.conn, campaign_id, body)
+    await change.record(
         "campaign.update",
         "campaign",
         campaign_id,
         {"fields": sorted(body.model_fields_set)},
     )
-    after.add(state.campaigns.invalidate, campaign_id)
+    change.after.add(change.state.campaigns.invalidate, campaign_id)
     return updated
 
 
@@ -126,16 +118,12 @@ async def update_campaign(
     responses=responses(401, 403, 404, 409),
 )
 async def delete_campaign(
-    request: Request,
-    principal: Annotated[Principal, Depends(require("campaigns:write"))],
     campaign_id: CampaignId,
-    state: AppStateDep,
-    conn: WriteConn,
-    after: AfterCommitDep,
+    change: CampaignChange,
 ) -> Response:
-    await service.delete(conn, campaign_id)
-    await record(conn, Actor.from_request(request, principal), "campaign.delete", "campaign", campaign_id)
-    after.add(state.campaigns.invalidate, campaign_id)
+    await service.delete(change.conn, campaign_id)
+    await change.record("campaign.delete", "campaign", campaign_id)
+    change.after.add(change.state.campaigns.invalidate, campaign_id)
     return Response(status_code=204)
 
 
@@ -148,18 +136,12 @@ async def delete_campaign(
     responses=responses(401, 403, 404),
 )
 async def rotate_token(
-    request: Request,
-    principal: Annotated[Principal, Depends(require("campaigns:write"))],
     campaign_id: CampaignId,
-    state: AppStateDep,
-    conn: WriteConn,
-    after: AfterCommitDep,
+    change: CampaignChange,
 ) -> CampaignWithToken:
-    result = await service.set_token(conn, campaign_id, enabled=True)
-    await record(
-        conn, Actor.from_request(request, principal), "campaign.token_rotate", "campaign", campaign_id
-    )
-    after.add(state.campaigns.invalidate, campaign_id)
+    result = await service.set_token(change.conn, campaign_id, enabled=True)
+    await change.record("campaign.token_rotate", "campaign", campaign_id)
+    change.after.add(change.state.campaigns.invalidate, campaign_id)
     return result
 
 
@@ -171,18 +153,12 @@ async def rotate_token(
     responses=responses(401, 403, 404),
 )
 async def remove_token(
-    request: Request,
-    principal: Annotated[Principal, Depends(require("campaigns:write"))],
     campaign_id: CampaignId,
-    state: AppStateDep,
-    conn: WriteConn,
-    after: AfterCommitDep,
+    change: CampaignChange,
 ) -> CampaignOut:
-    result = await service.set_token(conn, campaign_id, enabled=False)
-    await record(
-        conn, Actor.from_request(request, principal), "campaign.token_remove", "campaign", campaign_id
-    )
-    after.add(state.campaigns.invalidate, campaign_id)
+    result = await service.set_token(change.conn, campaign_id, enabled=False)
+    await change.record("campaign.token_remove", "campaign", campaign_id)
+    change.after.add(change.state.campaigns.invalidate, campaign_id)
     return CampaignOut(**result.model_dump(exclude={"token"}))
 
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 
 from leadflow.errors import responses
 from leadflow.kit.clock import utcnow
 from leadflow.kit.pagination import CursorParam, decode_cursor
-from leadflow.kit.state import AfterCommitDep, AppStateDep, ReadConn, WriteConn
+from leadflow.kit.state import ReadConn
 from leadflow.pipeline import repository as repo
 from leadflow.pipeline import service
 from leadflow.pipeline.schemas import JobDetail, JobPage, RetryResult
-from leadflow.security.audit import Actor, record
+from leadflow.security.audit import AdminChange
 from leadflow.security.auth import require
 from leadflow.security.tokens import Principal
 
@@ -60,17 +60,10 @@ async def get_job(
     description="Puts a dead job back in the queue with a fresh set of attempts. Scope `admin`.",
     responses=responses(401, 403, 404, 409),
 )
-async def retry_job(
-    request: Request,
-    principal: Annotated[Principal, Depends(require("admin"))],
-    job_id: JobId,
-    state: AppStateDep,
-    conn: WriteConn,
-    after: AfterCommitDep,
-) -> JobDetail:
-    result = await service.retry(conn, job_id)
-    await record(conn, Actor.from_request(request, principal), "job.retry", "job", str(job_id))
-    after.add(state.wake_worker)
+async def retry_job(job_id: JobId, change: AdminChange) -> JobDetail:
+    result = await service.retry(change.conn, job_id)
+    await change.record("job.retry", "job", str(job_id))
+    change.after.add(change.state.wake_worker)
     return result
 
 
@@ -82,21 +75,14 @@ async def retry_job(
     responses=responses(400, 401, 403),
 )
 async def retry_dead(
-    request: Request,
-    principal: Annotated[Principal, Depends(require("admin"))],
-    state: AppStateDep,
-    conn: WriteConn,
-    after: AfterCommitDep,
-    kind: Annotated[str | None, Query(max_length=50)] = None,
+    change: AdminChange, kind: Annotated[str | None, Query(max_length=50)] = None
 ) -> RetryResult:
-    count = await repo.retry_dead(conn, kind, utcnow())
-    await record(
-        conn,
-        Actor.from_request(request, principal),
+    count = await repo.retry_dead(change.conn, kind, utcnow())
+    await change.record(
         "job.retry_dead",
         "job",
         None,
         {"kind": kind, "count": count},
     )
-    after.add(state.wake_worker)
+    change.after.add(change.state.wake_worker)
     return RetryResult(requeued=count)

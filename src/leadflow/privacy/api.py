@@ -18,9 +18,7 @@ from leadflow.kit.state import AfterCommitDep, AppStateDep, ReadConn, WriteConn
 from leadflow.leads.schemas import LeadDetail
 from leadflow.privacy import consent, service
 from leadflow.privacy.unsubscribe import ONE_CLICK_BODY, LinkError, page
-from leadflow.security.audit import Actor, record
-from leadflow.security.auth import require
-from leadflow.security.tokens import Principal
+from leadflow.security.audit import Actor, AdminChange, Change, change_dependency, record
 
 router = APIRouter(prefix="/v1/api", tags=["privacy"])
 public_router = APIRouter(prefix="/v1", tags=["privacy"])
@@ -83,16 +81,10 @@ class ConsentResponse(BaseModel):
     responses=responses(400, 401, 403),
 )
 async def export(
-    request: Request,
-    principal: Annotated[Principal, Depends(require("admin"))],
-    email: Annotated[str, Query(max_length=320, examples=["john.doe@company.com"])],
-    state: AppStateDep,
-    conn: WriteConn,
+    email: Annotated[str, Query(max_length=320, examples=["john.doe@company.com"])], change: AdminChange
 ) -> dict[str, Any]:
-    data = await service.export(conn, state.cipher, email)
-    await record(
-        conn,
-        Actor.from_request(request, principal),
+    data = await service.export(change.conn, change.state.cipher, email)
+    await change.record(
         "privacy.export",
         "person",
         None,
@@ -110,21 +102,12 @@ async def export(
     "tombstone with only the blind index. Scope `admin`; audited.",
     responses=responses(400, 401, 403),
 )
-async def erase(
-    request: Request,
-    principal: Annotated[Principal, Depends(require("admin"))],
-    body: ErasureRequest,
-    state: AppStateDep,
-    conn: WriteConn,
-    after: AfterCommitDep,
-) -> ErasureResponse:
-    actor = Actor.from_request(request, principal)
+async def erase(body: ErasureRequest, change: AdminChange) -> ErasureResponse:
+    state = change.state
     result = await service.erase(
-        conn, state.cipher, state.settings, body.email, body.reason, actor.request_id
+        change.conn, state.cipher, state.settings, body.email, body.reason, change.actor.request_id
     )
-    await record(
-        conn,
-        actor,
+    await change.record(
         "privacy.erase",
         "person",
         None,
@@ -134,8 +117,8 @@ async def erase(
             "reason": body.reason,
         },
     )
-    after.add(scrub_after_erase, state.engine)
-    after.add(state.wake_worker)
+    change.after.add(scrub_after_erase, state.engine)
+    change.after.add(state.wake_worker)
     return ErasureResponse(
         leads_deleted=result.leads_deleted,
         remote_deletions_queued=result.remote_deletions_queued,
@@ -173,36 +156,29 @@ async def erase(
     },
 )
 async def change_consent(
-    request: Request,
-    principal: Annotated[Principal, Depends(require("privacy:write"))],
-    body: ConsentRequest,
-    state: AppStateDep,
-    conn: WriteConn,
-    after: AfterCommitDep,
+    body: ConsentRequest, change: Annotated[Change, Depends(change_dependency("privacy:write"))]
 ) -> ConsentResponse:
-    actor = Actor.from_request(request, principal)
+    state = change.state
     digest = service.email_hash(state.cipher, body.email)
     result = await consent.change(
-        conn,
+        change.conn,
         state.cipher,
         state.settings,
         digest=digest,
         action=body.action,
         channel="api",
-        actor=principal.actor,
+        actor=change.principal.actor,
         email=body.email.strip().lower(),
-        request_id=actor.request_id,
+        request_id=change.actor.request_id,
         details={"note": body.note} if body.note else None,
     )
-    await record(
-        conn,
-        actor,
+    await change.record(
         f"privacy.consent.{body.action}",
         "person",
         None,
         {"lead_ids": result.lead_ids, "remote": result.remote_unsubscribes_queued},
     )
-    after.add(state.wake_worker)
+    change.after.add(state.wake_worker)
     return ConsentResponse(
         action=result.action,
         lead_ids=result.lead_ids,
@@ -365,20 +341,15 @@ async def unsubscribe_post(
     responses=responses(401, 403, 404, 409),
 )
 async def anonymize(
-    request: Request,
-    principal: Annotated[Principal, Depends(require("admin"))],
-    lead_id: Annotated[str, Path(examples=["lead_abc123def456"])],
-    state: AppStateDep,
-    conn: WriteConn,
-    after: AfterCommitDep,
+    lead_id: Annotated[str, Path(examples=["lead_abc123def456"])], change: AdminChange
 ) -> LeadDetail:
     from leadflow.errors import ApiError
     from leadflow.leads import service as leads_service
 
     if not LEAD_ID_RE.match(lead_id):
         raise ApiError(404, "LEAD_NOT_FOUND", "Lead not found", field="lead_id")
-    await service.anonymize(conn, state.cipher, lead_id, principal.actor)
-    await record(conn, Actor.from_request(request, principal), "lead.anonymize", "lead", lead_id)
-    after.add(scrub_after_erase, state.engine)
+    await service.anonymize(change.conn, change.state.cipher, lead_id, change.principal.actor)
+    await change.record("lead.anonymize", "lead", lead_id)
+    change.after.add(scrub_after_erase, change.state.engine)
     # Read in the same transaction: the answer is the anonymised lead this request commits.
-    return await leads_service.detail(conn, state.cipher, lead_id)
+    return await leads_service.detail(change.conn, change.state.cipher, lead_id)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from leadflow.errors import responses
-from leadflow.kit.state import ReadConn, WriteConn
+from leadflow.kit.state import ReadConn
 from leadflow.routing import service
 from leadflow.routing.schemas import (
     MemberCreate,
@@ -24,7 +24,7 @@ from leadflow.routing.schemas import (
     RuleOut,
     RuleUpdate,
 )
-from leadflow.security.audit import Actor, record
+from leadflow.security.audit import AdminChange
 from leadflow.security.auth import require
 from leadflow.security.tokens import Principal
 
@@ -67,7 +67,6 @@ def _examples(**examples: dict[str, Any]) -> dict[str, Any]:
     responses=responses(400, 401, 403),
 )
 async def list_members(
-    request: Request,
     _: Annotated[Principal, Depends(require("admin"))],
     conn: ReadConn,
     active: Annotated[
@@ -96,15 +95,11 @@ async def list_members(
     ),
 )
 async def create_member(
-    request: Request,
-    principal: Annotated[Principal, Depends(require("admin"))],
     body: MemberCreate,
-    conn: WriteConn,
+    change: AdminChange,
 ) -> MemberOut:
-    created = await service.create_member(conn, body)
-    await record(
-        conn, Actor.from_request(request, principal), "team_member.create", "team_member", str(created.id)
-    )
+    created = await service.create_member(change.conn, body)
+    await change.record("team_member.create", "team_member", str(created.id))
     return created
 
 
@@ -116,7 +111,6 @@ async def create_member(
     responses=responses(400, 401, 403, 404),
 )
 async def get_member(
-    request: Request,
     _: Annotated[Principal, Depends(require("admin"))],
     member_id: MemberId,
     conn: ReadConn,
@@ -148,16 +142,12 @@ async def get_member(
     ),
 )
 async def update_member(
-    request: Request,
-    principal: Annotated[Principal, Depends(require("admin"))],
     member_id: MemberId,
     body: MemberUpdate,
-    conn: WriteConn,
+    change: AdminChange,
 ) -> MemberOut:
-    updated = await service.update_member(conn, member_id, body)
-    await record(
-        conn,
-        Actor.from_request(request, principal),
+    updated = await service.update_member(change.conn, member_id, body)
+    await change.record(
         "team_member.update",
         "team_member",
         str(member_id),
@@ -179,15 +169,11 @@ async def update_member(
     responses=responses(400, 401, 403, 404, 409),
 )
 async def delete_member(
-    request: Request,
-    principal: Annotated[Principal, Depends(require("admin"))],
     member_id: MemberId,
-    conn: WriteConn,
+    change: AdminChange,
 ) -> Response:
-    await service.delete_member(conn, member_id)
-    await record(
-        conn, Actor.from_request(request, principal), "team_member.delete", "team_member", str(member_id)
-    )
+    await service.delete_member(change.conn, member_id)
+    await change.record("team_member.delete", "team_member", str(member_id))
     return Response(status_code=204)
 
 
@@ -202,7 +188,6 @@ async def delete_member(
     responses=responses(400, 401, 403),
 )
 async def list_rules(
-    request: Request,
     _: Annotated[Principal, Depends(require("admin"))],
     conn: ReadConn,
     active: Annotated[bool | None, Query(description="Only active (true) or inactive (false) rules")] = None,
@@ -240,15 +225,11 @@ async def list_rules(
     ),
 )
 async def create_rule(
-    request: Request,
-    principal: Annotated[Principal, Depends(require("admin"))],
     body: RuleCreate,
-    conn: WriteConn,
+    change: AdminChange,
 ) -> RuleOut:
-    created = await service.create_rule(conn, body)
-    await record(
-        conn,
-        Actor.from_request(request, principal),
+    created = await service.create_rule(change.conn, body)
+    await change.record(
         "routing_rule.create",
         "routing_rule",
         str(created.id),
@@ -264,7 +245,6 @@ async def create_rule(
     responses=responses(400, 401, 403, 404),
 )
 async def get_rule(
-    request: Request,
     _: Annotated[Principal, Depends(require("admin"))],
     rule_id: RuleId,
     conn: ReadConn,
@@ -285,16 +265,12 @@ async def get_rule(
     ),
 )
 async def update_rule(
-    request: Request,
-    principal: Annotated[Principal, Depends(require("admin"))],
     rule_id: RuleId,
     body: RuleUpdate,
-    conn: WriteConn,
+    change: AdminChange,
 ) -> RuleOut:
-    updated = await service.update_rule(conn, rule_id, body)
-    await record(
-        conn,
-        Actor.from_request(request, principal),
+    updated = await service.update_rule(change.conn, rule_id, body)
+    await change.record(
         "routing_rule.update",
         "routing_rule",
         str(rule_id),
@@ -311,13 +287,9 @@ async def update_rule(
     responses=responses(400, 401, 403, 404),
 )
 async def delete_rule(
-    request: Request,
-    principal: Annotated[Principal, Depends(require("admin"))],
     rule_id: RuleId,
-    conn: WriteConn,
+    change: AdminChange,
 ) -> Response:
-    await service.delete_rule(conn, rule_id)
-    await record(
-        conn, Actor.from_request(request, principal), "routing_rule.delete", "routing_rule", str(rule_id)
-    )
+    await service.delete_rule(change.conn, rule_id)
+    await change.record("routing_rule.delete", "routing_rule", str(rule_id))
     return Response(status_code=204)

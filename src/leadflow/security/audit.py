@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
-from fastapi import Request
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from leadflow.kit.clock import utcnow
+from leadflow.kit.state import AfterCommit, AfterCommitDep, AppState, AppStateDep, WriteConn
 from leadflow.security import repository as repo
 from leadflow.security.repository import AuditRow
 from leadflow.security.repository import audit as audit  # the table (the SQL is in the repository)
@@ -94,6 +95,50 @@ async def record_now(
     """Write one entry in its own transaction (reads of personal data)."""
     async with engine.begin() as conn:
         await record(conn, actor, action, target_type, target_id, details)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a route that changes something receives (``change_dependency(scope)``): the connection whose
+    transaction the boundary commits, who acts, the application state and the after-commit hook."""
+
+    conn: AsyncConnection
+    actor: Actor
+    principal: Principal
+    state: AppState
+    after: AfterCommit
+
+    async def record(
+        self,
+        action: str,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """The audit entry of the change, in the same transaction."""
+        await record(self.conn, self.actor, action, target_type, target_id, details)
+
+
+def change_dependency(scope: str) -> Callable[..., Awaitable[Change]]:
+    """Dependency: a :class:`Change` for a principal whose role grants ``scope`` (authenticated before
+    the connection is taken)."""
+    from leadflow.security.auth import require
+
+    async def dependency(
+        request: Request,
+        *,
+        principal: Principal = Depends(require(scope)),
+        state: AppStateDep,
+        conn: WriteConn,
+        after: AfterCommitDep,
+    ) -> Change:
+        return Change(conn, Actor.from_request(request, principal), principal, state, after)
+
+    dependency.__name__ = f"change_{scope.replace(':', '_')}"
+    return dependency
+
+
+AdminChange = Annotated[Change, Depends(change_dependency("admin"))]
 
 
 @dataclass(frozen=True, slots=True)
