@@ -44,6 +44,7 @@ from tests.fakes.hubspot import TOKEN as HUBSPOT_TOKEN  # noqa: E402
 
 from leadflow.app import create_app  # noqa: E402
 from leadflow.config import Settings, normalise_database_url  # noqa: E402
+from leadflow.kit.state import state_of  # noqa: E402
 from leadflow.migrations.runner import upgrade_async  # noqa: E402
 from leadflow.security.tokens import create_token  # noqa: E402
 
@@ -145,7 +146,7 @@ def settings_for(url: str, fakes: Fakes, run_worker: bool) -> Settings:
 
 
 async def setup(client: httpx.AsyncClient, app: Any) -> dict[str, str]:
-    async with app.state.engine.begin() as conn:
+    async with state_of(app).engine.begin() as conn:
         token = (await create_token(conn, name="bench", role="admin")).token
     auth = {"Authorization": f"Bearer {token}"}
     await client.post(
@@ -191,7 +192,7 @@ async def throughput(kind: str, postgres: str | None, leads: int, concurrency: i
                             assert response.status_code == 201, response.text
 
                     await asyncio.gather(*(post(i) for i in range(leads)))
-                async with worker_context(app.state.engine, settings) as ctx:
+                async with worker_context(state_of(app).engine, settings) as ctx:
                     worker = build_worker(ctx, concurrency=concurrency)
                     start, cpu, fakes_cpu = time.perf_counter(), time.process_time(), fakes.cpu_seconds()
                     jobs = await worker.run_until_idle(600)

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from leadflow.app import create_app
 from leadflow.config import Settings, normalise_database_url
+from leadflow.kit.state import state_of
 from leadflow.leads.schemas import CaptureRequest
 from leadflow.migrations.runner import upgrade_async
 from leadflow.security.tokens import create_token
@@ -256,7 +257,7 @@ async def harness(settings: Settings) -> AsyncIterator[Harness]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield Harness(app, client, app.state.engine, settings)
+            yield Harness(app, client, state_of(app).engine, settings)
 
 
 @pytest.fixture

@@ -100,3 +100,64 @@ async def test_database_pool_budget_fits_two_api_and_two_worker_processes(
         assert (pool.size(), pool._max_overflow, pool._timeout) == (3, 0, 2.5)
     finally:
         await engine.dispose()
+
+
+def test_connector_groups_read_the_spec_variable_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUBSPOT_API_KEY", "pat-1")
+    monkeypatch.setenv("SMTP_FROM", "Leads <leads@example.com>")
+    monkeypatch.setenv("SMTP_PORT", "2525")
+    monkeypatch.setenv("SENDGRID_LIST_IDS", "list-1, list-2")
+    monkeypatch.setenv("SMS_ALERT_TO", "+15550100")
+    monkeypatch.setenv("EMAIL_TRANSPORT", "sendgrid")
+    monkeypatch.setenv("SEQUENCE_ENABLED", "false")
+    settings = Settings()
+    assert settings.hubspot.api_key is not None and settings.hubspot.api_key.get_secret_value() == "pat-1"
+    assert settings.hubspot.base_url == "https://api.hubapi.com"  # documented default kept
+    assert (settings.smtp.sender, settings.smtp.port) == ("Leads <leads@example.com>", 2525)
+    assert settings.sendgrid.list_ids == ("list-1", "list-2")
+    assert settings.sms.alert_to == "+15550100"
+    assert settings.email.transport == "sendgrid"
+    assert settings.sequence.enabled is False
+    assert "pat-1" not in repr(settings)  # secrets stay SecretStr
+
+
+def test_flat_names_given_in_code_fill_the_groups_and_win_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SALESFORCE_CLIENT_ID", "from-env")
+    monkeypatch.setenv("SALESFORCE_API_VERSION", "v61.0")
+    settings = Settings(salesforce_client_id="from-code", smtp_from="a@example.com", webhook_url="https://h")
+    assert settings.salesforce.client_id == "from-code"
+    assert settings.salesforce.api_version == "v61.0"  # the rest of the group still comes from the env
+    assert settings.smtp.sender == "a@example.com"
+    assert settings.webhook.url == "https://h"
+
+
+def test_every_variable_name_is_kept() -> None:
+    names = Settings.env_names()
+    assert len(names) == len(set(names))
+    for name in (
+        "SLACK_WEBHOOK_URL",
+        "TEAMS_WEBHOOK_URL",
+        "SMTP_FROM",
+        "SMTP_USE_TLS",
+        "TWILIO_FROM_NUMBER",
+        "SALESFORCE_TOKEN_URL",
+        "MAILCHIMP_LIST_ID",
+        "GA4_API_SECRET",
+        "WEBHOOK_SECRET",
+        "DATABASE_URL",
+        "HTTP_TIMEOUT_SECONDS",
+        "ALERT_SLACK_WEBHOOK_URL",
+    ):
+        assert name in names
+
+
+def test_a_connector_is_built_from_its_group() -> None:
+    from leadflow.integrations.hubspot import HubSpotConnector
+    from leadflow.integrations.slack import SlackConnector
+
+    settings = Settings(hubspot_api_key="pat", slack_webhook_url=" ")
+    assert HubSpotConnector(settings).config is settings.hubspot
+    assert HubSpotConnector(settings).configured()
+    assert not SlackConnector(settings).configured()  # a blank secret is no credential

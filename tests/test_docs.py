@@ -17,9 +17,9 @@ SOURCE = "\n".join(p.read_text() for p in (REPO / "src" / "leadflow").rglob("*.p
 def test_every_setting_is_documented() -> None:
     documented = README + DEPLOYMENT
     missing = [
-        name.upper()
-        for name in Settings.model_fields
-        if name.upper() not in documented and not name.endswith("_base_url")  # `*_BASE_URL` in README
+        name
+        for name in Settings.env_names()
+        if name not in documented and not name.endswith("_BASE_URL")  # `*_BASE_URL` in README
     ]
     assert not missing, f"settings missing from README.md / deployment.md: {missing}"
 

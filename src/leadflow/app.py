@@ -25,6 +25,8 @@ from leadflow.config import Settings, load_settings
 from leadflow.db import create_engine, point_reader
 from leadflow.errors import install_error_handlers
 from leadflow.forms.api import router as forms_router
+from leadflow.kit.state import AppState
+from leadflow.kit.state import install as install_state
 from leadflow.leads.api import CAPTURE_PATH, CaptureFastPath, extra_schemas
 from leadflow.leads.api import router as leads_router
 from leadflow.leads.capture import CaptureWriter
@@ -135,32 +137,38 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
-        app.state.settings = settings
-        app.state.engine = engine
-        app.state.cipher = FieldCipher(keys, settings.blind_key)
-        app.state.catalog = normalise_catalog(settings.service_catalog)
-        app.state.point_reader = point_reader(settings)
-        app.state.campaigns = CampaignCache(engine, settings.campaign_cache_seconds, app.state.point_reader)
-        app.state.tokens = TokenStore(engine)
-        app.state.guard = Guard(settings)
-        app.state.analytics = AnalyticsCache(settings.analytics_cache_seconds)
-        app.state.audit = AuditBuffer()
-        metrics.install(app, engine, settings)
-        app.state.writer = CaptureWriter(
-            engine,
-            dedup_window=timedelta(hours=settings.dedup_window_hours),
-            qualifying_grades=settings.qualifying_grades,
-            batch_max=settings.capture_batch_max,
+        reader = point_reader(settings)
+        state = AppState(
+            settings=settings,
+            engine=engine,
+            tokens=TokenStore(engine),
+            guard=Guard(settings),
+            metrics=metrics.Exposition(engine, settings),
+            metrics_open_networks=parse_networks(settings.metrics_open_networks),
+            metrics_trusted=parse_networks(settings.trusted_proxies),
+            cipher=FieldCipher(keys, settings.blind_key),
+            catalog=normalise_catalog(settings.service_catalog),
+            point_reader=reader,
+            campaigns=CampaignCache(engine, settings.campaign_cache_seconds, reader),
+            analytics=AnalyticsCache(settings.analytics_cache_seconds),
+            audit=AuditBuffer(),
+            writer=CaptureWriter(
+                engine,
+                dedup_window=timedelta(hours=settings.dedup_window_hours),
+                qualifying_grades=settings.qualifying_grades,
+                batch_max=settings.capture_batch_max,
+            ),
         )
+        install_state(app, state)
+        metrics.instrument_pool(engine)
         stop = asyncio.Event()
-        audit_task = asyncio.create_task(app.state.audit.run(engine, stop, settings.audit_flush_seconds))
+        audit_task = asyncio.create_task(state.audit.run(engine, stop, settings.audit_flush_seconds))
         worker_task: asyncio.Task[None] | None = None
-        app.state.wake_worker = lambda: None
         if settings.run_worker:
-            worker_task, app.state.wake_worker = await _start_worker(engine, settings, stop)
-        app.state.writer.on_commit = lambda: app.state.wake_worker()
+            worker_task, state.wake_worker = await _start_worker(engine, settings, stop)
+        state.writer.on_commit = lambda: state.wake_worker()
         monitor = start_monitor(engine, settings, stop)
-        spool_task = _start_spool(app.state.writer, engine, settings, keys, stop)
+        spool_task = _start_spool(state.writer, engine, settings, keys, stop)
         if settings.gc_freeze:
             # Everything loaded at start-up (modules, schemas, phone metadata, domain lists) lives as
             # long as the process: frozen, full collections no longer walk it. Unfrozen they paused the
@@ -177,12 +185,13 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
         try:
             yield
         finally:
-            await app.state.writer.close()
-            await app.state.guard.close()
+            await state.writer.close()
+            await state.guard.close()
             if spool_task is not None:
                 stop.set()
                 await asyncio.gather(spool_task, return_exceptions=True)
-                app.state.writer.spool.close()
+                if state.writer.spool is not None:
+                    state.writer.spool.close()
             stop.set()
             if worker_task is not None:
                 await asyncio.gather(worker_task, return_exceptions=True)
@@ -192,8 +201,8 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
                 from leadflow.integrations.mailer import close_smtp_pools
 
                 close_smtp_pools()  # the alert e-mails' connections
-            if app.state.point_reader is not None:
-                app.state.point_reader.close()
+            if reader is not None:
+                reader.close()
             await engine.dispose()
             metrics.mark_process_dead()
             log.info("stopped")

@@ -10,10 +10,10 @@ import secrets
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SERVICE_CATALOG = [
@@ -111,8 +111,120 @@ class KeyFile:
         return "\n".join(lines) + "\n"
 
 
+def split_csv(value: object) -> object:
+    """``"a, b,,c"`` from the environment -> ``["a", "b", "c"]``; anything else unchanged."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def secret_text(value: SecretStr | None) -> str | None:
+    """The secret without surrounding blanks, or None when it is unset or blank (a connector is off)."""
+    if value is None:
+        return None
+    return value.get_secret_value().strip() or None
+
+
+def text(value: str | None) -> str | None:
+    """The value without surrounding blanks, or None when it is unset or blank."""
+    if value is None:
+        return None
+    return value.strip() or None
+
+
+# --- connector settings groups --------------------------------------------------------------------
+# Each group is one environment-variable prefix: ``Settings.<group>.<field>`` is read from
+# ``<GROUP>_<FIELD>`` (or the field's alias), so the spec's names are kept. A connector is built from
+# its group(s) as they are; secrets are ``SecretStr``.
+
+
+class SettingsGroup(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", validate_by_name=True, validate_by_alias=True)
+
+
+class ChatWebhookSettings(SettingsGroup):
+    """An incoming-webhook URL (SLACK_WEBHOOK_URL, TEAMS_WEBHOOK_URL): it is the credential."""
+
+    webhook_url: SecretStr | None = None
+
+
+class SmtpSettings(SettingsGroup):
+    host: str | None = None
+    port: int = 587
+    user: str | None = None
+    password: SecretStr | None = None
+    sender: str = Field("noreply@nexlink.website", alias="from")  # SMTP_FROM
+    starttls: bool = True
+    use_tls: bool = False
+
+
+class EmailSettings(SettingsGroup):
+    transport: Literal["smtp", "sendgrid"] = "smtp"  # EMAIL_TRANSPORT
+
+
+class TwilioSettings(SettingsGroup):
+    account_sid: str | None = None
+    auth_token: SecretStr | None = None
+    from_number: str | None = None
+    base_url: str = "https://api.twilio.com"
+
+
+class SmsSettings(SettingsGroup):
+    alert_to: str | None = None  # SMS_ALERT_TO: number texted when the assignee has no phone
+
+
+class HubSpotSettings(SettingsGroup):
+    api_key: SecretStr | None = None
+    base_url: str = "https://api.hubapi.com"
+
+
+class SalesforceSettings(SettingsGroup):
+    instance_url: str | None = None
+    token_url: str = "https://login.salesforce.com/services/oauth2/token"  # noqa: S105
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    api_version: str = "v60.0"
+
+
+class MailchimpSettings(SettingsGroup):
+    api_key: SecretStr | None = None
+    list_id: str | None = None
+    base_url: str | None = None  # default: https://<dc>.api.mailchimp.com from the key
+
+
+class SendGridSettings(SettingsGroup):
+    api_key: SecretStr | None = None
+    base_url: str = "https://api.sendgrid.com"
+    list_ids: Annotated[tuple[str, ...], NoDecode] = ()
+
+    _csv = field_validator("list_ids", mode="before")(split_csv)
+
+
+class Ga4Settings(SettingsGroup):
+    measurement_id: str | None = None
+    api_secret: SecretStr | None = None
+    base_url: str = "https://www.google-analytics.com"
+
+
+class WebhookSettings(SettingsGroup):
+    url: str | None = None
+    secret: SecretStr | None = None
+
+
+class SequenceSettings(SettingsGroup):
+    enabled: bool = True  # SEQUENCE_ENABLED: automated e-mail sequence to consenting leads
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+    # Groups read their flat variables: with "_" as the nesting delimiter split once, HUBSPOT_API_KEY
+    # fills ``hubspot.api_key`` (the spec's names stay; no double underscore).
+    model_config = SettingsConfigDict(
+        env_file=None,
+        extra="ignore",
+        case_sensitive=False,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+    )
 
     leadflow_env: Literal["development", "test", "production"] = "development"
     database_url: str = "sqlite:///var/leadflow.db"
@@ -169,40 +281,20 @@ class Settings(BaseSettings):
 
     # --- integrations (a connector without credentials is off) ---------------------------------
     http_timeout_seconds: float = 10.0
-    slack_webhook_url: SecretStr | None = None
-    teams_webhook_url: SecretStr | None = None
-    smtp_host: str | None = None
-    smtp_port: int = 587
-    smtp_user: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_from: str = "noreply@nexlink.website"
-    smtp_starttls: bool = True
-    smtp_use_tls: bool = False
-    email_transport: Literal["smtp", "sendgrid"] = "smtp"
-    twilio_account_sid: str | None = None
-    twilio_auth_token: SecretStr | None = None
-    twilio_from_number: str | None = None
-    twilio_base_url: str = "https://api.twilio.com"
-    sms_alert_to: str | None = None  # number texted when the assignee has no phone
-    hubspot_api_key: SecretStr | None = None
-    hubspot_base_url: str = "https://api.hubapi.com"
-    salesforce_instance_url: str | None = None
-    salesforce_token_url: str = "https://login.salesforce.com/services/oauth2/token"  # noqa: S105
-    salesforce_client_id: str | None = None
-    salesforce_client_secret: SecretStr | None = None
-    salesforce_api_version: str = "v60.0"
-    mailchimp_api_key: SecretStr | None = None
-    mailchimp_list_id: str | None = None
-    mailchimp_base_url: str | None = None  # default: https://<dc>.api.mailchimp.com from the key
-    sendgrid_api_key: SecretStr | None = None
-    sendgrid_base_url: str = "https://api.sendgrid.com"
-    sendgrid_list_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    ga4_measurement_id: str | None = None
-    ga4_api_secret: SecretStr | None = None
-    ga4_base_url: str = "https://www.google-analytics.com"
-    webhook_url: str | None = None
-    webhook_secret: SecretStr | None = None
-    sequence_enabled: bool = True  # automated e-mail sequence to consenting leads
+    # One group per environment-variable prefix: SLACK_WEBHOOK_URL is ``slack.webhook_url``, and so on.
+    slack: ChatWebhookSettings = ChatWebhookSettings()
+    teams: ChatWebhookSettings = ChatWebhookSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    email: EmailSettings = EmailSettings()
+    twilio: TwilioSettings = TwilioSettings()
+    sms: SmsSettings = SmsSettings()
+    hubspot: HubSpotSettings = HubSpotSettings()
+    salesforce: SalesforceSettings = SalesforceSettings()
+    mailchimp: MailchimpSettings = MailchimpSettings()
+    sendgrid: SendGridSettings = SendGridSettings()
+    ga4: Ga4Settings = Ga4Settings()
+    webhook: WebhookSettings = WebhookSettings()
+    sequence: SequenceSettings = SequenceSettings()
 
     # --- reports (daily/weekly e-mail to campaigns' notification_emails and to REPORT_EMAILS) -----
     report_periods: Annotated[list[Literal["daily", "weekly"]], NoDecode] = Field(
@@ -260,7 +352,6 @@ class Settings(BaseSettings):
         "qualifying_grades",
         "encryption_old_keys",
         "dns_nameservers",
-        "sendgrid_list_ids",
         "trusted_proxies",
         "report_periods",
         "report_emails",
@@ -271,9 +362,45 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _split_csv(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return split_csv(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_group_names(cls, data: Any) -> Any:
+        """``Settings(hubspot_api_key=...)``: the flat names (as in the environment) fill the groups."""
+        if not isinstance(data, dict):
+            return data
+        groups = cls.groups()
+        values = dict(data)
+        for key in list(values):
+            group, _, name = str(key).lower().partition("_")
+            if key in cls.model_fields or group not in groups or not name:
+                continue
+            current = values.get(group)
+            nested = (
+                current.model_dump(by_alias=True) if isinstance(current, BaseModel) else dict(current or {})
+            )
+            nested[name] = values.pop(key)
+            values[group] = nested
+        return values
+
+    @classmethod
+    def groups(cls) -> dict[str, type[SettingsGroup]]:
+        """The settings groups by field name (``{"hubspot": HubSpotSettings, ...}``)."""
+        return {
+            name: info.annotation
+            for name, info in cls.model_fields.items()
+            if isinstance(info.annotation, type) and issubclass(info.annotation, SettingsGroup)
+        }
+
+    @classmethod
+    def env_names(cls) -> list[str]:
+        """Every environment variable the settings read (``HUBSPOT_API_KEY`` for ``hubspot.api_key``)."""
+        groups = cls.groups()
+        names = [name.upper() for name in cls.model_fields if name not in groups]
+        for prefix, group in groups.items():
+            names += [f"{prefix}_{info.alias or name}".upper() for name, info in group.model_fields.items()]
+        return names
 
     @field_validator("qualifying_grades")
     @classmethod
@@ -323,8 +450,7 @@ class Settings(BaseSettings):
     @property
     def alerting(self) -> bool:
         """Alert notifications are on (ALERT_EMAILS and/or ALERT_SLACK_WEBHOOK_URL set)."""
-        webhook = self.alert_slack_webhook_url
-        return bool(self.alert_emails) or (webhook is not None and bool(webhook.get_secret_value().strip()))
+        return bool(self.alert_emails) or secret_text(self.alert_slack_webhook_url) is not None
 
     @property
     def production(self) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from leadflow.kit.clock import utcnow
+from leadflow.kit.state import state_of
 from tests.conftest import Harness, example_lead
 
 # Every test here runs on SQLite, and on PostgreSQL and MariaDB when the suite is told they are there.
@@ -208,7 +209,7 @@ async def test_analytics_cache_serves_recent_figures_and_drops_them_on_changes(
 
     app = create_app(settings_factory(analytics_cache_seconds=30))
     async with app.router.lifespan_context(app):
-        async with app.state.engine.begin() as conn:
+        async with state_of(app).engine.begin() as conn:
             auth = {"Authorization": f"Bearer {(await create_token(conn, name='a', role='admin')).token}"}
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:

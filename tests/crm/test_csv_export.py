@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import update
 
 from leadflow.integrations.csv_export import COLUMNS, ExportFilter, iter_leads, parse_bound, safe_cell
+from leadflow.kit.state import state_of
 from leadflow.leads.repository import leads
 from tests import cli
 from tests.cli import CliResult
@@ -207,10 +208,11 @@ async def test_existing_file_is_tightened_and_replaced(
 async def test_streams_page_by_page(harness: Harness, seeded: dict[str, str]) -> None:
     async with harness.engine.connect() as conn:
         paged = [
-            r["lead_id"] async for r in iter_leads(conn, harness.app.state.cipher, ExportFilter(), page=2)
+            r["lead_id"] async for r in iter_leads(conn, state_of(harness.app).cipher, ExportFilter(), page=2)
         ]
         whole = [
-            r["lead_id"] async for r in iter_leads(conn, harness.app.state.cipher, ExportFilter(), page=500)
+            r["lead_id"]
+            async for r in iter_leads(conn, state_of(harness.app).cipher, ExportFilter(), page=500)
         ]
     assert paged == whole
     assert sorted(paged) == sorted(seeded.values())

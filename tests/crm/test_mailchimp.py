@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from leadflow.config import MailchimpSettings
 from leadflow.integrations.base import DeliveryContext, PermanentError, PrivacySubject, RetriableError
-from leadflow.integrations.mailchimp import MailchimpConfig, MailchimpConnector, subscriber_hash
+from leadflow.integrations.mailchimp import MailchimpConnector, api_base, subscriber_hash
 from tests.crm.conftest import vendor_settings
 from tests.crm.factories import make_lead, with_integration
 from tests.fakes import mailchimp as fake_mc
@@ -121,9 +122,9 @@ async def test_no_consent_is_refused_without_a_request(fake: FakeMailchimp, make
 
 
 def test_configured_and_data_centre() -> None:
-    assert MailchimpConfig(api_key=KEY).api_base() == "https://us21.api.mailchimp.com"
-    assert MailchimpConfig(api_key="abc-US3").api_base() == "https://us3.api.mailchimp.com"
-    assert MailchimpConfig(api_key=KEY, base_url="http://127.0.0.1:9/").api_base() == "http://127.0.0.1:9"
+    assert api_base(MailchimpSettings(api_key=KEY)) == "https://us21.api.mailchimp.com"
+    assert api_base(MailchimpSettings(api_key="abc-US3")) == "https://us3.api.mailchimp.com"
+    assert api_base(MailchimpSettings(api_key=KEY, base_url="http://127.0.0.1:9/")) == "http://127.0.0.1:9"
     assert MailchimpConnector(vendor_settings(mailchimp_api_key=KEY)).configured()
     assert not MailchimpConnector(vendor_settings()).configured()
     assert not MailchimpConnector(vendor_settings(mailchimp_api_key="nodatacentre")).configured()

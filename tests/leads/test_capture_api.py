@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from leadflow.kit.clock import utcnow
+from leadflow.kit.state import state_of
 from tests.conftest import EXAMPLE_LEAD, Harness, example_lead
 
 # Every test here runs on SQLite, and on PostgreSQL and MariaDB when the suite is told they are there.
@@ -175,7 +176,7 @@ async def test_phone_without_country_code_uses_default_region(
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             from leadflow.security.tokens import create_token
 
-            async with app.state.engine.begin() as conn:
+            async with state_of(app).engine.begin() as conn:
                 token = (await create_token(conn, name="a", role="admin")).token
             auth = {"Authorization": f"Bearer {token}"}
             await client.post(
@@ -360,7 +361,7 @@ async def test_concurrent_captures_are_all_stored_and_batched(
     assert len(ids) == n
     assert await harness.scalar("SELECT count(*) FROM leads") == n
     assert await harness.scalar("SELECT count(*) FROM jobs") == n
-    writer = harness.app.state.writer
+    writer = state_of(harness.app).writer
     assert writer.leads_written == n
     assert writer.batches < n  # group commit shared transactions
 

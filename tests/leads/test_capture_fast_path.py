@@ -14,6 +14,7 @@ import pytest
 
 from leadflow.app import create_app
 from leadflow.config import Settings
+from leadflow.kit.state import state_of
 from leadflow.security.tokens import create_token
 from tests.conftest import EXAMPLE_LEAD
 
@@ -89,7 +90,7 @@ async def _answers(settings: Settings, fast: bool) -> list[tuple[Any, ...]]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            async with app.state.engine.begin() as conn:
+            async with state_of(app).engine.begin() as conn:
                 admin = (await create_token(conn, name="admin", role="admin")).token
                 ingest = (await create_token(conn, name="ingest", role="ingest")).token
             headers = {"Authorization": f"Bearer {admin}"}
@@ -122,7 +123,7 @@ async def _answers(settings: Settings, fast: bool) -> list[tuple[Any, ...]]:
                 answers.append(
                     (method + " " + path, response.status_code, response.text, dict(response.headers))
                 )
-        rejected = app.state.guard.local.get(f"leadflow/fail/{'127.0.0.1'}")
+        rejected = state_of(app).guard.local.get(f"leadflow/fail/{'127.0.0.1'}")
     answers.append(("failures counted towards lock-out", rejected))
     return answers
 

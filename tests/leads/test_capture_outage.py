@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from leadflow.app import create_app
 from leadflow.config import Settings
+from leadflow.kit.state import state_of
 from leadflow.security.tokens import create_token
 from tests.conftest import TEST_KEY, example_lead
 from tests.fakes.tcp_proxy import TcpProxy
@@ -92,8 +93,8 @@ async def test_capture_through_a_database_outage(database_url: str, tmp_path: Pa
 
 
 async def _outage(app: Any, client: httpx.AsyncClient, proxy: TcpProxy) -> None:
-    engine = app.state.engine
-    spool = app.state.writer.spool
+    engine = state_of(app).engine
+    spool = state_of(app).writer.spool
     assert spool is not None
     async with engine.begin() as conn:
         token = (await create_token(conn, name="outage", role="admin")).token
@@ -218,7 +219,7 @@ async def _outage(app: Any, client: httpx.AsyncClient, proxy: TcpProxy) -> None:
         twice = (
             await conn.execute(
                 text("SELECT count(*) FROM leads WHERE email_hash = :h"),
-                {"h": app.state.cipher.blind_index("twice-in-outage@company.com")},
+                {"h": state_of(app).cipher.blind_index("twice-in-outage@company.com")},
             )
         ).scalar()
     assert twice == 2
@@ -241,7 +242,7 @@ async def test_a_spool_left_by_a_stopped_process_is_replayed_by_the_next_one(
         async with first.router.lifespan_context(first):
             transport = httpx.ASGITransport(app=first, raise_app_exceptions=False)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-                async with first.state.engine.begin() as conn:
+                async with state_of(first).engine.begin() as conn:
                     token = (await create_token(conn, name="outage", role="admin")).token
                 admin = {"Authorization": f"Bearer {token}"}
                 assert (
@@ -256,14 +257,14 @@ async def test_a_spool_left_by_a_stopped_process_is_replayed_by_the_next_one(
         await proxy.restore()
         second = create_app(settings)
         async with second.router.lifespan_context(second):
-            spool = second.state.writer.spool
+            spool = state_of(second).writer.spool
             assert spool is not None and spool.pending == 8  # adopted at start-up
             for _ in range(600):
                 if spool.pending == 0:
                     break
                 await asyncio.sleep(0.05)
             assert spool.pending == 0
-            async with second.state.engine.connect() as conn:
+            async with state_of(second).engine.connect() as conn:
                 stored = set((await conn.execute(text("SELECT public_id FROM leads"))).scalars().all())
         assert {r.json()["lead_id"] for r in answers} <= stored
         assert list((tmp_path / "spool").glob("*.spool")) == []
@@ -281,7 +282,7 @@ async def test_a_silent_partition_spools_after_the_timeouts(database_url: str, t
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-                async with app.state.engine.begin() as conn:
+                async with state_of(app).engine.begin() as conn:
                     token = (await create_token(conn, name="outage", role="admin")).token
                 admin = {"Authorization": f"Bearer {token}"}
                 assert (
@@ -292,13 +293,13 @@ async def test_a_silent_partition_spools_after_the_timeouts(database_url: str, t
                 answers = await asyncio.wait_for(_load(client, [_lead() for _ in range(12)]), 60)
                 assert [r.status_code for r in answers] == [202] * 12
                 await proxy.restore()
-                spool = app.state.writer.spool
+                spool = state_of(app).writer.spool
                 for _ in range(600):
                     if spool.pending == 0:
                         break
                     await asyncio.sleep(0.05)
                 assert spool.pending == 0
-                async with app.state.engine.connect() as conn:
+                async with state_of(app).engine.connect() as conn:
                     stored = set((await conn.execute(text("SELECT public_id FROM leads"))).scalars().all())
                 assert {r.json()["lead_id"] for r in answers} <= stored
     finally:

@@ -22,6 +22,7 @@ from leadflow.config import Settings
 from leadflow.db import create_engine
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import table_of
+from leadflow.kit.state import state_of
 from leadflow.observability.alerts import DIGEST_JOB, AlertMonitor, digest_job
 from leadflow.pipeline.models import Job, JobAttempt
 from leadflow.pipeline.runtime import build_worker, worker_context
@@ -203,7 +204,7 @@ async def test_monitor_runs_in_the_api_process(
     settings = alert_settings(alert_check_seconds=0.05, alert_worker_stale_seconds=1)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        await _job(app.state.engine, utcnow() - timedelta(minutes=5))
+        await _job(state_of(app).engine, utcnow() - timedelta(minutes=5))
         deadline = time.monotonic() + 20
         while not slack.accepted and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -286,7 +287,7 @@ async def dead_letter_harness(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield Harness(app, client, app.state.engine, settings)
+            yield Harness(app, client, state_of(app).engine, settings)
 
 
 async def _campaign(h: Harness) -> None:
@@ -413,7 +414,7 @@ async def test_no_digest_without_alert_channels(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            h = Harness(app, client, app.state.engine, settings)
+            h = Harness(app, client, state_of(app).engine, settings)
             await _campaign(h)
             hubspot.fail_next(*[REFUSED] * 8)
             assert (await client.post("/v1/api/leads", json=example_lead())).status_code == 201

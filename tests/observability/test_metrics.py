@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from leadflow.app import create_app
 from leadflow.config import Settings
 from leadflow.kit.clock import utcnow
+from leadflow.kit.state import state_of
 from leadflow.observability import metrics
 from leadflow.pipeline import repository as jobs_repo
 from leadflow.pipeline.runtime import build_worker, worker_context
@@ -39,7 +40,7 @@ async def app_factory(settings_factory: Callable[..., Settings]) -> AsyncIterato
         stack.append(lifespan)
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
         stack.append(client)
-        return Harness(app, client, app.state.engine, settings)
+        return Harness(app, client, state_of(app).engine, settings)
 
     yield start
     for item in reversed(stack):
@@ -338,7 +339,7 @@ async def test_database_gauges_are_cached_between_scrapes(app_factory: Callable[
 
 async def test_database_down_is_a_gauge_not_an_error(app_factory: Callable[..., Any]) -> None:
     h = await app_factory(metrics_db_refresh_seconds=0)
-    exposition: metrics.Exposition = h.app.state.metrics
+    exposition: metrics.Exposition = state_of(h.app).metrics
     # A database nobody listens for (port 1): what a scrape meets while the database is down.
     exposition.database.engine = create_async_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")
     text = await scrape(h)

@@ -17,6 +17,7 @@ import pytest
 
 from leadflow.app import create_app
 from leadflow.config import Settings
+from leadflow.kit.state import state_of
 from leadflow.security.tokens import create_token
 from tests.conftest import example_lead
 from tests.fakes.hubspot import TOKEN as HUBSPOT_TOKEN
@@ -56,7 +57,7 @@ async def test_capture_to_notifications_and_crm(
         )
         app = create_app(settings)
         async with app.router.lifespan_context(app):
-            async with app.state.engine.begin() as conn:
+            async with state_of(app).engine.begin() as conn:
                 token = (await create_token(conn, name="e2e", role="admin")).token
             auth = {"Authorization": f"Bearer {token}"}
             transport = httpx.ASGITransport(app=app)
@@ -152,7 +153,7 @@ async def test_failing_vendor_is_retried_then_dead_lettered_and_replayed(
         )
         app = create_app(settings)
         async with app.router.lifespan_context(app):
-            async with app.state.engine.begin() as conn:
+            async with state_of(app).engine.begin() as conn:
                 token = (await create_token(conn, name="e2e", role="admin")).token
             auth = {"Authorization": f"Bearer {token}"}
             transport = httpx.ASGITransport(app=app)
@@ -173,13 +174,13 @@ async def test_failing_vendor_is_retried_then_dead_lettered_and_replayed(
                 # Make retries immediate: the backoff itself is unit-tested; here we want the attempts.
                 deadline = time.monotonic() + 20
                 while True:
-                    async with app.state.engine.begin() as conn:
+                    async with state_of(app).engine.begin() as conn:
                         from sqlalchemy import text
 
                         await conn.execute(
                             text("UPDATE jobs SET run_at = created_at WHERE status = 'pending'")
                         )
-                    app.state.wake_worker()
+                    state_of(app).wake_worker()
                     job = await hubspot_job()
                     if job is not None and job["status"] == "dead":
                         break
@@ -239,7 +240,7 @@ async def test_two_databases_one_webhook_receiver_and_enrichment_on_the_detail(
             )
             app = create_app(settings)
             async with app.router.lifespan_context(app):
-                async with app.state.engine.begin() as conn:
+                async with state_of(app).engine.begin() as conn:
                     auth = {
                         "Authorization": f"Bearer {(await create_token(conn, name='e', role='admin')).token}"
                     }
@@ -288,7 +289,7 @@ async def test_first_touch_utm_is_kept_through_capture_and_enrichment(
     settings = settings_factory(run_worker=True, worker_poll_seconds=0.05, sequence_enabled=False)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        async with app.state.engine.begin() as conn:
+        async with state_of(app).engine.begin() as conn:
             auth = {"Authorization": f"Bearer {(await create_token(conn, name='e', role='admin')).token}"}
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from leadflow.leads import repository as leads_repo
-from leadflow.pipeline.processing import ROUTE_GROUP, RoutePlan, commit_routing, process_lead
+from leadflow.leads.tasks import ROUTE_GROUP, RoutePlan, commit_routing, process_lead
 from leadflow.pipeline.runtime import worker_context
 from tests.conftest import Harness, example_lead
 

@@ -23,6 +23,7 @@ import pytest
 from leadflow.app import create_app
 from leadflow.config import Settings
 from leadflow.kit.clock import utcnow
+from leadflow.kit.state import state_of
 from leadflow.privacy.unsubscribe import make_token
 from leadflow.security.tokens import create_token
 from tests.conftest import SUBMITTED_PII, TEST_KEY, Harness, example_lead
@@ -75,12 +76,12 @@ async def running(settings: Settings) -> AsyncIterator[tuple[Harness, dict[str, 
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            async with app.state.engine.begin() as conn:
+            async with state_of(app).engine.begin() as conn:
                 token = (await create_token(conn, name="privacy", role="admin")).token
             admin = {"Authorization": f"Bearer {token}"}
             created = await client.post("/v1/api/campaigns", headers=admin, json=CAMPAIGN)
             assert created.status_code == 201, created.text
-            yield Harness(app, client, app.state.engine, settings), admin
+            yield Harness(app, client, state_of(app).engine, settings), admin
 
 
 async def capture(h: Harness, **contact: Any) -> str:
@@ -160,7 +161,7 @@ async def test_withdrawn_person_gets_no_further_step_and_leaves_the_lists(
             step1 = [k for k, _ in states if k.endswith(":step1")]
             assert step1, states
             await h.execute("UPDATE jobs SET run_at = :t WHERE dedup_key = :k", t=utcnow(), k=step1[0])
-            h.app.state.wake_worker()
+            state_of(h.app).wake_worker()
 
             async def step1_done() -> bool:
                 return (step1[0], "done") in await job_states(h, row_id)
@@ -286,13 +287,13 @@ async def test_a_used_link_stays_used_until_it_expires_even_past_retention(
     await harness.execute("UPDATE unsubscribe_uses SET used_at = :t", t=utcnow() - timedelta(days=40))
     settings = harness.settings.model_copy(update={"retention_days": 30, "unsubscribe_link_days": 60})
     async with harness.engine.begin() as conn:
-        await enforce_retention(conn, harness.app.state.cipher, settings, dry_run=False)
+        await enforce_retention(conn, state_of(harness.app).cipher, settings, dry_run=False)
     again = await harness.client.post(f"/v1/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click")
     assert again.status_code == 410 and again.json()["error"] == "LINK_ALREADY_USED"
     # Once no link used then can still verify, the record goes.
     await harness.execute("UPDATE unsubscribe_uses SET used_at = :t", t=utcnow() - timedelta(days=61))
     async with harness.engine.begin() as conn:
-        report = await enforce_retention(conn, harness.app.state.cipher, settings, dry_run=False)
+        report = await enforce_retention(conn, state_of(harness.app).cipher, settings, dry_run=False)
     assert (report.records_purged or {})["unsubscribe_uses"] == 1
 
 
@@ -370,8 +371,8 @@ async def test_erasure_drops_the_persons_queued_unsubscribe_jobs(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            h = Harness(app, client, app.state.engine, settings)
-            async with app.state.engine.begin() as conn:
+            h = Harness(app, client, state_of(app).engine, settings)
+            async with state_of(app).engine.begin() as conn:
                 admin = {
                     "Authorization": f"Bearer {(await create_token(conn, name='a', role='admin')).token}"
                 }

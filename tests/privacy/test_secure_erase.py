@@ -16,6 +16,7 @@ from sqlalchemy import text
 from leadflow.app import create_app
 from leadflow.config import Settings
 from leadflow.kit.clock import utcnow
+from leadflow.kit.state import state_of
 from leadflow.leads.models import PII_FIELDS
 from leadflow.security.tokens import create_token
 from tests.conftest import Harness, example_lead
@@ -111,7 +112,7 @@ async def test_the_daily_retention_job_reclaims_the_space(settings_factory: Call
     settings = settings_factory(run_worker=True, worker_poll_seconds=0.05, retention_days=30)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        engine = app.state.engine
+        engine = state_of(app).engine
         async with engine.begin() as conn:
             auth = {"Authorization": f"Bearer {(await create_token(conn, name='r', role='admin')).token}"}
         transport = httpx.ASGITransport(app=app)
@@ -136,7 +137,7 @@ async def test_the_daily_retention_job_reclaims_the_space(settings_factory: Call
                     ),
                     {"now": utcnow() - timedelta(seconds=1)},
                 )
-            app.state.wake_worker()
+            state_of(app).wake_worker()
             expected = {"sqlite": "checkpoint", "postgresql": "vacuum", "mysql": "optimize"}[
                 engine.dialect.name
             ]

@@ -24,8 +24,9 @@ from leadflow.kit.models import table_of
 from leadflow.leads.models import Lead
 from leadflow.pipeline import repository as jobs_repo
 from leadflow.pipeline.runtime import build_worker, worker_context
-from leadflow.pipeline.scheduler import REPORTS_JOB, slot
+from leadflow.pipeline.scheduler import slot
 from leadflow.reports import service
+from leadflow.reports.tasks import REPORTS_JOB
 from tests.conftest import TEST_KEY, Harness, example_lead
 from tests.fakes.smtp import FakeSmtp, ReceivedMail
 
@@ -442,15 +443,15 @@ async def test_report_goes_through_sendgrid_too(
 ) -> None:
     from pydantic import SecretStr
 
+    from leadflow.config import EmailSettings, SendGridSettings
     from tests.fakes.sendgrid_mail import FakeSendGridMail
 
     day = utcnow().date() - timedelta(days=1)
     with FakeSendGridMail(shared / "contracts" / "sendgrid" / "mail-send-v3.subset.json") as sendgrid:
         settings = harness.settings.model_copy(
             update={
-                "email_transport": "sendgrid",
-                "sendgrid_api_key": SecretStr(sendgrid.api_key),
-                "sendgrid_base_url": sendgrid.base_url,
+                "email": EmailSettings(transport="sendgrid"),
+                "sendgrid": SendGridSettings(api_key=SecretStr(sendgrid.api_key), base_url=sendgrid.base_url),
             }
         )
         async with harness.engine.connect() as conn:

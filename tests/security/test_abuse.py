@@ -11,6 +11,7 @@ import pytest
 
 from leadflow.app import create_app
 from leadflow.config import Settings
+from leadflow.kit.state import state_of
 from leadflow.security.clientip import client_ip, parse_networks
 from tests.conftest import Harness, example_lead
 from tests.fakes.redis_server import RedisServer
@@ -32,7 +33,7 @@ async def running(
 async def _campaign(app: Any, client: httpx.AsyncClient, campaign_id: str = "rl") -> dict[str, str]:
     from leadflow.security.tokens import create_token
 
-    async with app.state.engine.begin() as conn:
+    async with state_of(app).engine.begin() as conn:
         token = (await create_token(conn, name="a", role="admin")).token
     headers = {"Authorization": f"Bearer {token}"}
     await client.post(
@@ -84,7 +85,7 @@ async def test_repeated_failures_lock_the_address_out_with_doubling_periods(
         await _campaign(app, client)
         for _ in range(3):
             assert (await client.post(URL, json={"bad": "payload"})).status_code == 400
-        guard = app.state.guard
+        guard = state_of(app).guard
         assert await guard.locked_for("203.0.113.7") == 0
         assert (
             await client.post(URL, content=b"{", headers={"Content-Type": "application/json"})

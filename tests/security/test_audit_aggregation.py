@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from leadflow.app import create_app
 from leadflow.config import Settings
 from leadflow.kit.clock import utcnow
+from leadflow.kit.state import state_of
 from leadflow.security.audit import MAX_TARGETS, Actor, AuditBuffer
 from tests.conftest import Harness, example_lead
 from tests.privacy.test_privacy_api import _cli
@@ -25,7 +26,7 @@ BACKENDS = pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], i
 
 
 async def audit_items(h: Harness, admin: dict[str, str], action: str) -> list[dict[str, Any]]:
-    await h.app.state.audit.flush(h.engine, everything=True)  # what the minute's end (or shutdown) does
+    await state_of(h.app).audit.flush(h.engine, everything=True)  # what the minute's end (or shutdown) does
     response = await h.client.get("/v1/api/audit", headers=admin, params={"action": action, "limit": 200})
     assert response.status_code == 200, response.text
     items: list[dict[str, Any]] = response.json()["items"]

@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 
 from leadflow.app import create_app
 from leadflow.config import Settings
+from leadflow.kit.state import state_of
 from tests.conftest import example_lead
 from tests.fakes.redis_server import RedisServer
 
@@ -33,7 +34,7 @@ async def running(settings: Settings) -> AsyncIterator[tuple[Any, httpx.AsyncCli
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             from leadflow.security.tokens import create_token
 
-            async with app.state.engine.begin() as conn:
+            async with state_of(app).engine.begin() as conn:
                 token = (await create_token(conn, name="a", role="admin")).token
             created = await client.post(
                 "/v1/api/campaigns",
@@ -58,7 +59,7 @@ async def _burst(client: httpx.AsyncClient, tag: str, count: int) -> Counter[int
 async def _stored(app: Any) -> int:
     from sqlalchemy import text
 
-    async with app.state.engine.connect() as conn:
+    async with state_of(app).engine.connect() as conn:
         return int((await conn.execute(text("SELECT count(*) FROM leads"))).scalar_one())
 
 
@@ -77,10 +78,10 @@ async def test_a_burst_larger_than_the_pool_waits_for_connections(
         redis_socket_timeout_seconds=10,
     )
     async with running(settings) as (app, client):
-        pool = app.state.guard.pool
+        pool = state_of(app).guard.pool
         assert pool.max_connections == 4
         assert await _burst(client, "burst", 200) == {201: 200}
-        assert app.state.guard.fallbacks == 0  # every counter went to Redis: the burst waited
+        assert state_of(app).guard.fallbacks == 0  # every counter went to Redis: the burst waited
         assert 1 <= redis_server.clients() <= 4  # the pool's connections, kept open
         assert redis_server.keys() > 0
         assert await _stored(app) == 200
@@ -93,16 +94,16 @@ async def test_redis_stopped_mid_run_capture_goes_on_with_process_counters(
     before = _fallback_metric()
     async with running(settings) as (app, client):
         assert await _burst(client, "up", 20) == {201: 20}
-        assert app.state.guard.fallbacks == 0
+        assert state_of(app).guard.fallbacks == 0
         redis_server.stop()
         assert await _burst(client, "down", 50) == {201: 50}
-        assert app.state.guard.fallbacks >= 50  # retry period 0: every request tried Redis first
+        assert state_of(app).guard.fallbacks >= 50  # retry period 0: every request tried Redis first
         assert _fallback_metric() - before >= 50
         redis_server.start()  # an empty server on the same port: counters go back to Redis
         assert redis_server.keys() == 0
-        fallbacks = app.state.guard.fallbacks
+        fallbacks = state_of(app).guard.fallbacks
         assert await _burst(client, "back", 10) == {201: 10}
-        assert app.state.guard.fallbacks == fallbacks
+        assert state_of(app).guard.fallbacks == fallbacks
         assert redis_server.keys() > 0
         assert await _stored(app) == 80  # every acknowledged lead is stored
 
@@ -120,7 +121,7 @@ async def test_a_hung_redis_times_out_and_capture_goes_on(
             assert await _burst(client, "hung", 30) == {201: 30}
         finally:
             redis_server.resume()
-        assert app.state.guard.fallbacks >= 1
+        assert state_of(app).guard.fallbacks >= 1
         assert await _stored(app) == 35
 
 

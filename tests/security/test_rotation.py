@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from leadflow.app import create_app
 from leadflow.config import Settings
 from leadflow.demo import demo_payload
+from leadflow.kit.state import state_of
 from leadflow.security.crypto import FieldCipher
 from tests.cli import run_cli
 
@@ -68,7 +69,7 @@ async def test_rotate_keeps_old_rows_readable_and_reencrypts_resumably(tmp_path:
     async with app.router.lifespan_context(app):
         from leadflow.security.tokens import create_token
 
-        async with app.state.engine.begin() as conn:
+        async with state_of(app).engine.begin() as conn:
             token = (await create_token(conn, name="t", role="admin")).token
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi.routing import APIRoute
 
+from leadflow.kit.state import state_of
 from leadflow.security.tokens import SCOPES
 from tests.conftest import Harness
 
@@ -96,14 +97,14 @@ async def test_revoked_and_expired_tokens_are_refused(harness: Harness) -> None:
     headers = await harness.token("admin")
     assert (await harness.client.get("/v1/api/campaigns", headers=headers)).status_code == 200
     await harness.execute("UPDATE api_tokens SET revoked_at = :t", t=utcnow())
-    harness.app.state.tokens.forget()
+    state_of(harness.app).tokens.forget()
     assert (await harness.client.get("/v1/api/campaigns", headers=headers)).status_code == 401
 
     expired = await harness.token("admin")
     await harness.execute(
         "UPDATE api_tokens SET expires_at = :t WHERE revoked_at IS NULL", t=utcnow() - timedelta(seconds=1)
     )
-    harness.app.state.tokens.forget()
+    state_of(harness.app).tokens.forget()
     assert (await harness.client.get("/v1/api/campaigns", headers=expired)).status_code == 401
 
 

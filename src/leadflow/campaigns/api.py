@@ -20,6 +20,7 @@ from leadflow.campaigns.schemas import (
     CampaignWithToken,
 )
 from leadflow.errors import json_response, responses
+from leadflow.kit.state import state_of
 from leadflow.security.audit import Actor, record
 from leadflow.security.auth import require
 from leadflow.security.tokens import Principal
@@ -40,8 +41,8 @@ async def list_campaigns(
     principal: Principal = Depends(require("campaigns:read")),
     status: CampaignStatus | None = None,
 ) -> CampaignList:
-    request.app.state.audit.add(Actor.from_request(request, principal), "campaign.list", "campaign")
-    async with request.app.state.engine.connect() as conn:
+    state_of(request.app).audit.add(Actor.from_request(request, principal), "campaign.list", "campaign")
+    async with state_of(request.app).engine.connect() as conn:
         rows = await repo.list_all(conn, status)
     return CampaignList(items=[service.to_out(r) for r in rows])
 
@@ -58,10 +59,10 @@ async def list_campaigns(
 async def create_campaign(
     request: Request, body: CampaignCreate, principal: Principal = Depends(require("campaigns:write"))
 ) -> CampaignWithToken:
-    async with request.app.state.engine.begin() as conn:
+    async with state_of(request.app).engine.begin() as conn:
         created = await service.create(conn, body)
         await record(conn, Actor.from_request(request, principal), "campaign.create", "campaign", body.id)
-    request.app.state.campaigns.invalidate(body.id)
+    state_of(request.app).campaigns.invalidate(body.id)
     return created
 
 
@@ -75,10 +76,10 @@ async def create_campaign(
 async def get_campaign(
     request: Request, campaign_id: CampaignId, principal: Principal = Depends(require("campaigns:read"))
 ) -> CampaignOut:
-    request.app.state.audit.add(
+    state_of(request.app).audit.add(
         Actor.from_request(request, principal), "campaign.read", "campaign", campaign_id
     )
-    async with request.app.state.engine.connect() as conn:
+    async with state_of(request.app).engine.connect() as conn:
         return service.to_out(await service.get_or_404(conn, campaign_id))
 
 
@@ -96,7 +97,7 @@ async def update_campaign(
     body: CampaignUpdate,
     principal: Principal = Depends(require("campaigns:write")),
 ) -> CampaignOut:
-    async with request.app.state.engine.begin() as conn:
+    async with state_of(request.app).engine.begin() as conn:
         updated = await service.update(conn, campaign_id, body)
         await record(
             conn,
@@ -106,7 +107,7 @@ async def update_campaign(
             campaign_id,
             {"fields": sorted(body.model_fields_set)},
         )
-    request.app.state.campaigns.invalidate(campaign_id)
+    state_of(request.app).campaigns.invalidate(campaign_id)
     return updated
 
 
@@ -120,10 +121,10 @@ async def update_campaign(
 async def delete_campaign(
     request: Request, campaign_id: CampaignId, principal: Principal = Depends(require("campaigns:write"))
 ) -> Response:
-    async with request.app.state.engine.begin() as conn:
+    async with state_of(request.app).engine.begin() as conn:
         await service.delete(conn, campaign_id)
         await record(conn, Actor.from_request(request, principal), "campaign.delete", "campaign", campaign_id)
-    request.app.state.campaigns.invalidate(campaign_id)
+    state_of(request.app).campaigns.invalidate(campaign_id)
     return Response(status_code=204)
 
 
@@ -138,12 +139,12 @@ async def delete_campaign(
 async def rotate_token(
     request: Request, campaign_id: CampaignId, principal: Principal = Depends(require("campaigns:write"))
 ) -> CampaignWithToken:
-    async with request.app.state.engine.begin() as conn:
+    async with state_of(request.app).engine.begin() as conn:
         result = await service.set_token(conn, campaign_id, enabled=True)
         await record(
             conn, Actor.from_request(request, principal), "campaign.token_rotate", "campaign", campaign_id
         )
-    request.app.state.campaigns.invalidate(campaign_id)
+    state_of(request.app).campaigns.invalidate(campaign_id)
     return result
 
 
@@ -157,12 +158,12 @@ async def rotate_token(
 async def remove_token(
     request: Request, campaign_id: CampaignId, principal: Principal = Depends(require("campaigns:write"))
 ) -> CampaignOut:
-    async with request.app.state.engine.begin() as conn:
+    async with state_of(request.app).engine.begin() as conn:
         result = await service.set_token(conn, campaign_id, enabled=False)
         await record(
             conn, Actor.from_request(request, principal), "campaign.token_remove", "campaign", campaign_id
         )
-    request.app.state.campaigns.invalidate(campaign_id)
+    state_of(request.app).campaigns.invalidate(campaign_id)
     return CampaignOut(**result.model_dump(exclude={"token"}))
 
 
@@ -186,16 +187,16 @@ async def analytics(
     start: Annotated[date | None, Query(description="First day, YYYY-MM-DD")] = None,
     end: Annotated[date | None, Query(description="Last day, YYYY-MM-DD")] = None,
 ) -> Response:
-    request.app.state.audit.add(
+    state_of(request.app).audit.add(
         Actor.from_request(request, principal), "campaign.analytics", "campaign", campaign_id
     )
-    cache = request.app.state.analytics
+    cache = state_of(request.app).analytics
     key = (campaign_id, start, end)
     hit = cache.get(key)
     if hit is not None:
         body, age = hit
     else:
-        async with request.app.state.engine.connect() as conn:
+        async with state_of(request.app).engine.connect() as conn:
             body = await campaign_analytics(conn, campaign_id, start, end)
         cache.put(key, body)
         age = 0.0

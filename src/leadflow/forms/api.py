@@ -26,6 +26,7 @@ from leadflow.errors import ApiError, responses, validation_error
 from leadflow.forms import service
 from leadflow.forms.embed import Asset, embed_script
 from leadflow.kit.clock import utcnow
+from leadflow.kit.state import state_of
 from leadflow.leads.api import _read_body, capture_lead
 
 router = APIRouter(tags=["forms"])
@@ -249,7 +250,7 @@ _FORM_FIELDS = {
     },
 )
 async def submit_form(request: Request, campaign_id: CampaignId) -> Response:
-    state = request.app.state
+    state = state_of(request.app)
     headers = [(k, v) for k, v in request.scope["headers"] if k not in _REPLACED]
     headers.append((b"content-type", b"application/json"))
     problem: ApiError | None = None
@@ -297,7 +298,7 @@ async def submit_form(request: Request, campaign_id: CampaignId) -> Response:
 async def _form_error(request: Request, campaign_id: str, exc: ApiError) -> HTMLResponse:
     form = None
     if exc.error != "CAMPAIGN_NOT_FOUND":
-        async with request.app.state.engine.connect() as conn:
+        async with state_of(request.app).engine.connect() as conn:
             form = await service.hosted_form(conn, campaign_id)
     name = service.input_name(exc.field)
     label = service.LABELS.get(name or "", name)
@@ -330,7 +331,7 @@ async def _form_error(request: Request, campaign_id: str, exc: ApiError) -> HTML
     },
 )
 async def hosted_form(request: Request, campaign_id: CampaignId) -> HTMLResponse:
-    async with request.app.state.engine.connect() as conn:
+    async with state_of(request.app).engine.connect() as conn:
         form = await service.hosted_form(conn, campaign_id)
     if form is None or form.status == "draft":
         return _message(404, "Form not found", ["There is no form at this address."])
@@ -369,7 +370,7 @@ async def hosted_form(request: Request, campaign_id: CampaignId) -> HTMLResponse
     responses={200: {"description": "The page", "content": {"text/html": {}}}, **_html_responses(404)},
 )
 async def thanks(request: Request, campaign_id: CampaignId) -> HTMLResponse:
-    async with request.app.state.engine.connect() as conn:
+    async with state_of(request.app).engine.connect() as conn:
         form = await service.hosted_form(conn, campaign_id)
     if form is None:
         return _message(404, "Form not found", ["There is no form at this address."])

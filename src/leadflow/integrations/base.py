@@ -1,13 +1,18 @@
-"""The one Protocol every connector implements, and what it is given.
+"""The one base class every connector implements, its facts (traits), and what it is given.
 
 A connector turns a processed lead into one delivery (a Slack message, a CRM upsert, an SMS...).
 It raises :class:`RetriableError` for failures worth retrying (timeouts, 429, 5xx; ``retry_after`` from
 the vendor's ``Retry-After``) and :class:`PermanentError` for contract errors (4xx) that no retry fixes.
 The worker records every attempt, backs off, and dead-letters after the connector's attempt limit.
+
+Facts about a connector are class attributes on :class:`Connector` (with safe defaults); the optional
+capabilities of privacy requests are runtime-checkable Protocols (:class:`Erases`,
+:class:`Unsubscribes`) that the privacy code finds with ``isinstance``.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -143,21 +148,46 @@ class DeliveryContext:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
-@runtime_checkable
-class Connector(Protocol):
-    """One integration. Instances are cheap; the registry builds one per use from settings."""
+class Connector(ABC):
+    """One integration: subclass it, set ``name`` and ``max_attempts``, and declare its facts.
+
+    Instances are cheap; the registry builds one per use from settings. The facts below are class
+    attributes with safe defaults, read by the code that applies them (privacy policy, fan-out, the
+    activity a delivery writes, erasure answers): nothing outside a connector's module lists connectors
+    by name, so adding one is its module, one registry line and its tests.
+    """
 
     name: ClassVar[str]
     max_attempts: ClassVar[int]
 
+    # -- facts (DESIGN rule 12) ------------------------------------------------------------------------
+    # The two privacy facts default to the strict side: a connector that does not say otherwise gets
+    # only leads that consented and did not opt out of sale/sharing.
+    # Needs the person's consent (``consent_given``): e-mail marketing, the automated sequence.
+    needs_consent: ClassVar[bool] = True
+    # Hands the lead to a third party for its own use ("sell or share" under the CCPA): blocked by
+    # ``do_not_sell``.
+    shares_data: ClassVar[bool] = True
+    # A delivery keeps a record in another system in step ("synced" activity) rather than notifying
+    # someone ("notification_sent").
+    counts_as_sync: ClassVar[bool] = False
+    # A corrected lead (rectification) is delivered again so the tool updates its record.
+    resyncs_corrections: ClassVar[bool] = False
+    # For a tool that cannot delete (no :class:`Erases`): what the erasure answer says it still holds.
+    erasure_note: ClassVar[str | None] = None
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @abstractmethod
     def configured(self) -> bool:
         """Credentials present. A connector without them is off (never a silent success)."""
-        ...
 
+    @abstractmethod
     def wants(self, lead: LeadView) -> bool:
         """Whether this lead should get this delivery (grade, urgency, consent, campaign override...)."""
-        ...
 
+    @abstractmethod
     async def deliver(self, lead: LeadView, ctx: DeliveryContext) -> Outcome: ...
 
 
@@ -193,19 +223,6 @@ class Unsubscribes(Protocol):
     """Trait: the tool sends marketing to a person and can stop it (withdrawn consent, unsubscribe)."""
 
     async def unsubscribe(self, subject: PrivacySubject, ctx: DeliveryContext) -> Outcome: ...
-
-
-@runtime_checkable
-class ResyncsCorrections(Protocol):
-    """Trait: a corrected lead (rectification) is delivered again so the tool updates its record."""
-
-    resyncs_corrections: ClassVar[bool]
-
-
-def erasure_note(connector: Connector) -> str | None:
-    """What a connector without deletion says about the personal data it holds (``erasure_note``)."""
-    note = getattr(type(connector), "erasure_note", None)
-    return note if isinstance(note, str) else None
 
 
 def campaign_toggle(lead: LeadView, name: str) -> bool | None:

@@ -28,10 +28,9 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, SecretStr
-
-from leadflow.config import Settings
+from leadflow.config import Ga4Settings, Settings, secret_text, text
 from leadflow.integrations.base import (
+    Connector,
     DeliveryContext,
     DeliveryError,
     LeadView,
@@ -49,27 +48,6 @@ MAX_BACKDATE = timedelta(hours=72)  # older timestamps are dropped by GA4: send 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 EMAIL_RE = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+")
 DIGITS = re.compile(r"\D")
-
-
-class Ga4Config(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    measurement_id: str | None = None
-    api_secret: SecretStr | None = None
-    base_url: str = "https://www.google-analytics.com"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Ga4Config:
-        return cls(
-            measurement_id=settings.ga4_measurement_id,
-            api_secret=settings.ga4_api_secret,
-            base_url=settings.ga4_base_url,
-        )
-
-    def secret(self) -> str | None:
-        if self.api_secret is None:
-            return None
-        return self.api_secret.get_secret_value().strip() or None
 
 
 def client_id(lead: LeadView) -> str:
@@ -130,21 +108,25 @@ def payload(lead: LeadView, now: datetime | None = None) -> dict[str, Any]:
     return body
 
 
-class Ga4Connector:
+class Ga4Connector(Connector):
     name: ClassVar[str] = "ga4"
     max_attempts: ClassVar[int] = 4  # an analytics hit is worth little once the 72-hour window closes
+    needs_consent: ClassVar[bool] = False  # GDPR leads need it: wants() checks the regime
+    shares_data: ClassVar[bool] = True
+    counts_as_sync: ClassVar[bool] = True
     # Facts for privacy requests: GA4 holds no personal data from us, so there is nothing to erase.
-    erasure_note: ClassVar[str] = (
+    erasure_note: ClassVar[str | None] = (
         "GA4 events carry no personal data (no name, e-mail, phone, company or message; a pseudonymous "
         "client id only), so nothing is erased there"
     )
 
     def __init__(self, settings: Settings) -> None:
-        self.config = Ga4Config.from_settings(settings)
+        super().__init__(settings)
+        self.config: Ga4Settings = settings.ga4
 
     def configured(self) -> bool:
-        return bool(
-            self.config.measurement_id and self.config.measurement_id.strip() and self.config.secret()
+        return (
+            text(self.config.measurement_id) is not None and secret_text(self.config.api_secret) is not None
         )
 
     def wants(self, lead: LeadView) -> bool:
@@ -153,15 +135,16 @@ class Ga4Connector:
         return campaign_toggle(lead, self.name) is not False
 
     async def deliver(self, lead: LeadView, ctx: DeliveryContext) -> Outcome:
-        secret = self.config.secret()
-        if not self.configured() or secret is None or self.config.measurement_id is None:
+        secret = secret_text(self.config.api_secret)
+        measurement_id = text(self.config.measurement_id)
+        if secret is None or measurement_id is None:
             raise PermanentError("GA4 is not configured (GA4_MEASUREMENT_ID / GA4_API_SECRET)")
         body = payload(lead)
         response = await send(
             ctx.http,
             "POST",
             self.config.base_url.rstrip("/") + "/mp/collect",
-            params={"measurement_id": self.config.measurement_id.strip(), "api_secret": secret},
+            params={"measurement_id": measurement_id, "api_secret": secret},
             content=json.dumps(body, separators=(",", ":")).encode(),
             headers={"Content-Type": "application/json"},
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,12 +47,22 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def check(response: httpx.Response, *, external_id: str | None = None) -> Outcome:
-    """Map a vendor response to an Outcome or raise Retriable/Permanent errors."""
-    body = excerpt(response.text)
+def check(
+    response: httpx.Response,
+    *,
+    external_id: str | None = None,
+    summary: Callable[[httpx.Response], str] | None = None,
+    pii: Sequence[str | None] = (),
+) -> Outcome:
+    """Map a vendor response to an Outcome or raise Retriable/Permanent errors.
+
+    A failure's excerpt is ``summary(response)`` when given (the vendor's error in a line, instead of
+    its whole body) with the personal values ``pii`` redacted (vendors echo what was submitted).
+    """
     code = response.status_code
     if 200 <= code < 300:
-        return Outcome(status_code=code, response_excerpt=body, external_id=external_id)
+        return Outcome(status_code=code, response_excerpt=excerpt(response.text), external_id=external_id)
+    body = excerpt(redact(summary(response) if summary is not None else response.text, *pii))
     if code in (408, 425, 429) or code >= 500:
         raise RetriableError(
             f"{response.request.method} {response.request.url.host} answered {code}",

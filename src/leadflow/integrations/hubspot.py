@@ -36,12 +36,11 @@ import json
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, SecretStr
 
-from leadflow.config import Settings
+from leadflow.config import HubSpotSettings, Settings, secret_text
 from leadflow.integrations.base import (
+    Connector,
     DeliveryContext,
-    DeliveryError,
     LeadView,
     Outcome,
     PermanentError,
@@ -81,17 +80,6 @@ for _definition in CUSTOM_PROPERTIES:
 _POLICY_WAIT = {"TEN_SECONDLY_ROLLING": 10.0, "SECONDLY": 1.0}
 
 
-class HubSpotConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    api_key: SecretStr | None = None
-    base_url: str = "https://api.hubapi.com"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> HubSpotConfig:
-        return cls(api_key=settings.hubspot_api_key, base_url=settings.hubspot_base_url)
-
-
 def contact_properties(lead: LeadView) -> dict[str, str]:
     """The contact properties sent for a lead (see the module docstring), missing values left out."""
     values: dict[str, str | int | None] = {
@@ -126,10 +114,9 @@ def _error_summary(response: httpx.Response) -> str:
 def _raise_for(response: httpx.Response, pii: tuple[str | None, ...]) -> None:
     """Raise Retriable/Permanent for a non-2xx answer, with a summary free of personal data."""
     try:
-        check(response)
-    except DeliveryError as exc:
-        exc.response_excerpt = excerpt(redact(_error_summary(response), *pii))
-        if isinstance(exc, RetriableError) and exc.retry_after is None and response.status_code == 429:
+        check(response, summary=_error_summary, pii=pii)
+    except RetriableError as exc:
+        if exc.retry_after is None and response.status_code == 429:
             try:
                 policy = str(response.json().get("policyName", ""))
             except (ValueError, AttributeError):
@@ -138,17 +125,22 @@ def _raise_for(response: httpx.Response, pii: tuple[str | None, ...]) -> None:
         raise
 
 
-class HubSpotConnector:
+class HubSpotConnector(Connector):
     name: ClassVar[str] = "hubspot"
     max_attempts: ClassVar[int] = 8
+    # The CRM is where sales work every lead (the lead asked to be contacted); it is ours, not shared.
+    needs_consent: ClassVar[bool] = False
+    shares_data: ClassVar[bool] = False
+    counts_as_sync: ClassVar[bool] = True
     # A corrected lead is upserted again (by e-mail: a corrected address makes a new contact).
     resyncs_corrections: ClassVar[bool] = True
 
     def __init__(self, settings: Settings) -> None:
-        self.config = HubSpotConfig.from_settings(settings)
+        super().__init__(settings)
+        self.config: HubSpotSettings = settings.hubspot
 
     def configured(self) -> bool:
-        return self.config.api_key is not None and bool(self.config.api_key.get_secret_value().strip())
+        return secret_text(self.config.api_key) is not None
 
     def wants(self, lead: LeadView) -> bool:
         # The CRM is where sales work every lead: no consent gate (the lead asked to be contacted),
@@ -156,10 +148,11 @@ class HubSpotConnector:
         return campaign_toggle(lead, self.name) is not False
 
     def _headers(self) -> dict[str, str]:
-        if not self.configured() or self.config.api_key is None:
+        key = secret_text(self.config.api_key)
+        if key is None:
             raise PermanentError("HubSpot is not configured (HUBSPOT_API_KEY)")
         return {
-            "Authorization": f"Bearer {self.config.api_key.get_secret_value().strip()}",
+            "Authorization": f"Bearer {key}",
             "Content-Type": "application/json",
             "Accept": "application/json",
         }

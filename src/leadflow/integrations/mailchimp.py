@@ -30,55 +30,35 @@ import json
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, SecretStr
 
-from leadflow.config import Settings
+from leadflow.config import MailchimpSettings, Settings, secret_text
 from leadflow.integrations.base import (
+    Connector,
     DeliveryContext,
-    DeliveryError,
     LeadView,
     Outcome,
     PermanentError,
     PrivacySubject,
     campaign_toggle,
 )
-from leadflow.integrations.http import check, excerpt, redact, send
+from leadflow.integrations.http import check, send
+from leadflow.privacy.policy import allowed as privacy_allows
 
 GRADES = ("A", "B", "C", "D")
 TAG_MAX = 100  # Mailchimp tag names are at most 100 characters
 
 
-class MailchimpConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    api_key: SecretStr | None = None
-    list_id: str | None = None
-    base_url: str | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> MailchimpConfig:
-        return cls(
-            api_key=settings.mailchimp_api_key,
-            list_id=settings.mailchimp_list_id,
-            base_url=settings.mailchimp_base_url,
-        )
-
-    def key(self) -> str | None:
-        if self.api_key is None:
-            return None
-        return self.api_key.get_secret_value().strip() or None
-
-    def api_base(self) -> str | None:
-        """``https://<dc>.api.mailchimp.com`` from the key's ``-<dc>`` suffix, or the configured URL."""
-        if self.base_url:
-            return self.base_url.rstrip("/")
-        key = self.key()
-        if not key or "-" not in key:
-            return None
-        dc = key.rsplit("-", 1)[1].lower()
-        if not dc.isalnum():
-            return None
-        return f"https://{dc}.api.mailchimp.com"
+def api_base(config: MailchimpSettings) -> str | None:
+    """``https://<dc>.api.mailchimp.com`` from the key's ``-<dc>`` suffix, or the configured URL."""
+    if config.base_url:
+        return config.base_url.rstrip("/")
+    key = secret_text(config.api_key)
+    if not key or "-" not in key:
+        return None
+    dc = key.rsplit("-", 1)[1].lower()
+    if not dc.isalnum():
+        return None
+    return f"https://{dc}.api.mailchimp.com"
 
 
 def subscriber_hash(email: str) -> str:
@@ -117,27 +97,19 @@ def _summary(response: httpx.Response) -> str:
     return f"{data.get('title', 'Error')}: {data.get('detail', '')}".strip()
 
 
-def _checked(response: httpx.Response, pii: tuple[str | None, ...]) -> None:
-    try:
-        check(response)
-    except DeliveryError as exc:
-        exc.response_excerpt = excerpt(redact(_summary(response), *pii))
-        raise
-
-
-def _may_market(lead: LeadView) -> bool:
-    return lead.consent_given and not lead.do_not_sell
-
-
-class MailchimpConnector:
+class MailchimpConnector(Connector):
     name: ClassVar[str] = "mailchimp"
     max_attempts: ClassVar[int] = 6
+    needs_consent: ClassVar[bool] = True
+    shares_data: ClassVar[bool] = True
+    counts_as_sync: ClassVar[bool] = True
 
     def __init__(self, settings: Settings) -> None:
-        self.config = MailchimpConfig.from_settings(settings)
+        super().__init__(settings)
+        self.config: MailchimpSettings = settings.mailchimp
 
     def configured(self) -> bool:
-        return self.config.key() is not None and self.config.api_base() is not None
+        return secret_text(self.config.api_key) is not None and api_base(self.config) is not None
 
     def list_id(self, lead: LeadView) -> str | None:
         override = lead.integration_settings(self.name).get("list_id")
@@ -146,24 +118,24 @@ class MailchimpConnector:
         return self.config.list_id
 
     def wants(self, lead: LeadView) -> bool:
-        if not _may_market(lead):
+        if not privacy_allows(self, lead):
             return False  # no campaign setting can override consent
         if campaign_toggle(lead, self.name) is False:
             return False
         return self.list_id(lead) is not None
 
     def _auth(self) -> tuple[str, str]:
-        key = self.config.key()
-        if key is None or self.config.api_base() is None:
+        key = secret_text(self.config.api_key)
+        if key is None or api_base(self.config) is None:
             raise PermanentError("Mailchimp is not configured (MAILCHIMP_API_KEY with a -<dc> suffix)")
         return ("anystring", key)
 
     def _member_url(self, list_id: str, email: str) -> str:
-        base = self.config.api_base()
+        base = api_base(self.config)
         return f"{base}/3.0/lists/{list_id}/members/{subscriber_hash(email)}"
 
     async def deliver(self, lead: LeadView, ctx: DeliveryContext) -> Outcome:
-        if not _may_market(lead):  # consent may have been withdrawn since the job was queued
+        if not privacy_allows(self, lead):  # consent may have been withdrawn since the job was queued
             raise PermanentError("lead has no marketing consent (or opted out of selling/sharing)")
         list_id = self.list_id(lead)
         if list_id is None:
@@ -172,7 +144,7 @@ class MailchimpConnector:
         url = self._member_url(list_id, lead.email)
         pii = (lead.email, lead.first_name, lead.last_name)
         response = await send(ctx.http, "PUT", url, auth=auth, json=member_body(lead))
-        _checked(response, pii)
+        check(response, summary=_summary, pii=pii)
         try:
             member = response.json()
         except ValueError:
@@ -183,7 +155,7 @@ class MailchimpConnector:
             member_id = member.get("contact_id") or member.get("unique_email_id")
         tags = member_tags(lead)
         tagged = await send(ctx.http, "POST", f"{url}/tags", auth=auth, json={"tags": tags})
-        _checked(tagged, pii)
+        check(tagged, summary=_summary, pii=pii)
         active = sum(1 for t in tags if t["status"] == "active")
         return Outcome(
             status_code=response.status_code,
@@ -204,7 +176,7 @@ class MailchimpConnector:
         response = await send(ctx.http, "POST", url, auth=self._auth())
         if response.status_code == 404:
             return Outcome(status_code=404, detail=f"not a member of Mailchimp list {target}")
-        _checked(response, (email, email.strip().lower()))
+        check(response, summary=_summary, pii=(email, email.strip().lower()))
         return Outcome(
             status_code=response.status_code, detail=f"Mailchimp member deleted from list {target}"
         )
@@ -247,7 +219,7 @@ class MailchimpConnector:
         )
         if response.status_code == 400 and _summary(response).startswith("Forgotten Email"):
             return Outcome(status_code=400, detail=f"address was permanently deleted from list {target}")
-        _checked(response, pii)
+        check(response, summary=_summary, pii=pii)
         try:
             before = str(response.json().get("status", ""))
         except (ValueError, AttributeError):
@@ -260,7 +232,7 @@ class MailchimpConnector:
                 auth=self._auth(),
                 json={"email_address": address, "status": "unsubscribed"},
             )
-            _checked(response, pii)
+            check(response, summary=_summary, pii=pii)
         return Outcome(
             status_code=response.status_code,
             response_excerpt=json.dumps({"before": before or None, "status": "unsubscribed"}),

@@ -39,7 +39,7 @@ import httpx
 import jinja2
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from leadflow.config import Settings
+from leadflow.config import Settings, secret_text, text
 from leadflow.integrations.base import DeliveryError, Outcome, PermanentError, RetriableError
 from leadflow.integrations.http import check, excerpt, send
 
@@ -203,27 +203,29 @@ class MailConfig(BaseModel):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MailConfig:
-        sender_name, sender = email.utils.parseaddr(settings.smtp_from)
+        group = settings.smtp
+        sender_name, sender = email.utils.parseaddr(group.sender)
         smtp = None
-        if settings.smtp_host and settings.smtp_host.strip():
-            password = settings.smtp_password
+        host = text(group.host)
+        if host is not None:
+            password = group.password
             smtp = SmtpConfig(
-                host=settings.smtp_host.strip(),
-                port=settings.smtp_port,
-                username=settings.smtp_user or None,
+                host=host,
+                port=group.port,
+                username=group.user or None,
                 password=password if password is not None and password.get_secret_value() else None,
-                starttls=settings.smtp_starttls,
-                use_tls=settings.smtp_use_tls,
+                starttls=group.starttls,
+                use_tls=group.use_tls,
                 timeout=settings.http_timeout_seconds,
             )
         sendgrid = None
-        key = settings.sendgrid_api_key
-        if key is not None and key.get_secret_value().strip():
+        key = settings.sendgrid.api_key
+        if secret_text(key) is not None and key is not None:
             sendgrid = SendGridMailConfig(
-                api_key=key, base_url=settings.sendgrid_base_url, timeout=settings.http_timeout_seconds
+                api_key=key, base_url=settings.sendgrid.base_url, timeout=settings.http_timeout_seconds
             )
         return cls(
-            transport=settings.email_transport,
+            transport=settings.email.transport,
             sender=sender,
             sender_name=sender_name or None,
             smtp=smtp,

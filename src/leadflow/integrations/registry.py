@@ -1,4 +1,8 @@
-"""Maps connector names to classes. Each module holds one connector class built from settings."""
+"""Maps connector names to classes. Each module holds one connector class built from settings.
+
+Adding a connector is its module (the class declares its facts, see ``base.Connector``), one line in
+:class:`ConnectorName` and :data:`_CLASSES`, and its tests.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ def connector_class(name: ConnectorName | str) -> type[Connector]:
 
 def build(name: ConnectorName | str, settings: Settings) -> Connector:
     """A connector instance for ``name`` configured from ``settings``."""
-    return connector_class(name)(settings)  # type: ignore[call-arg]
+    return connector_class(name)(settings)
 
 
 def all_names() -> list[ConnectorName]:
@@ -63,3 +67,8 @@ def configured(settings: Settings) -> list[Connector]:
 def configured_with(settings: Settings, trait: type[Any]) -> list[Connector]:
     """Configured connectors that declare ``trait`` (a runtime-checkable Protocol from ``base``)."""
     return [c for c in configured(settings) if isinstance(c, trait)]
+
+
+def resyncing(settings: Settings) -> list[Connector]:
+    """Configured connectors that take a corrected lead again (``resyncs_corrections``)."""
+    return [c for c in configured(settings) if c.resyncs_corrections]

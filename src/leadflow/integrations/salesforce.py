@@ -44,10 +44,10 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, SecretStr
 
-from leadflow.config import Settings
+from leadflow.config import SalesforceSettings, Settings, secret_text
 from leadflow.integrations.base import (
+    Connector,
     DeliveryContext,
     DeliveryError,
     LeadView,
@@ -77,29 +77,10 @@ RETRIABLE_CODES = {"UNABLE_TO_LOCK_ROW", "REQUEST_LIMIT_EXCEEDED", "SERVER_UNAVA
 NON_WEB_SOURCES = {"manual", "import"}
 
 
-class SalesforceConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    instance_url: str | None = None
-    token_url: str = "https://login.salesforce.com/services/oauth2/token"  # noqa: S105
-    client_id: str | None = None
-    client_secret: SecretStr | None = None
-    api_version: str = "v60.0"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SalesforceConfig:
-        return cls(
-            instance_url=settings.salesforce_instance_url,
-            token_url=settings.salesforce_token_url,
-            client_id=settings.salesforce_client_id,
-            client_secret=settings.salesforce_client_secret,
-            api_version=settings.salesforce_api_version,
-        )
-
-    @property
-    def version(self) -> str:
-        v = self.api_version.strip()
-        return v if v.startswith("v") else f"v{v}"
+def api_version(config: SalesforceSettings) -> str:
+    """``v60.0`` whether SALESFORCE_API_VERSION was written with or without the ``v``."""
+    v = config.api_version.strip()
+    return v if v.startswith("v") else f"v{v}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,23 +136,24 @@ def _summary(response: httpx.Response) -> str:
     return "; ".join(f"{e.get('errorCode', 'ERROR')}: {e.get('message', '')}" for e in errors)
 
 
-class SalesforceConnector:
+class SalesforceConnector(Connector):
     name: ClassVar[str] = "salesforce"
     max_attempts: ClassVar[int] = 8
+    # The CRM is where sales work every lead (the lead asked to be contacted); it is ours, not shared.
+    needs_consent: ClassVar[bool] = False
+    shares_data: ClassVar[bool] = False
+    counts_as_sync: ClassVar[bool] = True
     resyncs_corrections: ClassVar[bool] = True  # upsert by Leadflow_Id__c updates the same Lead
 
     def __init__(self, settings: Settings) -> None:
-        self.config = SalesforceConfig.from_settings(settings)
+        super().__init__(settings)
+        self.config: SalesforceSettings = settings.salesforce
         self._token: _Token | None = None
         self._lock: asyncio.Lock | None = None
 
     def configured(self) -> bool:
-        secret = self.config.client_secret
         return bool(
-            self.config.client_id
-            and secret is not None
-            and secret.get_secret_value().strip()
-            and self.config.token_url
+            self.config.client_id and secret_text(self.config.client_secret) and self.config.token_url
         )
 
     def wants(self, lead: LeadView) -> bool:
@@ -189,14 +171,15 @@ class SalesforceConnector:
             return self._token
 
     async def _fetch_token(self, ctx: DeliveryContext) -> _Token:
-        if not self.configured() or self.config.client_secret is None or self.config.client_id is None:
+        secret = secret_text(self.config.client_secret)
+        if not self.configured() or secret is None or self.config.client_id is None:
             raise PermanentError(
                 "Salesforce is not configured (SALESFORCE_CLIENT_ID / SALESFORCE_CLIENT_SECRET)"
             )
         form = {
             "grant_type": "client_credentials",
             "client_id": self.config.client_id,
-            "client_secret": self.config.client_secret.get_secret_value().strip(),
+            "client_secret": secret,
         }
         response = await send(
             ctx.http,
@@ -229,7 +212,7 @@ class SalesforceConnector:
 
     def _lead_url(self, token: _Token, lead_id: str) -> str:
         return (
-            f"{token.instance_url}/services/data/{self.config.version}/sobjects/Lead/"
+            f"{token.instance_url}/services/data/{api_version(self.config)}/sobjects/Lead/"
             f"{EXTERNAL_ID_FIELD}/{quote(lead_id, safe='')}"
         )
 

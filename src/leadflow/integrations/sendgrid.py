@@ -27,12 +27,11 @@ import time
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, SecretStr
 
-from leadflow.config import Settings
+from leadflow.config import SendGridSettings, Settings, secret_text
 from leadflow.integrations.base import (
+    Connector,
     DeliveryContext,
-    DeliveryError,
     LeadView,
     Outcome,
     PermanentError,
@@ -40,34 +39,14 @@ from leadflow.integrations.base import (
     RetriableError,
     campaign_toggle,
 )
-from leadflow.integrations.http import check, excerpt, redact, send
+from leadflow.integrations.http import check, send
+from leadflow.privacy.policy import allowed as privacy_allows
 
 CONTACTS_PATH = "/v3/marketing/contacts"
 SEARCH_PATH = "/v3/marketing/contacts/search/emails"
 SUPPRESS_PATH = "/v3/asm/suppressions/global"
 # Field lengths from the contact schema (maxLength).
 LIMITS = {"first_name": 50, "last_name": 50, "city": 60, "state_province_region": 50, "country": 50}
-
-
-class SendGridConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    api_key: SecretStr | None = None
-    base_url: str = "https://api.sendgrid.com"
-    list_ids: tuple[str, ...] = ()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SendGridConfig:
-        return cls(
-            api_key=settings.sendgrid_api_key,
-            base_url=settings.sendgrid_base_url,
-            list_ids=tuple(settings.sendgrid_list_ids),
-        )
-
-    def key(self) -> str | None:
-        if self.api_key is None:
-            return None
-        return self.api_key.get_secret_value().strip() or None
 
 
 def contact(lead: LeadView) -> dict[str, str]:
@@ -100,10 +79,9 @@ def _summary(response: httpx.Response) -> str:
 
 def _checked(response: httpx.Response, pii: tuple[str | None, ...]) -> None:
     try:
-        check(response)
-    except DeliveryError as exc:
-        exc.response_excerpt = excerpt(redact(_summary(response), *pii))
-        if isinstance(exc, RetriableError) and exc.retry_after is None:
+        check(response, summary=_summary, pii=pii)
+    except RetriableError as exc:
+        if exc.retry_after is None:
             # SendGrid's 429 says when the window resets (epoch seconds) rather than Retry-After.
             reset = response.headers.get("x-ratelimit-reset", "")
             if reset.isdigit():
@@ -111,24 +89,24 @@ def _checked(response: httpx.Response, pii: tuple[str | None, ...]) -> None:
         raise
 
 
-def _may_market(lead: LeadView) -> bool:
-    return lead.consent_given and not lead.do_not_sell
-
-
-class SendGridContactsConnector:
+class SendGridContactsConnector(Connector):
     name: ClassVar[str] = "sendgrid"
     max_attempts: ClassVar[int] = 6
+    needs_consent: ClassVar[bool] = True
+    shares_data: ClassVar[bool] = True
+    counts_as_sync: ClassVar[bool] = True
 
     def __init__(self, settings: Settings) -> None:
-        self.config = SendGridConfig.from_settings(settings)
+        super().__init__(settings)
+        self.config: SendGridSettings = settings.sendgrid
 
     def configured(self) -> bool:
         # The API key alone may be there only for mail sending (EMAIL_TRANSPORT=sendgrid): the
         # marketing sync is on when lists to add contacts to are named too.
-        return self.config.key() is not None and bool(self.config.list_ids)
+        return secret_text(self.config.api_key) is not None and bool(self.config.list_ids)
 
     def wants(self, lead: LeadView) -> bool:
-        if not _may_market(lead):
+        if not privacy_allows(self, lead):
             return False  # no campaign setting can override consent
         return campaign_toggle(lead, self.name) is not False
 
@@ -139,7 +117,7 @@ class SendGridContactsConnector:
         return list(self.config.list_ids)
 
     def _headers(self) -> dict[str, str]:
-        key = self.config.key()
+        key = secret_text(self.config.api_key)
         if key is None:
             raise PermanentError("SendGrid is not configured (SENDGRID_API_KEY)")
         return {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
@@ -148,7 +126,7 @@ class SendGridContactsConnector:
         return self.config.base_url.rstrip("/") + path
 
     async def deliver(self, lead: LeadView, ctx: DeliveryContext) -> Outcome:
-        if not _may_market(lead):  # consent may have been withdrawn since the job was queued
+        if not privacy_allows(self, lead):  # consent may have been withdrawn since the job was queued
             raise PermanentError("lead has no marketing consent (or opted out of selling/sharing)")
         body: dict[str, Any] = {"contacts": [contact(lead)]}
         lists = self.list_ids(lead)

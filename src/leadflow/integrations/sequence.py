@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
-from leadflow.config import Settings
+from leadflow.config import SequenceSettings, Settings
 from leadflow.integrations.base import (
+    Connector,
     DeliveryContext,
     FollowUp,
     LeadView,
@@ -45,12 +44,6 @@ class Step:
 STEPS: tuple[Step, ...] = (Step("sequence_0", 0), Step("sequence_1", 2), Step("sequence_2", 5))
 
 
-class SequenceConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    enabled: bool = True
-
-
 def step_of(payload: dict[str, Any]) -> int:
     step = payload.get("step", 0)
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
@@ -67,17 +60,19 @@ def follow_up_after(step: int) -> FollowUp | None:
     return FollowUp(delay_seconds=delay, payload={"step": following}, key=f"step{following}")
 
 
-class EmailSequenceConnector:
+class EmailSequenceConnector(Connector):
     name: ClassVar[str] = "sequence"
     max_attempts: ClassVar[int] = 6
-    erasure_note: ClassVar[str] = (
+    needs_consent: ClassVar[bool] = True
+    shares_data: ClassVar[bool] = False  # mails come from us
+    erasure_note: ClassVar[str | None] = (
         "the e-mail sequence stops: its pending steps are deleted with the leads; mails already sent stay "
         "in the recipient's mailbox"
     )
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.config = SequenceConfig(enabled=settings.sequence_enabled)
+        super().__init__(settings)
+        self.config: SequenceSettings = settings.sequence
 
     def configured(self) -> bool:
         # Credentials only. SEQUENCE_ENABLED=false is a switch checked by wants() and deliver(): steps

@@ -12,25 +12,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, SecretStr
-
-from leadflow.config import Settings
-from leadflow.integrations.base import DeliveryContext, LeadView, Outcome, PermanentError
-from leadflow.integrations.http import check, send
-from leadflow.integrations.notify import grade_rule, lead_facts, lead_url
-
-# --- Slack ------------------------------------------------------------------------------------------
+from leadflow.config import ChatWebhookSettings
+from leadflow.integrations.base import LeadView
+from leadflow.integrations.notify import lead_facts
+from leadflow.integrations.webhook_base import ChatWebhookConnector
 
 
 def escape_mrkdwn(value: str) -> str:
     """Slack's three control characters; what remains cannot form a mention or a link."""
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-class SlackConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    webhook_url: SecretStr
 
 
 def build_message(lead: LeadView, url: str) -> dict[str, Any]:
@@ -83,32 +73,16 @@ def build_message(lead: LeadView, url: str) -> dict[str, Any]:
     }
 
 
-class SlackConnector:
+class SlackConnector(ChatWebhookConnector):
     name: ClassVar[str] = "slack"
-    max_attempts: ClassVar[int] = 6
-    erasure_note: ClassVar[str] = "Slack messages already posted (name, company, score) are not deleted"
+    erasure_note: ClassVar[str | None] = (
+        "Slack messages already posted (name, company, score) are not deleted"
+    )
+    posted: ClassVar[str] = "slack message posted"
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        url = settings.slack_webhook_url
-        self.config: SlackConfig | None = (
-            SlackConfig(webhook_url=url) if url is not None and url.get_secret_value().strip() else None
-        )
+    @property
+    def config(self) -> ChatWebhookSettings:
+        return self.settings.slack
 
-    def configured(self) -> bool:
-        return self.config is not None
-
-    def wants(self, lead: LeadView) -> bool:
-        return grade_rule(lead, self.name)
-
-    async def deliver(self, lead: LeadView, ctx: DeliveryContext) -> Outcome:
-        if self.config is None:
-            raise PermanentError("slack is not configured (SLACK_WEBHOOK_URL)")
-        body = build_message(lead, lead_url(self.settings, lead))
-        response = await send(ctx.http, "POST", self.config.webhook_url.get_secret_value(), json=body)
-        outcome = check(response)
-        return Outcome(
-            status_code=outcome.status_code,
-            response_excerpt=outcome.response_excerpt,
-            detail="slack message posted",
-        )
+    def message(self, lead: LeadView, url: str) -> dict[str, Any]:
+        return build_message(lead, url)

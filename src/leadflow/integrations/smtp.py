@@ -13,8 +13,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from leadflow.config import Settings
-from leadflow.integrations.base import DeliveryContext, LeadView, Outcome, PermanentError, campaign_toggle
+from leadflow.integrations.base import (
+    Connector,
+    DeliveryContext,
+    LeadView,
+    Outcome,
+    PermanentError,
+    campaign_toggle,
+)
 from leadflow.integrations.mailer import Mailer, OutgoingEmail, render
 from leadflow.integrations.notify import lead_facts, lead_url
 
@@ -34,13 +40,13 @@ def message_key(lead: LeadView, dedup_key: str) -> str:
     return f"{lead.uuid}:{dedup_key}"
 
 
-class EmailNotificationConnector:
+class EmailNotificationConnector(Connector):
     name: ClassVar[str] = "email"
     max_attempts: ClassVar[int] = 8
-    erasure_note: ClassVar[str] = "notification e-mails already sent to staff cannot be recalled"
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    # Staff notification: no consent needed, nothing handed to a third party for its own use.
+    needs_consent: ClassVar[bool] = False
+    shares_data: ClassVar[bool] = False
+    erasure_note: ClassVar[str | None] = "notification e-mails already sent to staff cannot be recalled"
 
     def configured(self) -> bool:
         return Mailer(self.settings).configured()

@@ -15,22 +15,17 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+import httpx
 
-from leadflow.config import Settings
-from leadflow.integrations.base import DeliveryContext, LeadView, Outcome, PermanentError, RetriableError
-from leadflow.integrations.http import check, excerpt, parse_retry_after, send
-from leadflow.integrations.notify import grade_rule, lead_facts, lead_url
+from leadflow.config import ChatWebhookSettings
+from leadflow.integrations.base import LeadView, PermanentError, RetriableError
+from leadflow.integrations.http import excerpt, parse_retry_after
+from leadflow.integrations.notify import lead_facts
+from leadflow.integrations.webhook_base import ChatWebhookConnector
 
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 CARD_VERSION = "1.4"  # what Teams renders on desktop, web and mobile
 _BODY_ERROR = re.compile(r"returned HTTP error (\d{3})")
-
-
-class TeamsConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    webhook_url: SecretStr
 
 
 def build_card(lead: LeadView, url: str) -> dict[str, Any]:
@@ -67,44 +62,32 @@ def build_message(lead: LeadView, url: str) -> dict[str, Any]:
     }
 
 
-class TeamsConnector:
+class TeamsConnector(ChatWebhookConnector):
     name: ClassVar[str] = "teams"
-    max_attempts: ClassVar[int] = 6
-    erasure_note: ClassVar[str] = "Teams messages already posted (name, company, score) are not deleted"
+    erasure_note: ClassVar[str | None] = (
+        "Teams messages already posted (name, company, score) are not deleted"
+    )
+    posted: ClassVar[str] = "teams card posted"
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        url = settings.teams_webhook_url
-        self.config: TeamsConfig | None = (
-            TeamsConfig(webhook_url=url) if url is not None and url.get_secret_value().strip() else None
-        )
+    @property
+    def config(self) -> ChatWebhookSettings:
+        return self.settings.teams
 
-    def configured(self) -> bool:
-        return self.config is not None
+    def message(self, lead: LeadView, url: str) -> dict[str, Any]:
+        return build_message(lead, url)
 
-    def wants(self, lead: LeadView) -> bool:
-        return grade_rule(lead, self.name)
-
-    async def deliver(self, lead: LeadView, ctx: DeliveryContext) -> Outcome:
-        if self.config is None:
-            raise PermanentError("teams is not configured (TEAMS_WEBHOOK_URL)")
-        body = build_message(lead, lead_url(self.settings, lead))
-        response = await send(ctx.http, "POST", self.config.webhook_url.get_secret_value(), json=body)
-        outcome = check(response)
+    def check_body(self, response: httpx.Response) -> None:
+        """An old-style connector reports throttling or a failed delivery in a 2xx body."""
         match = _BODY_ERROR.search(response.text)
-        if match is not None:
-            code = int(match.group(1))
-            message = f"teams accepted the request but reported HTTP error {code} in the body"
-            if code in (408, 429) or code >= 500:
-                raise RetriableError(
-                    message,
-                    status_code=code,
-                    response_excerpt=excerpt(response.text),
-                    retry_after=parse_retry_after(response.headers.get("retry-after")),
-                )
-            raise PermanentError(message, status_code=code, response_excerpt=excerpt(response.text))
-        return Outcome(
-            status_code=outcome.status_code,
-            response_excerpt=outcome.response_excerpt,
-            detail="teams card posted",
-        )
+        if match is None:
+            return
+        code = int(match.group(1))
+        message = f"teams accepted the request but reported HTTP error {code} in the body"
+        if code in (408, 429) or code >= 500:
+            raise RetriableError(
+                message,
+                status_code=code,
+                response_excerpt=excerpt(response.text),
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
+        raise PermanentError(message, status_code=code, response_excerpt=excerpt(response.text))

@@ -14,10 +14,9 @@ import json
 import re
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, SecretStr
-
-from leadflow.config import Settings
+from leadflow.config import Settings, TwilioSettings
 from leadflow.integrations.base import (
+    Connector,
     DeliveryContext,
     DeliveryError,
     LeadView,
@@ -33,15 +32,6 @@ from leadflow.kit.text import normalise_phone
 MAX_BODY = 320
 MAX_LINK = 160  # a longer link would crowd out the text; the lead id is in it anyway
 _PHONE_LIKE = re.compile(r"\+?\d[\d\s().\-/]{5,}\d")
-
-
-class TwilioConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    account_sid: str
-    auth_token: SecretStr
-    from_number: str
-    base_url: str = "https://api.twilio.com"
 
 
 def e164(number: str | None, region: str) -> str | None:
@@ -99,30 +89,28 @@ def twilio_excerpt(text: str | None) -> str | None:
     return json.dumps(keep)
 
 
-class TwilioSmsConnector:
+class TwilioSmsConnector(Connector):
     name: ClassVar[str] = "sms"
     max_attempts: ClassVar[int] = 4  # an alert that arrives hours late is no longer worth a retry
-    erasure_note: ClassVar[str] = "SMS alerts already sent to staff (name, company) cannot be recalled"
+    # Staff notification: no consent needed, nothing handed to a third party for its own use.
+    needs_consent: ClassVar[bool] = False
+    shares_data: ClassVar[bool] = False
+    erasure_note: ClassVar[str | None] = "SMS alerts already sent to staff (name, company) cannot be recalled"
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        token = settings.twilio_auth_token
-        self.config: TwilioConfig | None = None
-        if (
-            settings.twilio_account_sid
-            and settings.twilio_from_number
-            and token is not None
-            and token.get_secret_value()
-        ):
-            self.config = TwilioConfig(
-                account_sid=settings.twilio_account_sid,
-                auth_token=token,
-                from_number=settings.twilio_from_number,
-                base_url=settings.twilio_base_url,
-            )
+        super().__init__(settings)
+        self.config: TwilioSettings = settings.twilio
+
+    def credentials(self) -> tuple[str, str, str] | None:
+        """(account sid, auth token, sender number), or None unless all three are set."""
+        config = self.config
+        token = config.auth_token.get_secret_value() if config.auth_token is not None else ""
+        if not (config.account_sid and config.from_number and token):
+            return None
+        return config.account_sid, token, config.from_number
 
     def configured(self) -> bool:
-        return self.config is not None
+        return self.credentials() is not None
 
     def recipient(self, lead: LeadView) -> str | None:
         """The assignee's phone, else ``SMS_ALERT_TO``, in E.164; None when neither is usable."""
@@ -131,7 +119,7 @@ class TwilioSmsConnector:
             number = e164(lead.assignee.phone, region)
             if number:
                 return number
-        return e164(self.settings.sms_alert_to, region)
+        return e164(self.settings.sms.alert_to, region)
 
     def wants(self, lead: LeadView) -> bool:
         toggle = campaign_toggle(lead, self.name)
@@ -139,9 +127,10 @@ class TwilioSmsConnector:
         return rule and self.recipient(lead) is not None
 
     async def deliver(self, lead: LeadView, ctx: DeliveryContext) -> Outcome:
-        config = self.config
-        if config is None:
+        credentials = self.credentials()
+        if credentials is None:
             raise PermanentError("sms is not configured (TWILIO_ACCOUNT_SID/AUTH_TOKEN/FROM_NUMBER)")
+        sid, token, sender = credentials
         to = self.recipient(lead)
         if to is None:
             raise PermanentError("no phone number to text (assignee phone or SMS_ALERT_TO)")
@@ -149,9 +138,9 @@ class TwilioSmsConnector:
         response = await send(
             ctx.http,
             "POST",
-            f"{config.base_url.rstrip('/')}/2010-04-01/Accounts/{config.account_sid}/Messages.json",
-            data={"To": to, "From": config.from_number, "Body": sms_body(lead, link)},
-            auth=(config.account_sid, config.auth_token.get_secret_value()),
+            f"{self.config.base_url.rstrip('/')}/2010-04-01/Accounts/{sid}/Messages.json",
+            data={"To": to, "From": sender, "Body": sms_body(lead, link)},
+            auth=(sid, token),
         )
         try:
             outcome = check(response)
@@ -162,10 +151,10 @@ class TwilioSmsConnector:
             answer: Any = response.json()
         except ValueError:
             answer = None
-        sid = answer.get("sid") if isinstance(answer, dict) else None
+        message_sid = answer.get("sid") if isinstance(answer, dict) else None
         return Outcome(
             status_code=outcome.status_code,
             response_excerpt=twilio_excerpt(response.text),
-            external_id=sid if isinstance(sid, str) else None,
+            external_id=message_sid if isinstance(message_sid, str) else None,
             detail="sms sent",
         )

@@ -35,10 +35,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, SecretStr
-
-from leadflow.config import Settings
+from leadflow.config import Settings, WebhookSettings, secret_text, text
 from leadflow.integrations.base import (
+    Connector,
     DeliveryContext,
     DeliveryError,
     LeadView,
@@ -55,17 +54,6 @@ SIGNATURE_HEADER = "X-Leadflow-Signature"
 DELIVERY_HEADER = "X-Leadflow-Delivery"
 EVENT_HEADER = "X-Leadflow-Event"
 DEFAULT_TOLERANCE = 300.0
-
-
-class WebhookConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    url: str | None = None
-    secret: SecretStr | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> WebhookConfig:
-        return cls(url=settings.webhook_url, secret=settings.webhook_secret)
 
 
 def _as_bytes(value: str | bytes) -> bytes:
@@ -191,19 +179,20 @@ def body_for(lead: LeadView, delivery_id: str) -> bytes:
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-class WebhookConnector:
+class WebhookConnector(Connector):
     name: ClassVar[str] = "webhook"
     max_attempts: ClassVar[int] = 8
+    needs_consent: ClassVar[bool] = False
+    shares_data: ClassVar[bool] = True
+    counts_as_sync: ClassVar[bool] = True
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
-        self.config = WebhookConfig.from_settings(settings)
+        super().__init__(settings)
+        self.config: WebhookSettings = settings.webhook
         self._clock = clock
 
     def configured(self) -> bool:
-        secret = self.config.secret
-        return bool(
-            self.config.url and self.config.url.strip() and secret and secret.get_secret_value().strip()
-        )
+        return text(self.config.url) is not None and secret_text(self.config.secret) is not None
 
     def wants(self, lead: LeadView) -> bool:
         return campaign_toggle(lead, self.name) is not False
@@ -211,10 +200,11 @@ class WebhookConnector:
     async def _post(
         self, ctx: DeliveryContext, event: str, delivery: str, body: bytes, pii: tuple[str | None, ...]
     ) -> Outcome:
-        if not self.configured() or self.config.url is None or self.config.secret is None:
+        url = text(self.config.url)
+        secret = secret_text(self.config.secret)
+        if url is None or secret is None:
             raise PermanentError("the webhook is not configured (WEBHOOK_URL / WEBHOOK_SECRET)")
         timestamp = int(self._clock())
-        secret = self.config.secret.get_secret_value().strip()
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "Leadflow-Webhook/1",
@@ -222,7 +212,7 @@ class WebhookConnector:
             DELIVERY_HEADER: delivery,
             SIGNATURE_HEADER: signature_header(secret, body, timestamp),
         }
-        response = await send(ctx.http, "POST", self.config.url.strip(), content=body, headers=headers)
+        response = await send(ctx.http, "POST", url, content=body, headers=headers)
         # Some receivers echo the body back: keep the lead's personal data out of the job record.
         answer = excerpt(redact(response.text, *pii), 200)
         try:

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import ValidationError
-from starlette.datastructures import State
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -20,6 +19,7 @@ from leadflow.errors import ApiError, database_unavailable, json_response, respo
 from leadflow.kit.clock import UtcDateTime
 from leadflow.kit.ids import LEAD_ID_RE
 from leadflow.kit.pagination import CursorParam, decode_cursor
+from leadflow.kit.state import AppState, scope_state, state_of
 from leadflow.leads import service
 from leadflow.leads.capture import RESPONSE_TIMES, prepare
 from leadflow.leads.repository import LeadFilter, status_row_sqlite
@@ -55,7 +55,7 @@ def _scope(principal: Principal) -> str | None:
     return None
 
 
-def _email_hash(state: State, email: str) -> str:
+def _email_hash(state: AppState, email: str) -> str:
     from leadflow.kit.text import email_index_form, normalise_email
 
     try:
@@ -98,7 +98,7 @@ def _is_json(content_type: str | None) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-async def _bearer_may_ingest(state: State, authorization: str | None) -> bool:
+async def _bearer_may_ingest(state: AppState, authorization: str | None) -> bool:
     auth = authorization or ""
     if not auth.lower().startswith("bearer "):
         return False
@@ -110,7 +110,7 @@ FAILURES = frozenset({400, 401, 403, 413, 415})
 
 
 async def _accept(
-    state: State, headers: dict[str, str], receive: Receive
+    state: AppState, headers: dict[str, str], receive: Receive
 ) -> tuple[CaptureRequest, CaptureCampaign]:
     """Everything a client can get wrong: body, campaign, token, origin (failures count to lock-out)."""
     settings = state.settings
@@ -178,7 +178,7 @@ def _reject_bots(body: CaptureRequest, settings: Settings) -> None:
 @router.options("/leads", include_in_schema=False)
 async def capture_preflight(request: Request) -> Response:
     origin = request.headers.get("origin")
-    if not origin or not await request.app.state.campaigns.any_origin_allowed(origin):
+    if not origin or not await state_of(request.app).campaigns.any_origin_allowed(origin):
         raise ApiError(403, "ORIGIN_NOT_ALLOWED", "This origin may not submit leads")
     return Response(
         status_code=204,
@@ -258,7 +258,7 @@ async def capture(
 ) -> Response:
     # The headers are declared above for the documentation and validated by FastAPI; the work is
     # capture_lead's, which CaptureFastPath also calls without FastAPI's routing (see there).
-    return await capture_lead(request.app.state, request.scope, request.receive)
+    return await capture_lead(state_of(request.app), request.scope, request.receive)
 
 
 # The request headers the capture path reads (ASGI header names are lower case).
@@ -285,7 +285,7 @@ def _headers(scope: Scope) -> dict[str, str]:
     return found
 
 
-async def capture_lead(state: State, scope: Scope, receive: Receive) -> Response:
+async def capture_lead(state: AppState, scope: Scope, receive: Receive) -> Response:
     """POST /v1/api/leads: from the raw request to the 201 (or the error, raised as ApiError).
 
     Errors carry the CORS headers too (a cross-origin form script must read the field of a 400 and
@@ -311,7 +311,7 @@ def _cors(origin: str) -> dict[str, str]:
     }
 
 
-async def _capture_lead(state: State, scope: Scope, receive: Receive) -> Response:
+async def _capture_lead(state: AppState, scope: Scope, receive: Receive) -> Response:
     headers = _headers(scope)
     idempotency_key = headers.get("idempotency-key")
     if idempotency_key is not None and len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
@@ -408,7 +408,7 @@ class CaptureFastPath:
         if self.route is not None:
             scope["route"] = self.route
         try:
-            response = await capture_lead(scope["app"].state, scope, receive)
+            response = await capture_lead(scope_state(scope), scope, receive)
         except ApiError as exc:
             note_refusal(scope, exc.status, exc.error)
             response = exc.response()
@@ -439,20 +439,20 @@ class CaptureFastPath:
 async def lead_status(
     request: Request, lead_id: LeadId, principal: Principal = Depends(require("leads:status"))
 ) -> Response:
-    request.app.state.audit.add(Actor.from_request(request, principal), "lead.status", "lead", lead_id)
+    state_of(request.app).audit.add(Actor.from_request(request, principal), "lead.status", "lead", lead_id)
     _check_lead_id(lead_id)
     scope = _scope(principal)
-    reader = request.app.state.point_reader
+    reader = state_of(request.app).point_reader
     if reader is not None:
         body = service.status_body(status_row_sqlite(reader, lead_id), scope)
     else:
-        spool = request.app.state.writer.spool
+        spool = state_of(request.app).writer.spool
         if spool is not None and spool.holds(lead_id):
             raise ApiError(
                 503, "SERVICE_UNAVAILABLE", "The lead is accepted and not stored yet; retry shortly",
                 headers={"Retry-After": "5"},
             )  # fmt: skip
-        async with request.app.state.engine.connect() as conn:
+        async with state_of(request.app).engine.connect() as conn:
             body = await service.status(conn, lead_id, only_assigned_to=scope)
     return json_response(body.model_dump(mode="json"))
 
@@ -495,13 +495,13 @@ async def list_leads(
         aware(created_from),
         aware(created_to),
         only_assigned_to=_scope(principal),
-        email_hash=_email_hash(request.app.state, email) if email is not None else None,
+        email_hash=_email_hash(state_of(request.app), email) if email is not None else None,
     )
     before = decode_cursor(cursor)
-    async with request.app.state.engine.connect() as conn:
-        result = await service.page(conn, request.app.state.cipher, flt, before, limit)
+    async with state_of(request.app).engine.connect() as conn:
+        result = await service.page(conn, state_of(request.app).cipher, flt, before, limit)
     await record_now(
-        request.app.state.engine,
+        state_of(request.app).engine,
         Actor.from_request(request, principal),
         "lead.list",
         "lead",
@@ -522,12 +522,12 @@ async def lead_detail(
     request: Request, lead_id: LeadId, principal: Principal = Depends(require("leads:read"))
 ) -> LeadDetail:
     _check_lead_id(lead_id)
-    async with request.app.state.engine.connect() as conn:
+    async with state_of(request.app).engine.connect() as conn:
         result = await service.detail(
-            conn, request.app.state.cipher, lead_id, only_assigned_to=_scope(principal)
+            conn, state_of(request.app).cipher, lead_id, only_assigned_to=_scope(principal)
         )
     await record_now(
-        request.app.state.engine, Actor.from_request(request, principal), "lead.read", "lead", lead_id
+        state_of(request.app).engine, Actor.from_request(request, principal), "lead.read", "lead", lead_id
     )
     return result
 
@@ -569,7 +569,7 @@ async def update_lead(
     principal: Principal = Depends(require("leads:write")),
 ) -> LeadDetail:
     _check_lead_id(lead_id)
-    state = request.app.state
+    state = state_of(request.app)
     scope = _scope(principal)
     actor = Actor.from_request(request, principal)
     async with state.engine.begin() as conn:

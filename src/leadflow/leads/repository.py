@@ -322,3 +322,28 @@ async def get_many(conn: AsyncConnection, lead_ids: Iterable[int], lock: bool = 
     if lock and conn.dialect.name != "sqlite":
         query = query.with_for_update()
     return {int(row.id): row for row in await conn.execute(query)}
+
+
+async def due_follow_ups(conn: AsyncConnection, now: datetime, limit: int = 500) -> Sequence[AnyRow]:
+    """Open leads whose follow-up date has come and that have no ``reminder_due`` activity since."""
+    reminded = (
+        select(activities.c.id)
+        .where(
+            activities.c.lead_id == leads.c.id,
+            activities.c.activity_type == "reminder_due",
+            activities.c.created_at >= leads.c.follow_up_date,
+        )
+        .exists()
+    )
+    query = (
+        select(leads.c.id, leads.c.follow_up_date)
+        .where(
+            leads.c.follow_up_date.is_not(None),
+            leads.c.follow_up_date <= now,
+            leads.c.status.not_in(("closed_won", "closed_lost")),
+            leads.c.anonymized_at.is_(None),
+            ~reminded,
+        )
+        .limit(limit)
+    )
+    return (await conn.execute(query)).all()

@@ -227,32 +227,25 @@ async def _queue_crm_updates(
     conn: AsyncConnection, settings: Settings, row: AnyRow, now: datetime
 ) -> list[str]:
     """Deliver the corrected lead again to each tool that syncs corrections and already has it."""
-    from sqlalchemy import select
-
     from leadflow.integrations import registry
-    from leadflow.integrations.base import ResyncsCorrections
+    from leadflow.integrations.tasks import delivery
     from leadflow.pipeline import repository as jobs_repo
-    from leadflow.pipeline.processing import DELIVER_JOB
 
-    jobs = jobs_repo.jobs
-    tools = registry.configured_with(settings, ResyncsCorrections)
+    tools = registry.resyncing(settings)
     keys = {f"deliver:{c.name}:{row.id}": c for c in tools}
     if not keys:
         return []
-    synced = await conn.execute(
-        select(jobs.c.dedup_key).where(jobs.c.dedup_key.in_(list(keys)), jobs.c.status == "done")
-    )
-    targets = [keys[k] for (k,) in synced]
+    synced = await jobs_repo.done_keys(conn, list(keys))
+    targets = [c for k, c in keys.items() if k in synced]
     await jobs_repo.enqueue(
         conn,
         [
-            jobs_repo.NewJob(
-                kind=DELIVER_JOB,
-                payload={"connector": c.name, "lead_id": row.id},
+            delivery(
+                c.name,
+                c,
+                row.id,
                 run_at=now,
-                lead_id=row.id,
                 dedup_key=f"correct:{c.name}:{row.id}:{int(now.timestamp() * 1000)}",
-                max_attempts=c.max_attempts,
             )
             for c in targets
         ],

@@ -25,27 +25,24 @@ import html
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow.config import Settings
-from leadflow.integrations.base import DeliveryError, RetriableError
+from leadflow.integrations.base import DeliveryError
 from leadflow.integrations.http import check, send
 from leadflow.integrations.mailer import Mailer, OutgoingEmail
 from leadflow.kit.clock import utcnow
 from leadflow.observability import repository as repo
+from leadflow.pipeline.jobs import JobKind
 from leadflow.pipeline.repository import NewJob
-
-if TYPE_CHECKING:
-    from leadflow.kit.models import AnyRow
-    from leadflow.pipeline.worker import HandlerResult, WorkerContext
 
 log = structlog.get_logger("leadflow.alerts")
 
-DIGEST_JOB = "alert.dead_letters"
+DIGEST = JobKind("alert.dead_letters", max_attempts=10)
+DIGEST_JOB = DIGEST.name  # handled by observability/tasks.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,108 +224,8 @@ def digest_job(now: datetime, settings: Settings) -> NewJob:
     start = math.floor(now.timestamp() / period) * period
     since = datetime.fromtimestamp(start, UTC)
     until = datetime.fromtimestamp(start + period, UTC)
-    return NewJob(
-        kind=DIGEST_JOB,
-        payload={"since": since.isoformat(), "until": until.isoformat()},
+    return DIGEST.new(
+        {"since": since.isoformat(), "until": until.isoformat()},
         run_at=until,
         dedup_key=f"alert:dead_letters:{int(start)}",
-        max_attempts=10,
     )
-
-
-def _line(label: str, value: Any) -> str | None:
-    return f"  {label}: {value}" if value not in (None, "") else None
-
-
-async def _entries(job: AnyRow, ctx: WorkerContext, rows: list[Any]) -> tuple[list[str], list[str]]:
-    """Per dead job: the public lines (ids, connector, links) and the private ones (the lead's data)."""
-    from leadflow.integrations.notify import lead_url
-    from leadflow.pipeline.processing import lead_view, loaders
-
-    public: list[str] = []
-    private: list[str] = []
-    base = ctx.settings.public_base_url.rstrip("/")
-    for row in rows:
-        payload = row.payload or {}
-        what = f"{payload['connector']} delivery" if payload.get("connector") else f"job {row.kind}"
-        lead = await loaders(ctx).leads.load(int(row.lead_id))
-        if lead is None:
-            continue  # erased meanwhile: nothing to enter, nothing to tell
-        view = await lead_view(ctx, lead)
-        url = lead_url(ctx.settings, view)
-        head = f"{what} of {view.lead_id} gave up after {row.attempts} attempt(s)"
-        replay = f"  Replay: POST {base}/v1/api/jobs/{row.id}/retry or `leadflow jobs retry {row.id}`"
-        error = _line("Error", (row.last_error or "")[:300])
-        public.append("\n".join(x for x in (f"- {head}", f"  Lead: {url}", error, replay) if x))
-        if lead.anonymized_at is not None:
-            private.append("\n".join(x for x in (f"- {head} (anonymised: no data left)", error) if x))
-            continue
-        details = [
-            f"- {head}",
-            error,
-            f"  Lead: {url}",
-            _line("Campaign", f"{view.campaign_name} ({view.campaign_id})"),
-            _line("Name", view.full_name),
-            _line("E-mail", view.email),
-            _line("Phone", view.phone),
-            _line("Company", view.company),
-            _line("Service", view.service_interest),
-            _line("Budget", view.budget_range),
-            _line("Timeline", view.timeline),
-            _line("Urgency", view.urgency),
-            _line("Message", view.message),
-            _line("Score / grade", f"{view.lead_score} / {view.lead_grade}"),
-            _line("Source", view.source),
-            _line("Consent to marketing", "yes" if view.consent_given else "no"),
-            _line("Do not sell", "yes" if view.do_not_sell else None),
-            _line("Captured", f"{view.created_at:%Y-%m-%d %H:%M} UTC"),
-            _line("Assigned to", view.assignee.name if view.assignee else None),
-            replay,
-        ]
-        private.append("\n".join(x for x in details if x))
-    return public, private
-
-
-async def send_digest(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
-    """Job handler: one message for the leads dead-lettered in the job's period (if still dead)."""
-    from leadflow.pipeline.worker import HandlerResult
-
-    since = datetime.fromisoformat(job.payload["since"])
-    until = datetime.fromisoformat(job.payload["until"])
-    async with ctx.engine.connect() as conn:
-        rows = await repo.dead_between(conn, since, until)
-    public, private = await _entries(job, ctx, rows)
-    if not public:
-        return HandlerResult(response_excerpt="no dead-lettered lead left in this period")
-    count = len(public)
-    subject = f"[Leadflow] {count} lead deliver{'y' if count == 1 else 'ies'} failed for good: enter by hand"
-    intro = (
-        f"Between {since:%Y-%m-%d %H:%M} and {until:%H:%M} UTC these deliveries were given up on. "
-        "Replay them once the cause is fixed, or enter the lead by hand."
-    )
-    notice = "This e-mail contains personal data: do not forward it; delete it once the leads are entered."
-    text = f"{intro}\n\n" + "\n\n".join(public)
-    private_text = f"{intro}\n{notice}\n\n" + "\n\n".join(private)
-    message = Message(
-        f"dead_letters:{job.dedup_key or job.id}",
-        subject,
-        text,
-        private_text=private_text,
-        private_html=f"<p>{html.escape(intro)}</p><p><strong>{html.escape(notice)}</strong></p>"
-        + "".join(f"<pre>{html.escape(block)}</pre>" for block in private),
-    )
-    # Channels that took an earlier attempt of this digest are not sent it again.
-    before = frozenset(str(c) for c in job.payload.get("delivered_to") or ())
-    delivered, failed = await Notifier(ctx.settings, ctx.http).deliver(message, skip=before)
-    if failed:  # the e-mail backup must arrive: try again, only on the channels that failed
-        if delivered:
-            payload = {**job.payload, "delivered_to": sorted(before | set(delivered))}
-            async with ctx.engine.begin() as conn:
-                await repo.set_job_payload(conn, job.id, payload)
-        raise RetriableError(f"{failed} alert channel(s) did not accept the dead-letter digest")
-    sent = len(before) + len(delivered)
-    return HandlerResult(response_excerpt=f"dead-letter digest of {count} job(s) sent to {sent} channel(s)")
-
-
-def alert_handlers() -> dict[str, Any]:
-    return {DIGEST_JOB: send_digest}

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow.config import Settings
 from leadflow.errors import json_response
+from leadflow.kit.state import state_of
 
 router = APIRouter(tags=["operations"])
 
@@ -41,11 +42,11 @@ async def healthz(request: Request) -> Response:
 
     database = "ok"
     try:
-        async with request.app.state.engine.connect() as conn:
+        async with state_of(request.app).engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception:
         database = "unavailable"
-    spool = request.app.state.writer.spool
+    spool = state_of(request.app).writer.spool
     body = Health(
         status="ok" if database == "ok" else "degraded",
         database=database,

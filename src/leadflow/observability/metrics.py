@@ -41,6 +41,8 @@ from leadflow import __version__
 from leadflow.config import Settings
 from leadflow.errors import ApiError, responses
 from leadflow.kit.clock import utcnow
+from leadflow.kit.state import CoreState, core_of
+from leadflow.kit.state import install as install_state
 from leadflow.security.auth import bearer, optional_principal
 from leadflow.security.clientip import Network, parse_networks
 
@@ -431,7 +433,7 @@ leadflow_jobs_oldest_due_age_seconds 0.4
 async def metrics_endpoint(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
 ) -> Response:
-    state = request.app.state
+    state = core_of(request.app)
     principal = await optional_principal(request, credentials)
     if principal is None:
         if not open_without_token(request, state.metrics_open_networks, state.metrics_trusted):
@@ -443,17 +445,7 @@ async def metrics_endpoint(
             )
     elif "metrics" not in principal.scopes:
         raise ApiError(403, "FORBIDDEN", f"The {principal.role} role may not do this (metrics)")
-    exposition: Exposition = state.metrics
-    return Response(await exposition.render(), media_type=CONTENT_TYPE)
-
-
-def install(app: FastAPI, engine: AsyncEngine, settings: Settings, *, pool: bool = True) -> None:
-    """Per-application state for ``/metrics`` (called from the lifespan, once the engine exists)."""
-    app.state.metrics = Exposition(engine, settings)
-    app.state.metrics_open_networks = parse_networks(settings.metrics_open_networks)
-    app.state.metrics_trusted = parse_networks(settings.trusted_proxies)
-    if pool:
-        instrument_pool(engine)
+    return Response(await state.metrics.render(), media_type=CONTENT_TYPE)
 
 
 def mark_process_dead() -> None:
@@ -477,12 +469,17 @@ def metrics_app(engine: AsyncEngine, settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(router)
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.tokens = TokenStore(engine)
-    app.state.guard = Guard(settings)
-    install(app, engine, settings, pool=False)  # the worker instruments its pool itself
-    app.add_middleware(RequestContextMiddleware, trusted_proxies=app.state.metrics_trusted)
+    state = CoreState(
+        settings=settings,
+        engine=engine,
+        tokens=TokenStore(engine),
+        guard=Guard(settings),
+        metrics=Exposition(engine, settings),
+        metrics_open_networks=parse_networks(settings.metrics_open_networks),
+        metrics_trusted=parse_networks(settings.trusted_proxies),
+    )
+    install_state(app, state)  # the worker instruments its pool itself
+    app.add_middleware(RequestContextMiddleware, trusted_proxies=state.metrics_trusted)
     return app
 
 

@@ -72,10 +72,6 @@ async def outcomes_since(conn: AsyncConnection, since: datetime) -> dict[str, in
     return {str(r[0]): int(r[1]) for r in rows}
 
 
-async def set_job_payload(conn: AsyncConnection, job_id: int, payload: dict[str, Any]) -> None:
-    await conn.execute(update(jobs).where(jobs.c.id == job_id).values(payload=payload))
-
-
 async def dead_between(conn: AsyncConnection, since: datetime, until: datetime) -> list[Any]:
     """Jobs of a lead that were dead-lettered in ``[since, until)`` and are still dead."""
     rows = await conn.execute(

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from leadflow.errors import responses
 from leadflow.kit.clock import utcnow
 from leadflow.kit.pagination import CursorParam, decode_cursor
+from leadflow.kit.state import state_of
 from leadflow.pipeline import repository as repo
 from leadflow.pipeline import service
 from leadflow.pipeline.schemas import JobDetail, JobPage, RetryResult
@@ -36,7 +37,7 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobPage:
     before = decode_cursor(cursor)
-    async with request.app.state.engine.connect() as conn:
+    async with state_of(request.app).engine.connect() as conn:
         return await service.page(conn, status, kind, before, limit)
 
 
@@ -48,7 +49,7 @@ async def list_jobs(
     responses=responses(401, 403, 404),
 )
 async def get_job(request: Request, job_id: JobId, _: Principal = Depends(require("admin"))) -> JobDetail:
-    async with request.app.state.engine.connect() as conn:
+    async with state_of(request.app).engine.connect() as conn:
         return await service.detail(conn, job_id)
 
 
@@ -62,10 +63,10 @@ async def get_job(request: Request, job_id: JobId, _: Principal = Depends(requir
 async def retry_job(
     request: Request, job_id: JobId, principal: Principal = Depends(require("admin"))
 ) -> JobDetail:
-    async with request.app.state.engine.begin() as conn:
+    async with state_of(request.app).engine.begin() as conn:
         result = await service.retry(conn, job_id)
         await record(conn, Actor.from_request(request, principal), "job.retry", "job", str(job_id))
-    request.app.state.wake_worker()
+    state_of(request.app).wake_worker()
     return result
 
 
@@ -81,7 +82,7 @@ async def retry_dead(
     principal: Principal = Depends(require("admin")),
     kind: Annotated[str | None, Query(max_length=50)] = None,
 ) -> RetryResult:
-    async with request.app.state.engine.begin() as conn:
+    async with state_of(request.app).engine.begin() as conn:
         count = await repo.retry_dead(conn, kind, utcnow())
         await record(
             conn,
@@ -91,5 +92,5 @@ async def retry_dead(
             None,
             {"kind": kind, "count": count},
         )
-    request.app.state.wake_worker()
+    state_of(request.app).wake_worker()
     return RetryResult(requeued=count)

@@ -20,12 +20,30 @@ attempts = table_of(JobAttempt)
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
+    """A job to insert. Build it with :meth:`leadflow.pipeline.jobs.JobKind.new` (the one way to
+    create a job); :meth:`row` is its ``jobs`` row, for writers that insert rows themselves."""
+
     kind: str
     payload: dict[str, Any]
     run_at: datetime
     lead_id: int | None = None
     dedup_key: str | None = None
     max_attempts: int = 8
+
+    def row(self, now: datetime) -> dict[str, Any]:
+        """The ``jobs`` row (every row has the same keys, so a batch is one multi-row insert)."""
+        return {
+            "kind": self.kind,
+            "payload": self.payload,
+            "status": "pending",
+            "attempts": 0,
+            "max_attempts": self.max_attempts,
+            "run_at": self.run_at,
+            "lead_id": self.lead_id,
+            "dedup_key": self.dedup_key,
+            "created_at": now,
+            "updated_at": now,
+        }
 
 
 async def enqueue(conn: AsyncConnection, new: Sequence[NewJob], now: datetime) -> int:
@@ -42,20 +60,7 @@ async def enqueue(conn: AsyncConnection, new: Sequence[NewJob], now: datetime) -
             continue
         if job.dedup_key:
             seen.add(job.dedup_key)
-        rows_to_add.append(
-            {
-                "kind": job.kind,
-                "payload": job.payload,
-                "status": "pending",
-                "attempts": 0,
-                "max_attempts": job.max_attempts,
-                "run_at": job.run_at,
-                "lead_id": job.lead_id,
-                "dedup_key": job.dedup_key,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
+        rows_to_add.append(job.row(now))
     if not rows_to_add:
         return 0
     try:
@@ -73,6 +78,28 @@ async def enqueue(conn: AsyncConnection, new: Sequence[NewJob], now: datetime) -
                 continue
         return added
     return len(rows_to_add)
+
+
+async def pending_kinds(conn: AsyncConnection, kinds: Sequence[str]) -> set[str]:
+    """Which of ``kinds`` have a job waiting or running (the scheduler seeds the others)."""
+    if not kinds:
+        return set()
+    query = select(jobs.c.kind).where(jobs.c.kind.in_(kinds), jobs.c.status.in_(("pending", "running")))
+    return {str(r[0]) for r in await conn.execute(query.distinct())}
+
+
+async def done_keys(conn: AsyncConnection, dedup_keys: Sequence[str]) -> set[str]:
+    """Which of these dedup keys belong to a job that finished successfully."""
+    if not dedup_keys:
+        return set()
+    query = select(jobs.c.dedup_key).where(jobs.c.dedup_key.in_(dedup_keys), jobs.c.status == "done")
+    return {str(r[0]) for r in await conn.execute(query)}
+
+
+async def set_payloads(conn: AsyncConnection, payloads: dict[int, dict[str, Any]], now: datetime) -> None:
+    """Store new payloads (a handler's scrubbed or progressed payload, written with its job's outcome)."""
+    for job_id, payload in payloads.items():
+        await conn.execute(update(jobs).where(jobs.c.id == job_id).values(payload=payload, updated_at=now))
 
 
 async def claim(

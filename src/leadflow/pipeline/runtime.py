@@ -11,11 +11,8 @@ from httpx_aiohttp import AiohttpTransport
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow.config import Settings
-from leadflow.integrations.mailer import close_smtp_pools
-from leadflow.pipeline.processing import committers, handlers
-from leadflow.pipeline.scheduler import periodic_handlers
+from leadflow.pipeline.jobs import Tasks
 from leadflow.pipeline.worker import Worker, WorkerContext, default_worker_id
-from leadflow.scoring.rules import normalise_catalog
 from leadflow.security.crypto import FieldCipher
 
 
@@ -23,34 +20,44 @@ from leadflow.security.crypto import FieldCipher
 async def worker_context(
     engine: AsyncEngine, settings: Settings, worker_id: str | None = None
 ) -> AsyncIterator[WorkerContext]:
-    from leadflow.enrichment.service import Enricher
+    from leadflow.tasks import worker_services
 
-    enricher = Enricher(settings)
     timeout = httpx.Timeout(settings.http_timeout_seconds)
     # httpx's API for the connectors, aiohttp underneath: a third of httpcore's CPU per request
     # (bench/pipeline.py), and the worker's throughput is CPU-bound.
     transport = AiohttpTransport(limits=httpx.Limits(max_connections=100, max_keepalive_connections=50))
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, transport=transport) as http:
-        try:
-            yield WorkerContext(
-                engine=engine,
-                settings=settings,
-                cipher=FieldCipher(settings.encryption_keys, settings.blind_key),
-                http=http,
-                worker_id=worker_id or default_worker_id(),
-                services={"enricher": enricher, "catalog": normalise_catalog(settings.service_catalog)},
-            )
-        finally:
-            enricher.close()
-            close_smtp_pools()
+    async with (
+        httpx.AsyncClient(timeout=timeout, follow_redirects=False, transport=transport) as http,
+        worker_services(settings) as services,
+    ):
+        yield WorkerContext(
+            engine=engine,
+            settings=settings,
+            cipher=FieldCipher(settings.encryption_keys, settings.blind_key),
+            http=http,
+            worker_id=worker_id or default_worker_id(),
+            services=services,
+        )
 
 
 def build_worker(ctx: WorkerContext, **options: float | int | None) -> Worker:
-    from leadflow.observability.alerts import alert_handlers
-    from leadflow.reports.tasks import handlers as report_handlers
+    """A worker for every domain's registered tasks (``leadflow.tasks.registry``)."""
+    from leadflow.tasks import registry
 
-    every = {**handlers(), **periodic_handlers(), **report_handlers(), **alert_handlers()}
-    return Worker(ctx, every, committers=committers(), **options)  # type: ignore[arg-type]
+    return for_tasks(ctx, registry(), **options)
+
+
+def for_tasks(ctx: WorkerContext, tasks: Tasks, **options: float | int | None) -> Worker:
+    """A worker for the job kinds, committers, periodic runs and dead-letter hooks of ``tasks``."""
+    return Worker(
+        ctx,
+        tasks.handlers(),
+        committers=tasks.committers,
+        periodic=tasks.periodic(),
+        dead_letter_hooks=tasks.dead_letter_hooks,
+        activity_writer=tasks.activity_writer,
+        **options,  # type: ignore[arg-type]
+    )
 
 
 async def run_worker(

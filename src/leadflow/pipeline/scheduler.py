@@ -1,145 +1,60 @@
-"""Periodic work on the same outbox: each periodic job enqueues its own next run (dedup key per slot)."""
+"""Periodic work on the same outbox: one pending run per periodic kind, one per-minute slot each.
+
+A domain declares a periodic job with ``Task(kind, handler, every=...)``. :func:`ensure_periodic`
+(called when a worker starts) seeds a run for each periodic kind that has none; when a slot's run
+succeeds, the worker enqueues the next slot (``every`` later) in the transaction that records it, so
+no handler schedules itself. The dedup key names the kind and the minute: two workers finishing the
+same slot enqueue one next run.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from leadflow.integrations import registry
 from leadflow.kit.clock import utcnow
-from leadflow.kit.models import AnyRow, table_of
-from leadflow.leads.models import Lead, LeadActivity
 from leadflow.pipeline import repository as jobs_repo
-from leadflow.pipeline.models import Job
-from leadflow.pipeline.worker import Handler, HandlerResult, WorkerContext
+from leadflow.pipeline.jobs import JobKind
 
-REMINDERS_JOB = "reminders.scan"
-RETENTION_JOB = "privacy.retention"
-REPORTS_JOB = "reports.schedule"  # handler in reports/tasks.py
-REMINDER_INTERVAL = timedelta(minutes=1)
-# Each periodic job and how often it runs.
-PERIODIC = {
-    REMINDERS_JOB: REMINDER_INTERVAL,
-    RETENTION_JOB: timedelta(days=1),
-    REPORTS_JOB: timedelta(minutes=15),
-}
-leads = table_of(Lead)
-activities = table_of(LeadActivity)
-jobs = table_of(Job)
+SLOT_PREFIX = "periodic:"
 
 
-def slot(kind: str, when: datetime) -> jobs_repo.NewJob:
-    slot = when.replace(second=0, microsecond=0)
-    return jobs_repo.NewJob(
-        kind=kind, payload={}, run_at=slot, dedup_key=f"periodic:{kind}:{slot:%Y%m%dT%H%M}"
-    )
+def slot(kind: JobKind | str, when: datetime) -> jobs_repo.NewJob:
+    """The run of a periodic ``kind`` in the minute ``when`` falls in."""
+    kind = kind if isinstance(kind, JobKind) else JobKind(kind)
+    at = when.replace(second=0, microsecond=0)
+    return kind.new({}, run_at=at, dedup_key=f"{SLOT_PREFIX}{kind.name}:{at:%Y%m%dT%H%M}")
 
 
-async def ensure_periodic(engine: AsyncEngine) -> None:
-    """Make sure each periodic job has a pending run (called when a worker starts)."""
+def is_slot(kind: str, dedup_key: str | None) -> bool:
+    """Whether a job is a scheduled run of a periodic kind (not e.g. a continuation it enqueued)."""
+    return dedup_key is not None and dedup_key.startswith(f"{SLOT_PREFIX}{kind}:")
+
+
+def next_slot(
+    kind: str, dedup_key: str | None, periodic: Mapping[str, timedelta], now: datetime
+) -> list[jobs_repo.NewJob]:
+    """The next run to enqueue when a job finished: one slot ``every`` later for a periodic run."""
+    every = periodic.get(kind)
+    if every is None or not is_slot(kind, dedup_key):
+        return []
+    return [slot(kind, now + every)]
+
+
+async def ensure_periodic(engine: AsyncEngine, periodic: Mapping[str, timedelta] | None = None) -> None:
+    """Make sure each periodic job has a pending run (called when a worker starts).
+
+    ``periodic``: kind → interval; by default every domain's periodic tasks (``leadflow.tasks``).
+    """
+    if periodic is None:
+        from leadflow.tasks import registry
+
+        periodic = registry().periodic()
     now = utcnow()
     async with engine.begin() as conn:
-        for kind in PERIODIC:
-            pending = (
-                await conn.execute(
-                    select(jobs.c.id)
-                    .where(jobs.c.kind == kind, jobs.c.status.in_(("pending", "running")))
-                    .limit(1)
-                )
-            ).first()
-            if pending is None:
-                await jobs_repo.enqueue(conn, [slot(kind, now)], now)
-
-
-async def scan_reminders(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
-    """Leads whose follow-up date has come: a ``reminder_due`` activity and an e-mail to the assignee."""
-    now = utcnow()
-    reminded = exists().where(
-        and_(
-            activities.c.lead_id == leads.c.id,
-            activities.c.activity_type == "reminder_due",
-            activities.c.created_at >= leads.c.follow_up_date,
+        scheduled = await jobs_repo.pending_kinds(conn, sorted(periodic))
+        await jobs_repo.enqueue(
+            conn, [slot(kind, now) for kind in sorted(periodic) if kind not in scheduled], now
         )
-    )
-    query = (
-        select(leads.c.id, leads.c.follow_up_date)
-        .where(
-            leads.c.follow_up_date.is_not(None),
-            leads.c.follow_up_date <= now,
-            leads.c.status.not_in(("closed_won", "closed_lost")),
-            leads.c.anonymized_at.is_(None),
-            ~reminded,
-        )
-        .limit(500)
-    )
-    email = registry.build(registry.ConnectorName.EMAIL, ctx.settings)
-    async with ctx.engine.begin() as conn:
-        due = (await conn.execute(query)).all()
-        acts = [
-            {
-                "lead_id": row.id,
-                "activity_type": "reminder_due",
-                "description": f"Follow-up due since {row.follow_up_date:%Y-%m-%d %H:%M} UTC",
-                "performed_by": "system",
-                "metadata": {"follow_up_date": row.follow_up_date.isoformat()},
-                "created_at": now,
-            }
-            for row in due
-        ]
-        if acts:
-            await conn.execute(activities.insert(), acts)
-        new_jobs = [slot(REMINDERS_JOB, now + REMINDER_INTERVAL)]
-        if email.configured():
-            new_jobs += [
-                jobs_repo.NewJob(
-                    kind="deliver",
-                    payload={"connector": "email", "lead_id": row.id, "reason": "follow_up_due"},
-                    run_at=now,
-                    lead_id=row.id,
-                    dedup_key=f"reminder:{row.id}:{row.follow_up_date:%Y%m%dT%H%M%S}",
-                    max_attempts=email.max_attempts,
-                )
-                for row in due
-            ]
-        await jobs_repo.enqueue(conn, new_jobs, now)
-    return HandlerResult(response_excerpt=f"{len(due)} follow-ups due")
-
-
-async def retention(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
-    """Daily: anonymise or delete leads older than the retention period, in batches."""
-    from leadflow.db import reclaim_space
-    from leadflow.privacy.repository import erased_since
-    from leadflow.privacy.service import enforce_retention
-    from leadflow.security.audit import Actor, record
-
-    now = utcnow()
-    total = 0
-    for _ in range(100):  # at most 100 000 leads a day; the rest tomorrow
-        async with ctx.engine.begin() as conn:
-            report = await enforce_retention(conn, ctx.cipher, ctx.settings, dry_run=False)
-            total += report.done
-        if not report.progressed:
-            break
-    async with ctx.engine.connect() as conn:
-        erased = await erased_since(conn, now - PERIODIC[RETENTION_JOB] - timedelta(hours=1))
-    # Deleted or anonymised rows leave their bytes in the database files until the space is
-    # reclaimed: vacuum (PostgreSQL), rebuild (MySQL) or checkpoint (SQLite) when anything went.
-    reclaimed = await reclaim_space(ctx.engine) if total or erased else "nothing to reclaim"
-    async with ctx.engine.begin() as conn:
-        if total:
-            await record(
-                conn,
-                Actor("retention", None, "worker"),
-                "privacy.retention",
-                None,
-                None,
-                {"done": total, "action": ctx.settings.retention_action},
-            )
-        await jobs_repo.enqueue(conn, [slot(RETENTION_JOB, now + PERIODIC[RETENTION_JOB])], now)
-    return HandlerResult(response_excerpt=f"{total} leads {ctx.settings.retention_action}d; {reclaimed}")
-
-
-def periodic_handlers() -> dict[str, Handler]:
-    return {REMINDERS_JOB: scan_reminders, RETENTION_JOB: retention}

@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,9 +30,10 @@ from leadflow.integrations.base import DeliveryError, PermanentError, RetriableE
 from leadflow.integrations.http import excerpt
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import AnyRow
-from leadflow.observability import alerts, metrics
+from leadflow.observability import metrics
 from leadflow.pipeline import repository as repo
 from leadflow.pipeline.retry import next_run_at
+from leadflow.pipeline.scheduler import next_slot
 from leadflow.security.crypto import FieldCipher
 
 log = structlog.get_logger("leadflow.worker")
@@ -62,21 +63,47 @@ class Staged:
     item: Any
 
 
+# Work a handler leaves for the worker's transaction, run with its connection (e.g. a retention
+# batch); returns follow-up jobs that depend on what it wrote.
+Write = Callable[[AsyncConnection], Awaitable[Sequence[repo.NewJob]]]
+
+
 @dataclass(frozen=True, slots=True)
 class HandlerResult:
+    """What a handler did and what it wants written.
+
+    A handler never opens a transaction of its own: everything below is written in the transaction
+    that marks its job done, and only if this worker still holds the job (its lease).
+    """
+
     status_code: int | None = None
     response_excerpt: str | None = None
     connector: str = ""
-    # Written in the same transaction that marks the job done, and only if this worker still holds it:
     activities: tuple[dict[str, Any], ...] = ()  # lead_activities rows
     jobs: tuple[repo.NewJob, ...] = ()  # follow-up jobs
-    staged: Staged | None = None
+    staged: Staged | None = None  # batched with the other jobs' items of its group (a committer)
+    payload: dict[str, Any] | None = None  # the job's new payload (e.g. personal data scrubbed)
+    write: Write | None = None  # anything else, given the worker's connection
+
+
+class RetryLater(RetriableError):
+    """Retry the job later and store ``payload`` as its payload meanwhile (under the lease check),
+    e.g. the channels that already took a message, so the retry skips them."""
+
+    def __init__(self, message: str, *, payload: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.payload = payload
 
 
 Handler = Callable[[AnyRow, WorkerContext], Awaitable[HandlerResult]]
 # Applies the staged items of one group inside the batch transaction; raising fails the whole batch,
 # which is then recorded job by job (so one bad item only retries its own job).
 Committer = Callable[[AsyncConnection, list[Any], WorkerContext], Awaitable[None]]
+# What a domain adds to the transaction that gives up on a job: (job, connector, error, ctx, now) →
+# activities and follow-up jobs (e.g. a ``delivery_failed`` activity on the lead, an alert digest).
+DeadLetterHook = Callable[[AnyRow, str, str, WorkerContext, datetime], HandlerResult]
+# Stores the activity rows handlers return (the leads domain registers it).
+ActivityWriter = Callable[[AsyncConnection, list[dict[str, Any]]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -109,6 +136,9 @@ class Worker:
         handlers: Mapping[str, Handler],
         *,
         committers: Mapping[str, Committer] | None = None,
+        periodic: Mapping[str, timedelta] | None = None,
+        dead_letter_hooks: Sequence[DeadLetterHook] = (),
+        activity_writer: ActivityWriter | None = None,
         concurrency: int | None = None,
         lease_seconds: float | None = None,
         poll_seconds: float | None = None,
@@ -119,6 +149,9 @@ class Worker:
         self.ctx = ctx
         self.handlers = dict(handlers)
         self.committers = dict(committers or {})
+        self.periodic = dict(periodic or {})
+        self.dead_letter_hooks = tuple(dead_letter_hooks)
+        self.activity_writer = activity_writer
         self.concurrency = concurrency or settings.worker_concurrency
         self.lease = timedelta(seconds=lease_seconds or settings.worker_lease_seconds)
         self.poll = poll_seconds if poll_seconds is not None else settings.worker_poll_seconds
@@ -348,16 +381,24 @@ class Worker:
                     groups.setdefault(item.result.staged.group, []).append(item.result.staged.item)
             for group, items in groups.items():
                 await self.committers[group](conn, items, self.ctx)
+            results = [item.result for item in done if item.result is not None]
+            follow_ups: list[repo.NewJob] = []
+            for result in results:
+                if result.write is not None:
+                    follow_ups += await result.write(conn)
             await repo.finish_many(conn, [item.job.id for item in done], now)
-            activities = [a for item in done if item.result for a in item.result.activities]
-            if activities:
-                from leadflow.leads.repository import insert_activities
-
-                await insert_activities(conn, activities)
-            follow_ups = [j for item in done if item.result for j in item.result.jobs]
-            if follow_ups:
-                await repo.enqueue(conn, follow_ups, now)
-                woken = any(j.run_at <= now for j in follow_ups)
+            payloads = {
+                item.job.id: item.result.payload
+                for item in done
+                if item.result is not None and item.result.payload is not None
+            }
+            await repo.set_payloads(conn, payloads, now)
+            follow_ups += [j for result in results for j in result.jobs]
+            follow_ups += [
+                j for item in done for j in next_slot(item.job.kind, item.job.dedup_key, self.periodic, now)
+            ]
+            await self._apply(conn, [a for result in results for a in result.activities], follow_ups, now)
+            woken = any(j.run_at <= now for j in follow_ups)
             for item in batch:
                 if item.job.id not in states:
                     # The job was deleted meanwhile (its lead was erased): nothing to record it on.
@@ -374,6 +415,20 @@ class Worker:
         if woken or groups:
             self._wake.set()
         return outcomes
+
+    async def _apply(
+        self,
+        conn: AsyncConnection,
+        activities: list[dict[str, Any]],
+        follow_ups: list[repo.NewJob],
+        now: datetime,
+    ) -> None:
+        if activities:
+            if self.activity_writer is None:
+                raise PermanentError("no activity writer registered for the activities this job returned")
+            await self.activity_writer(conn, activities)
+        if follow_ups:
+            await repo.enqueue(conn, follow_ups, now)
 
     def _attempt(self, item: _Finished, outcome: str) -> dict[str, Any]:
         error = item.error
@@ -402,13 +457,15 @@ class Worker:
         when = None
         if not isinstance(error, PermanentError):
             when = next_run_at(job.attempts, job.max_attempts, now, retry_after=retry_after)
+        if isinstance(error, RetryLater):
+            await repo.set_payloads(conn, {job.id: error.payload}, now)
         if when is None:
             await repo.bury(conn, job.id, self.ctx.worker_id, message, now)
-            if job.lead_id is not None and connector:
-                await self._note_failure(conn, job, connector, message, now)
-            if job.lead_id is not None and self.ctx.settings.alerting:
-                # The e-mail backup: this period's digest of dead-lettered leads (one job per period).
-                await repo.enqueue(conn, [alerts.digest_job(now, self.ctx.settings)], now)
+            # What the domains add when a job is given up on (e.g. an activity on the lead, a digest).
+            noted = [hook(job, connector, message, self.ctx, now) for hook in self.dead_letter_hooks]
+            await self._apply(
+                conn, [a for r in noted for a in r.activities], [j for r in noted for j in r.jobs], now
+            )
             outcome = "dead" if not isinstance(error, PermanentError) else "permanent"
             log.warning(
                 "job_dead",
@@ -434,25 +491,6 @@ class Worker:
                 "job_error", job_id=job.id, kind=job.kind, exc_type=type(error).__name__, trace=_trace(error)
             )
         return outcome
-
-    @staticmethod
-    async def _note_failure(conn: Any, job: AnyRow, connector: str, message: str, now: datetime) -> None:
-        """A delivery given up on is visible on the lead itself, not only in the job list."""
-        from leadflow.leads.repository import insert_activities
-
-        await insert_activities(
-            conn,
-            [
-                {
-                    "lead_id": job.lead_id,
-                    "activity_type": "delivery_failed",
-                    "description": f"{connector} delivery failed after {job.attempts} attempt(s); replay it from the jobs list",
-                    "performed_by": "system",
-                    "metadata": {"connector": connector, "job_id": job.id, "error": message[:300]},
-                    "created_at": now,
-                }
-            ],
-        )
 
 
 def _describe(error: BaseException) -> str:

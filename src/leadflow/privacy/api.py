@@ -14,6 +14,7 @@ from starlette.responses import Response
 from leadflow.db import scrub_after_erase
 from leadflow.errors import ApiError, json_response, responses
 from leadflow.kit.ids import LEAD_ID_RE
+from leadflow.kit.state import state_of
 from leadflow.leads.schemas import LeadDetail
 from leadflow.privacy import consent, service
 from leadflow.privacy.unsubscribe import ONE_CLICK_BODY, LinkError, page
@@ -86,7 +87,7 @@ async def export(
     email: Annotated[str, Query(max_length=320, examples=["john.doe@company.com"])],
     principal: Principal = Depends(require("admin")),
 ) -> dict[str, Any]:
-    state = request.app.state
+    state = state_of(request.app)
     async with state.engine.begin() as conn:
         data = await service.export(conn, state.cipher, email)
         await record(
@@ -112,7 +113,7 @@ async def export(
 async def erase(
     request: Request, body: ErasureRequest, principal: Principal = Depends(require("admin"))
 ) -> ErasureResponse:
-    state = request.app.state
+    state = state_of(request.app)
     actor = Actor.from_request(request, principal)
     async with state.engine.begin() as conn:
         result = await service.erase(
@@ -171,7 +172,7 @@ async def erase(
 async def change_consent(
     request: Request, body: ConsentRequest, principal: Principal = Depends(require("privacy:write"))
 ) -> ConsentResponse:
-    state = request.app.state
+    state = state_of(request.app)
     actor = Actor.from_request(request, principal)
     digest = service.email_hash(state.cipher, body.email)
     async with state.engine.begin() as conn:
@@ -258,7 +259,7 @@ async def _guard(request: Request) -> str:
     from leadflow.security.ratelimit import rate_limited
 
     ip = request.scope.get("state", {}).get("client_ip") or "unknown"
-    guard = request.app.state.guard
+    guard = state_of(request.app).guard
     await guard.raise_if_locked(ip)
     verdict = await guard.check_ip(ip)
     if not verdict.allowed:
@@ -281,7 +282,7 @@ async def unsubscribe_page(request: Request, token: TokenPath) -> Response:
     from leadflow.privacy.unsubscribe import read_token
 
     ip = await _guard(request)
-    state = request.app.state
+    state = state_of(request.app)
     try:
         link = read_token(state.settings.encryption_keys, token, utcnow())
     except LinkError as exc:
@@ -313,7 +314,7 @@ async def unsubscribe_page(request: Request, token: TokenPath) -> Response:
 )
 async def unsubscribe_post(request: Request, token: TokenPath) -> Response:
     ip = await _guard(request)
-    state = request.app.state
+    state = state_of(request.app)
     body = (await _head_of_body(request)).decode("utf-8", "replace")
     channel: consent.Channel = "one_click" if ONE_CLICK_BODY in body else "unsubscribe_link"
     request_id = request.scope.get("state", {}).get("request_id")
@@ -358,7 +359,7 @@ async def anonymize(
 
     if not LEAD_ID_RE.match(lead_id):
         raise ApiError(404, "LEAD_NOT_FOUND", "Lead not found", field="lead_id")
-    state = request.app.state
+    state = state_of(request.app)
     async with state.engine.begin() as conn:
         await service.anonymize(conn, state.cipher, lead_id, principal.actor)
         await record(conn, Actor.from_request(request, principal), "lead.anonymize", "lead", lead_id)

@@ -1,18 +1,17 @@
-"""Which deliveries the privacy rules allow for a lead (enforced centrally, before any connector runs)."""
+"""Which deliveries the privacy rules allow for a lead (enforced centrally, before any connector runs).
+
+The rules read the connector's declared facts (``needs_consent``, ``shares_data`` on
+:class:`~leadflow.integrations.base.Connector`); no connector is named here.
+"""
 
 from __future__ import annotations
 
-from leadflow.integrations.base import LeadView
-
-# E-mail marketing and the automated sequence need the person's consent.
-NEEDS_CONSENT = frozenset({"mailchimp", "sendgrid", "sequence"})
-# Handing data to third parties for their own use ("sell or share" under the CCPA).
-SHARING = frozenset({"mailchimp", "sendgrid", "ga4", "webhook"})
+from leadflow.integrations.base import Connector, LeadView
 
 
-def allowed(connector: str, lead: LeadView) -> bool:
+def allowed(connector: Connector | type[Connector], lead: LeadView) -> bool:
     if lead.email_kind == "anonymized":
         return False
-    if connector in NEEDS_CONSENT and not lead.consent_given:
+    if connector.needs_consent and not lead.consent_given:
         return False
-    return not (connector in SHARING and lead.do_not_sell)
+    return not (connector.shares_data and lead.do_not_sell)

@@ -95,7 +95,7 @@ async def erase(
     with the ``Erases`` trait: CRM records, marketing contacts, the webhook's ``lead.erased`` event), and
     leave a tombstone holding only the blind index."""
     from leadflow.integrations import registry
-    from leadflow.integrations.base import Erases, erasure_note
+    from leadflow.integrations.base import Erases
 
     digest = email_hash(cipher, email)
     rows = await _rows_for(conn, digest)
@@ -134,7 +134,7 @@ async def erase(
     notes = {
         c.name: note
         for c in registry.configured(settings)
-        if not isinstance(c, Erases) and (note := erasure_note(c)) is not None
+        if not isinstance(c, Erases) and (note := c.erasure_note) is not None
     }
     return ErasureResult(leads_deleted=len(ids), remote_deletions_queued=queued, notes=notes)
 

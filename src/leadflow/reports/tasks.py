@@ -12,37 +12,40 @@ installation (two sending one address the same day's report from one domain gave
 from __future__ import annotations
 
 import secrets
-from datetime import date
+from datetime import date, timedelta
 
 from leadflow.integrations.mailer import Mailer
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import AnyRow
-from leadflow.pipeline import repository as jobs_repo
-from leadflow.pipeline.scheduler import PERIODIC, REPORTS_JOB, slot
-from leadflow.pipeline.worker import Handler, HandlerResult, WorkerContext
+from leadflow.pipeline.jobs import JobKind, Task, Tasks
+from leadflow.pipeline.repository import NewJob
+from leadflow.pipeline.worker import HandlerResult, WorkerContext
 from leadflow.reports import service
 
-SEND_JOB = "reports.send"
+SCHEDULE = JobKind("reports.schedule")
+SCHEDULE_EVERY = timedelta(minutes=15)
 SEND_ATTEMPTS = 8
+SEND = JobKind("reports.send", SEND_ATTEMPTS)
+REPORTS_JOB = SCHEDULE.name
+SEND_JOB = SEND.name
 
 
 async def schedule(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
     """Queue the reports that are due (already queued ones are skipped by their dedup key)."""
     now = utcnow()
     settings = ctx.settings
-    follow_ups = [slot(REPORTS_JOB, now + PERIODIC[REPORTS_JOB])]
     if not settings.report_periods:
-        return HandlerResult(jobs=tuple(follow_ups), response_excerpt="reports are off (REPORT_PERIODS)")
+        return HandlerResult(response_excerpt="reports are off (REPORT_PERIODS)")
     if not Mailer(settings).configured():
-        return HandlerResult(jobs=tuple(follow_ups), response_excerpt="e-mail is not configured: no reports")
+        return HandlerResult(response_excerpt="e-mail is not configured: no reports")
     async with ctx.engine.connect() as conn:
         recipients = await service.recipients(conn, settings)
+    follow_ups: list[NewJob] = []
     for kind in settings.report_periods:
         period = service.due_period(kind, now, settings.report_zone, settings.report_hour)
         follow_ups += [
-            jobs_repo.NewJob(
-                kind=SEND_JOB,
-                payload={
+            SEND.new(
+                {
                     "period": kind,
                     "first": period.first.isoformat(),
                     "to": r.to,
@@ -51,11 +54,10 @@ async def schedule(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
                 },
                 run_at=now,
                 dedup_key=service.dedup_key(period, r),
-                max_attempts=SEND_ATTEMPTS,
             )
             for r in recipients
         ]
-    return HandlerResult(jobs=tuple(follow_ups), response_excerpt=f"{len(follow_ups) - 1} report e-mails due")
+    return HandlerResult(jobs=tuple(follow_ups), response_excerpt=f"{len(follow_ups)} report e-mails due")
 
 
 async def send(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
@@ -85,5 +87,5 @@ async def send(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
     )
 
 
-def handlers() -> dict[str, Handler]:
-    return {REPORTS_JOB: schedule, SEND_JOB: send}
+def register(tasks: Tasks) -> None:
+    tasks.add(Task(SCHEDULE, schedule, every=SCHEDULE_EVERY), Task(SEND, send))

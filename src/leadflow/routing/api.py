@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from leadflow.errors import responses
+from leadflow.kit.state import state_of
 from leadflow.routing import service
 from leadflow.routing.schemas import (
     MemberCreate,
@@ -72,7 +73,7 @@ async def list_members(
         bool | None, Query(description="Only active (true) or inactive (false) members")
     ] = None,
 ) -> MemberList:
-    async with request.app.state.engine.connect() as conn:
+    async with state_of(request.app).engine.connect() as conn:
         return await service.list_members(conn, active)
 
 
@@ -97,7 +98,7 @@ async def list_members(
 async def create_member(
     request: Request, body: MemberCreate, principal: Principal = Depends(require("admin"))
 ) -> MemberOut:
-    async with request.app.state.engine.begin() as conn:
+    async with state_of(request.app).engine.begin() as conn:
         created = await service.create_member(conn, body)
         await record(
             conn, Actor.from_request(request, principal), "team_member.create", "team_member", str(created.id)
@@ -115,7 +116,7 @@ async def create_member(
 async def get_member(
     request: Request, member_id: MemberId, _: Principal = Depends(require("admin"))
 ) -> MemberOut:
-    async with request.app.state.engine.connect() as conn:
+    async with state_of(request.app).engine.connect() as conn:
         return await service.get_member(conn, member_id)
 
 
@@ -148,7 +149,7 @@ async def update_member(
     body: MemberUpdate,
     principal: Principal = Depends(require("admin")),
 ) -> MemberOut:
-    async with request.app.state.engine.begin() as conn:
+    async with state_of(request.app).engine.begin() as conn:
         updated = await service.update_member(conn, member_id, body)
         await record(
             conn,
@@ -176,7 +177,7 @@ async def update_member(
 async def delete_member(
     request: Request, member_id: MemberId, principal: Principal = Depends(require("admin"))
 ) -> Response:
-    async with request.app.state.engine.begin() as conn:
+    async with state_of(request.app).engine.begin() as conn:
         await service.delete_member(conn, member_id)
         await record(
             conn, Actor.from_request(request, principal), "team_member.delete", "team_member", str(member_id)
@@ -199,7 +200,7 @@ async def list_rules(
     _: Principal = Depends(require("admin")),
     active: Annotated[bool | None, Query(description="Only active (true) or inactive (false) rules")] = None,
 ) -> RuleList:
-    async with request.app.state.engine.connect() as conn:
+    async with state_of(request.app).engine.connect() as conn:
         return await service.list_rules(conn, active)
 
 
@@ -235,7 +236,7 @@ async def list_rules(
 async def create_rule(
     request: Request, body: RuleCreate, principal: Principal = Depends(require("admin"))
 ) -> RuleOut:
-    async with request.app.state.engine.begin() as conn:
+    async with state_of(request.app).engine.begin() as conn:
         created = await service.create_rule(conn, body)
         await record(
             conn,
@@ -255,7 +256,7 @@ async def create_rule(
     responses=responses(400, 401, 403, 404),
 )
 async def get_rule(request: Request, rule_id: RuleId, _: Principal = Depends(require("admin"))) -> RuleOut:
-    async with request.app.state.engine.connect() as conn:
+    async with state_of(request.app).engine.connect() as conn:
         return await service.get_rule(conn, rule_id)
 
 
@@ -274,7 +275,7 @@ async def get_rule(request: Request, rule_id: RuleId, _: Principal = Depends(req
 async def update_rule(
     request: Request, rule_id: RuleId, body: RuleUpdate, principal: Principal = Depends(require("admin"))
 ) -> RuleOut:
-    async with request.app.state.engine.begin() as conn:
+    async with state_of(request.app).engine.begin() as conn:
         updated = await service.update_rule(conn, rule_id, body)
         await record(
             conn,
@@ -297,7 +298,7 @@ async def update_rule(
 async def delete_rule(
     request: Request, rule_id: RuleId, principal: Principal = Depends(require("admin"))
 ) -> Response:
-    async with request.app.state.engine.begin() as conn:
+    async with state_of(request.app).engine.begin() as conn:
         await service.delete_rule(conn, rule_id)
         await record(
             conn, Actor.from_request(request, principal), "routing_rule.delete", "routing_rule", str(rule_id)

@@ -49,6 +49,14 @@ async def get_member(conn: AsyncConnection, member_id: int, lock: bool = False) 
     return (await conn.execute(query)).first()
 
 
+async def get_members(conn: AsyncConnection, member_ids: Iterable[int]) -> dict[int, AnyRow]:
+    """Members by id (the worker reads a batch's assignees at once)."""
+    ids = list(member_ids)
+    if not ids:
+        return {}
+    return {int(r.id): r for r in await conn.execute(select(members).where(members.c.id.in_(ids)))}
+
+
 async def get_member_by_email(conn: AsyncConnection, email: str) -> AnyRow | None:
     query = select(members).where(members.c.email == email.lower())  # stored lower-cased
     return (await conn.execute(query)).first()

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from leadflow.errors import responses
 from leadflow.kit.clock import UtcDateTime
 from leadflow.kit.pagination import CursorParam, decode_cursor, encode_cursor
+from leadflow.kit.state import state_of
 from leadflow.security import audit
 from leadflow.security.auth import require
 from leadflow.security.tokens import Principal
@@ -64,7 +65,7 @@ async def list_audit(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditPage:
     flt = audit.AuditFilter(actor, action, target_type, target_id, _aware(since), _aware(until))
-    async with request.app.state.engine.connect() as conn:
+    async with state_of(request.app).engine.connect() as conn:
         rows = await audit.page(conn, flt, decode_cursor(cursor), limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]

@@ -263,10 +263,12 @@ def note_refusal(scope: Any, status: int, error: str) -> None:
     action = REFUSALS.get(status)
     if action is None:
         return
-    app = scope.get("app")
-    buffer = getattr(getattr(app, "state", None), "audit", None)
-    if not isinstance(buffer, AuditBuffer):
-        return
+    from leadflow.kit.state import STATE_KEY, AppState
+
+    app_state = getattr(getattr(scope.get("app"), "state", None), STATE_KEY, None)
+    if not isinstance(app_state, AppState):
+        return  # the worker's metrics app keeps no audit buffer
+    buffer = app_state.audit
     state = scope.get("state") or {}
     principal = state.get("principal")
     route = scope.get("route")

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from leadflow.errors import ApiError
+from leadflow.kit.state import core_of
 from leadflow.security.tokens import Principal
 
 bearer = HTTPBearer(auto_error=False, description="An API token created with `leadflow tokens create`")
@@ -18,10 +19,10 @@ async def optional_principal(
 ) -> Principal | None:
     if credentials is None:
         return None
-    guard = request.app.state.guard
+    guard = core_of(request.app).guard
     ip = request.scope.get("state", {}).get("client_ip") or "unknown"
     await guard.raise_if_locked(ip)
-    principal: Principal | None = await request.app.state.tokens.resolve(credentials.credentials)
+    principal: Principal | None = await core_of(request.app).tokens.resolve(credentials.credentials)
     if principal is None:
         await guard.record_failure(ip)  # guessing tokens gets an address locked out
         raise ApiError(401, "UNAUTHORIZED", "The API token is invalid, expired or revoked")

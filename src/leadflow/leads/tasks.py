@@ -1,10 +1,11 @@
-"""What happens after capture: enrich → re-score → route/assign → fan out one job per delivery.
+"""Lead jobs: ``lead.process`` (enrich → re-score → route/assign → fan out the deliveries) and the
+periodic ``reminders.scan`` (follow-up dates that have come).
 
 ``lead.process`` runs once per captured lead. Enrichment happens outside any transaction (DNS may
 take a moment); everything it decides — enrichment columns, a new score, the assignment and the
-delivery jobs — is then written in one transaction, so a crash leaves either all or nothing, and a
-re-run does the same again (delivery jobs carry a dedup key per lead and connector).
-``deliver`` runs one connector for one lead and records the result as an activity.
+delivery jobs — is written by :func:`commit_routing` in the worker's commit, so a crash leaves either
+all or nothing, and a re-run does the same again (delivery jobs carry a dedup key per lead and
+connector). Capture creates the job with :func:`process_job`.
 """
 
 from __future__ import annotations
@@ -15,33 +16,37 @@ from types import SimpleNamespace
 from typing import Any
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadflow.campaigns import repository as campaigns_repo
 from leadflow.campaigns import rollup
 from leadflow.integrations import registry
-from leadflow.integrations.base import Assignee, Connector, DeliveryContext, LeadView, PermanentError
-from leadflow.kit.cache import BatchLoader
+from leadflow.integrations.base import Assignee
+from leadflow.integrations.tasks import connector_for, delivery, fan_out
 from leadflow.kit.clock import utcnow
-from leadflow.kit.models import AnyRow, table_of
+from leadflow.kit.models import AnyRow
 from leadflow.leads import repository as leads_repo
-from leadflow.leads.capture import PROCESS_JOB
-from leadflow.leads.models import PII_FIELDS
 from leadflow.leads.service import ANALYTICS_INPUTS
+from leadflow.leads.views import build_view, loaders
 from leadflow.observability import metrics
-from leadflow.pipeline import repository as jobs_repo
-from leadflow.pipeline.worker import Committer, Handler, HandlerResult, Staged, WorkerContext
-from leadflow.privacy.policy import allowed as privacy_allows
+from leadflow.pipeline.jobs import JobKind, Task, Tasks
+from leadflow.pipeline.repository import NewJob, enqueue
+from leadflow.pipeline.worker import HandlerResult, Staged, WorkerContext
 from leadflow.privacy.regions import regime
-from leadflow.routing.models import TeamMember
+from leadflow.routing import repository as routing_repo
 from leadflow.scoring import rules
 
 log = structlog.get_logger("leadflow.pipeline")
 
-DELIVER_JOB = "deliver"
+PROCESS = JobKind("lead.process")
+REMINDERS = JobKind("reminders.scan")
+REMINDER_INTERVAL = timedelta(minutes=1)
 OPTIONAL_COLUMNS = ("phone", "company", "service_interest", "urgency", "message", "budget_range", "timeline")
-members = table_of(TeamMember)
+ROUTE_GROUP = "route"
+
+
+def process_job(lead_id: int, public_id: str, now: datetime) -> NewJob:
+    """The ``lead.process`` job of a captured lead (``.row(now)`` for writers that insert rows)."""
+    return PROCESS.new({"lead_id": lead_id, "public_id": public_id}, run_at=now, lead_id=lead_id)
 
 
 def _activity(
@@ -74,37 +79,6 @@ def score_input(row: AnyRow, email_kind: str, catalog: frozenset[str]) -> rules.
     )
 
 
-@dataclass(slots=True)
-class Loaders:
-    """Per-worker batch loaders: the jobs of one claim read their rows with one query per table."""
-
-    leads: BatchLoader[int, AnyRow]
-    members: BatchLoader[int, AnyRow]
-    campaigns: BatchLoader[str, AnyRow]
-
-
-def loaders(ctx: WorkerContext) -> Loaders:
-    found = ctx.services.get("loaders")
-    if isinstance(found, Loaders):
-        return found
-
-    async def fetch_leads(ids: list[int]) -> dict[int, AnyRow]:
-        async with ctx.engine.connect() as conn:
-            return await leads_repo.get_many(conn, ids)
-
-    async def fetch_members(ids: list[int]) -> dict[int, AnyRow]:
-        async with ctx.engine.connect() as conn:
-            return {int(r.id): r for r in await conn.execute(select(members).where(members.c.id.in_(ids)))}
-
-    async def fetch_campaigns(ids: list[str]) -> dict[str, AnyRow]:
-        async with ctx.engine.connect() as conn:
-            return {str(r.id): r for r in await campaigns_repo.get_many(conn, ids)}
-
-    made = Loaders(BatchLoader(fetch_leads), BatchLoader(fetch_members), BatchLoader(fetch_campaigns))
-    ctx.services["loaders"] = made
-    return made
-
-
 @dataclass(frozen=True, slots=True)
 class RoutePlan:
     """What enrichment decided for one lead; routed and written by :func:`commit_routing`."""
@@ -115,9 +89,6 @@ class RoutePlan:
     activities: list[dict[str, Any]]
     geo_country: str | None
     geo_region_code: str | None
-
-
-ROUTE_GROUP = "route"
 
 
 async def process_lead(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
@@ -278,12 +249,12 @@ async def commit_routing(conn: AsyncConnection, plans: list[RoutePlan], ctx: Wor
     assignees: dict[int, Assignee] = {}
     if member_of:
         found = {
-            int(m.id): Assignee(name=m.name, email=m.email, phone=m.phone)
-            for m in await conn.execute(select(members).where(members.c.id.in_(set(member_of.values()))))
+            member_id: Assignee(name=m.name, email=m.email, phone=m.phone)
+            for member_id, m in (await routing_repo.get_members(conn, set(member_of.values()))).items()
         }
         assignees = {lead_id: found[m] for lead_id, m in member_of.items() if m in found}
     activities: list[dict[str, Any]] = []
-    new_jobs: list[jobs_repo.NewJob] = []
+    new_jobs: list[NewJob] = []
     rescored: dict[str, list[datetime]] = {}
     for plan in plans:
         row = current.get(plan.lead_id)
@@ -296,163 +267,69 @@ async def commit_routing(conn: AsyncConnection, plans: list[RoutePlan], ctx: Wor
             rescored.setdefault(row.campaign_id, []).append(row.created_at)
         fresh = SimpleNamespace(**{**row._mapping, **written})
         view = build_view(ctx, fresh, assignees.get(plan.lead_id), plan.campaign)
-        for name in registry.all_names():
-            connector = connector_for(ctx, name)
-            if connector.configured() and privacy_allows(str(name), view) and connector.wants(view):
-                new_jobs.append(
-                    jobs_repo.NewJob(
-                        kind=DELIVER_JOB,
-                        payload={"connector": str(name), "lead_id": plan.lead_id},
-                        run_at=now,
-                        lead_id=plan.lead_id,
-                        dedup_key=f"deliver:{name}:{plan.lead_id}",
-                        max_attempts=connector.max_attempts,
-                    )
-                )
+        new_jobs += fan_out(ctx, view, now)
         metrics.STAGE_LATENCY.labels("processed").observe((now - row.created_at).total_seconds())
     await leads_repo.insert_activities(conn, activities)
-    await jobs_repo.enqueue(conn, new_jobs, now)
+    await enqueue(conn, new_jobs, now)
     await rollup.invalidate(conn, rescored)  # only days before today: a re-run on an old lead
 
 
-def build_view(ctx: WorkerContext, row: Any, assignee: Assignee | None, campaign: AnyRow | None) -> LeadView:
-    """The decrypted lead as connectors see it, with its assignee and the campaign's settings."""
-    data = {name: ctx.cipher.decrypt(getattr(row, name), name) for name in PII_FIELDS}
-    if assignee is None and row.assigned_to:
-        assignee = Assignee(name=row.assigned_to, email=row.assigned_to)
-    return LeadView(
-        id=row.id,
-        lead_id=row.public_id,
-        uuid=row.uuid,
-        first_name=data["first_name"] or "",
-        last_name=data["last_name"] or "",
-        email=data["email"] or "",
-        phone=data["phone"],
-        company=data["company"],
-        campaign_id=row.campaign_id,
-        campaign_name=row.campaign_name,
-        source=row.source,
-        channel=row.channel,
-        medium=row.medium,
-        utm_source=row.utm_source,
-        utm_medium=row.utm_medium,
-        utm_campaign=row.utm_campaign,
-        utm_term=row.utm_term,
-        utm_content=row.utm_content,
-        service_interest=row.service_interest,
-        urgency=row.urgency,
-        urgency_level=rules.urgency_level(row.urgency),
-        message=data["message"],
-        budget_range=row.budget_range,
-        timeline=row.timeline,
-        visitor_id=row.visitor_id,
-        session_id=row.session_id,
-        lead_score=row.lead_score,
-        lead_grade=row.lead_grade,
-        qualification_status=row.qualification_status,
-        status=row.status,
-        consent_given=bool(row.consent_given),
-        do_not_sell=bool(row.do_not_sell),
-        privacy_regime=row.privacy_regime,
-        geo_country=row.geo_country,
-        geo_region=row.geo_region,
-        geo_city=row.geo_city,
-        company_domain=row.company_domain,
-        email_kind=row.email_kind,
-        deal_value=row.deal_value,
-        created_at=row.created_at,
-        assignee=assignee,
-        campaign_settings=(campaign.settings if campaign is not None and campaign.settings else {}),
-    )
-
-
-async def lead_view(ctx: WorkerContext, row: AnyRow) -> LeadView:
-    """:func:`build_view` with the assignee and campaign read through the worker's batch loaders."""
-    load = loaders(ctx)
-    assignee = None
-    if row.assigned_member_id is not None:
-        member = await load.members.load(int(row.assigned_member_id))
-        if member is not None:
-            assignee = Assignee(name=member.name, email=member.email, phone=member.phone)
-    return build_view(ctx, row, assignee, await load.campaigns.load(row.campaign_id))
-
-
-def connector_for(ctx: WorkerContext, name: str) -> Connector:
-    """One connector instance per worker (so e.g. an OAuth token cache is reused across deliveries)."""
-    cache: dict[str, Connector] = ctx.services.setdefault("connectors", {})
-    if name not in cache:
-        cache[name] = registry.build(name, ctx.settings)
-    return cache[name]
-
-
-async def deliver(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
-    name = str(job.payload["connector"])
-    lead_id = int(job.payload["lead_id"])
-    connector = connector_for(ctx, name)
-    if not connector.configured():
-        raise PermanentError(f"the {name} connector is not configured (credentials were removed)")
-    row = await loaders(ctx).leads.load(lead_id)
-    if row is None:
-        return HandlerResult(connector=name, response_excerpt="lead no longer exists")
-    view = await lead_view(ctx, row)
-    if row.anonymized_at is not None or not privacy_allows(name, view):
-        return HandlerResult(
-            connector=name, response_excerpt="not allowed by the lead's privacy choices; nothing sent"
-        )
-    dedup_key = job.dedup_key or f"job:{job.id}"
-    outcome = await connector.deliver(
-        view,
-        DeliveryContext(
-            settings=ctx.settings,
-            http=ctx.http,
-            job_id=job.id,
-            attempt=job.attempts,
-            dedup_key=dedup_key,
-            payload=dict(job.payload),
-        ),
-    )
+async def scan_reminders(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
+    """Leads whose follow-up date has come: a ``reminder_due`` activity and an e-mail to the assignee."""
     now = utcnow()
-    kind = (
-        "synced"
-        if name in ("hubspot", "salesforce", "mailchimp", "sendgrid", "ga4", "webhook")
-        else "notification_sent"
-    )
-    follow_ups: tuple[jobs_repo.NewJob, ...] = ()
-    if outcome.follow_up is not None:
-        follow = outcome.follow_up
-        follow_ups = (
-            jobs_repo.NewJob(
-                kind=DELIVER_JOB,
-                payload={"connector": name, "lead_id": lead_id, **follow.payload},
-                run_at=now + timedelta(seconds=follow.delay_seconds),
-                lead_id=lead_id,
-                dedup_key=f"{dedup_key}:{follow.key}",
-                max_attempts=connector.max_attempts,
-            ),
+    async with ctx.engine.connect() as conn:
+        due = await leads_repo.due_follow_ups(conn, now)
+    name = str(registry.ConnectorName.EMAIL)
+    email = connector_for(ctx, name)
+    reminders = [
+        delivery(
+            name,
+            email,
+            row.id,
+            run_at=now,
+            dedup_key=f"reminder:{row.id}:{row.follow_up_date:%Y%m%dT%H%M%S}",
+            extra={"reason": "follow_up_due"},
         )
-    metrics.STAGE_LATENCY.labels(f"delivered:{name}").observe((now - row.created_at).total_seconds())
+        for row in due
+        if email.configured()
+    ]
     return HandlerResult(
-        status_code=outcome.status_code,
-        response_excerpt=outcome.response_excerpt,
-        connector=name,
+        response_excerpt=f"{len(due)} follow-ups due",
+        activities=tuple(
+            _activity(
+                row.id,
+                "reminder_due",
+                f"Follow-up due since {row.follow_up_date:%Y-%m-%d %H:%M} UTC",
+                {"follow_up_date": row.follow_up_date.isoformat()},
+                now,
+            )
+            for row in due
+        ),
+        jobs=tuple(reminders),
+    )
+
+
+def note_failure(
+    job: AnyRow, connector: str, message: str, ctx: WorkerContext, now: datetime
+) -> HandlerResult:
+    """Dead-letter hook: a delivery given up on is visible on the lead itself, not only in the job list."""
+    if job.lead_id is None or not connector:
+        return HandlerResult()
+    return HandlerResult(
         activities=(
             _activity(
-                lead_id,
-                kind,
-                outcome.detail or f"Delivered by {name}",
-                {"connector": name, "status_code": outcome.status_code, "external_id": outcome.external_id},
+                job.lead_id,
+                "delivery_failed",
+                f"{connector} delivery failed after {job.attempts} attempt(s); replay it from the jobs list",
+                {"connector": connector, "job_id": job.id, "error": message[:300]},
                 now,
             ),
-        ),
-        jobs=follow_ups,
+        )
     )
 
 
-def committers() -> dict[str, Committer]:
-    return {ROUTE_GROUP: commit_routing}
-
-
-def handlers() -> dict[str, Handler]:
-    from leadflow.privacy import tasks as privacy_tasks
-
-    return {PROCESS_JOB: process_lead, DELIVER_JOB: deliver, **privacy_tasks.handlers()}
+def register(tasks: Tasks) -> None:
+    tasks.add(Task(PROCESS, process_lead), Task(REMINDERS, scan_reminders, every=REMINDER_INTERVAL))
+    tasks.commit(ROUTE_GROUP, commit_routing)
+    tasks.write_activities_with(leads_repo.insert_activities)
+    tasks.on_dead_letter(note_failure)
