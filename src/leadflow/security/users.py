@@ -225,3 +225,18 @@ async def complete_reset(conn: AsyncConnection, token: str, password: str) -> Us
         return None
     await set_password(conn, user, password)
     return user
+
+
+FIRST_ADMIN_EMAIL = "admin@leadflow.local"
+
+
+async def ensure_first_admin(
+    conn: AsyncConnection, email: str = FIRST_ADMIN_EMAIL
+) -> tuple[UserRow, str] | None:
+    """Create an admin account with a generated password when there is no admin yet (``quickstart``);
+    returns it and its password the one time it is created, else None."""
+    if await repository.count_users(conn, role="admin") > 0:
+        return None
+    password = generate_password()
+    user = await create_user(conn, email=email, name="Administrator", role="admin", password=password)
+    return user, password
