@@ -104,13 +104,13 @@ def users_create(
     import sys
 
     from leadflow.cli import _run, _settings
-    from leadflow.security import users
+    from leadflow.security import repository, users
     from leadflow.security.audit import CLI, record
 
     settings = _settings()
     password = sys.stdin.read().rstrip("\r\n") if password_stdin else None
 
-    async def work(engine: AsyncEngine) -> users.UserRow:
+    async def work(engine: AsyncEngine) -> repository.UserRow:
         if password is None:
             raise ValueError("pass the password on standard input with --password-stdin")
         async with engine.begin() as conn:
@@ -151,12 +151,12 @@ def users_list() -> None:
 def users_deactivate(email: Annotated[str, typer.Option(help="The user's e-mail address")]) -> None:
     """Switch an account off: it cannot sign in, and its open sessions end at once."""
     from leadflow.cli import _run, _settings
-    from leadflow.security import users
+    from leadflow.security import repository, users
     from leadflow.security.audit import CLI, record
 
     settings = _settings()
 
-    async def work(engine: AsyncEngine) -> users.UserRow | None:
+    async def work(engine: AsyncEngine) -> repository.UserRow | None:
         async with engine.begin() as conn:
             user = await users.deactivate(conn, email)
             if user is not None:
