@@ -21,6 +21,7 @@ from leadflow.leads import service as leads
 from leadflow.leads.capture import CaptureOutcome, CaptureWriter, prepare
 from leadflow.leads.schemas import CaptureRequest, LeadUpdate
 from leadflow.scoring.rules import normalise_catalog
+from leadflow.security.audit import Actor
 from leadflow.security.crypto import FieldCipher
 
 FIRST = [
@@ -73,6 +74,8 @@ TRAFFIC = [
 ]
 URGENCY = ["High (Same day)", "Medium", "Low", None]
 SERVICES = ["Nextcloud Installation", "Nextcloud Installation", "Managed IT Services", "Something else", None]
+# The demo's workflow changes are made (and audited) as this salesperson, through the CLI.
+DEMO_ACTOR = Actor(name="demo@nexlink.website", role="sales", channel="cli")
 CONTENT = ["ad-variant-a", "ad-variant-b", "ad-variant-c", None]
 
 
@@ -166,7 +169,7 @@ async def seed(
                         cipher,
                         public_id,
                         LeadUpdate(status=step, deal_value=deal),
-                        "demo@nexlink.website",
+                        DEMO_ACTOR,
                     )
     return len(public_ids)
 

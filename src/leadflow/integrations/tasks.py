@@ -15,6 +15,8 @@ from leadflow.integrations import registry
 from leadflow.integrations.base import Connector, DeliveryContext, LeadView, PermanentError
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import AnyRow
+from leadflow.leads.activities import Activity
+from leadflow.leads.models import ActivityType
 from leadflow.leads.views import lead_view, loaders
 from leadflow.observability import metrics
 from leadflow.pipeline.jobs import JobKind, Task, Tasks
@@ -92,7 +94,7 @@ async def deliver(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
         ),
     )
     now = utcnow()
-    kind = "synced" if connector.counts_as_sync else "notification_sent"
+    kind: ActivityType = "synced" if connector.counts_as_sync else "notification_sent"
     follow_ups: tuple[NewJob, ...] = ()
     if outcome.follow_up is not None:
         follow = outcome.follow_up
@@ -112,18 +114,17 @@ async def deliver(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
         response_excerpt=outcome.response_excerpt,
         connector=name,
         activities=(
-            {
-                "lead_id": lead_id,
-                "activity_type": kind,
-                "description": outcome.detail or f"Delivered by {name}",
-                "performed_by": "system",
-                "metadata": {
+            Activity(
+                lead_id,
+                kind,
+                outcome.detail or f"Delivered by {name}",
+                now,
+                details={
                     "connector": name,
                     "status_code": outcome.status_code,
                     "external_id": outcome.external_id,
                 },
-                "created_at": now,
-            },
+            ).row(),
         ),
         jobs=follow_ups,
     )

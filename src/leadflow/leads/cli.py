@@ -107,7 +107,7 @@ def update(
     from leadflow.kit.ids import LEAD_ID_RE
     from leadflow.leads import service
     from leadflow.leads.schemas import LeadUpdate
-    from leadflow.security.audit import CLI, record
+    from leadflow.security.audit import CLI
     from leadflow.security.crypto import FieldCipher
 
     given = {
@@ -139,12 +139,7 @@ def update(
     async def work(engine: AsyncEngine) -> list[str]:
         async with engine.begin() as conn:
             cipher = FieldCipher(settings.encryption_keys, settings.blind_key)
-            crm = await service.update(conn, cipher, lead_id, body, CLI.name, settings=settings)
-            details: dict[str, object] = {"fields": sorted(body.model_fields_set)}
-            if crm:
-                details["crm_updates"] = crm
-            await record(conn, CLI, "lead.update", "lead", lead_id, details)
-            return crm
+            return await service.update(conn, cipher, lead_id, body, CLI, settings=settings)
 
     crm = _run(settings, work)
     changed = ", ".join(sorted(body.model_fields_set))

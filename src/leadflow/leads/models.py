@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     JSON,
@@ -33,6 +33,9 @@ QUALIFICATION_STATUSES = ("unqualified", "marketing_qualified", "sales_qualified
 STATUSES = ("new", "contacted", "qualified", "proposal", "closed_won", "closed_lost")
 SOURCES = ("landing-page", "modal", "contact-form", "embed", "manual", "import")
 PII_FIELDS = ("first_name", "last_name", "email", "phone", "company", "message", "ip_address", "user_agent")
+# The form's optional fields: capture and the worker's re-score count those a lead filled in
+# (``ScoreInput.filled_optional``); the score's form-completion rule asks for all of them.
+OPTIONAL_FIELDS = ("phone", "company", "service_interest", "urgency", "message", "budget_range", "timeline")
 
 
 class Lead(Base):
@@ -151,9 +154,10 @@ class Lead(Base):
     anonymized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-ACTIVITY_TYPES = (
+ActivityType = Literal[
     "created",
     "duplicate_submission",
+    "previously_erased",
     "email_sent",
     "call_made",
     "meeting_scheduled",
@@ -172,7 +176,9 @@ ACTIVITY_TYPES = (
     "reminder_due",
     "anonymized",
     "consent_changed",
-)
+]
+# The spec's six (email_sent … note_added) and those the system adds; written through ``leads.activities``.
+ACTIVITY_TYPES: tuple[ActivityType, ...] = get_args(ActivityType)
 
 
 class LeadActivity(Base):

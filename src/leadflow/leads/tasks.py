@@ -18,14 +18,15 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadflow.campaigns import rollup
 from leadflow.integrations import registry
 from leadflow.integrations.base import Assignee
 from leadflow.integrations.tasks import connector_for, delivery, fan_out
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import AnyRow
+from leadflow.leads import changes
 from leadflow.leads import repository as leads_repo
-from leadflow.leads.service import ANALYTICS_INPUTS
+from leadflow.leads.activities import Activity
+from leadflow.leads.models import OPTIONAL_FIELDS
 from leadflow.leads.views import build_view, loaders
 from leadflow.observability import metrics
 from leadflow.pipeline.jobs import JobKind, Task, Tasks
@@ -40,26 +41,12 @@ log = structlog.get_logger("leadflow.pipeline")
 PROCESS = JobKind("lead.process")
 REMINDERS = JobKind("reminders.scan")
 REMINDER_INTERVAL = timedelta(minutes=1)
-OPTIONAL_COLUMNS = ("phone", "company", "service_interest", "urgency", "message", "budget_range", "timeline")
 ROUTE_GROUP = "route"
 
 
 def process_job(lead_id: int, public_id: str, now: datetime) -> NewJob:
     """The ``lead.process`` job of a captured lead (``.row(now)`` for writers that insert rows)."""
     return PROCESS.new({"lead_id": lead_id, "public_id": public_id}, run_at=now, lead_id=lead_id)
-
-
-def _activity(
-    lead_id: int, kind: str, description: str, meta: dict[str, Any] | None, now: datetime
-) -> dict[str, Any]:
-    return {
-        "lead_id": lead_id,
-        "activity_type": kind,
-        "description": description,
-        "performed_by": "system",
-        "metadata": meta,
-        "created_at": now,
-    }
 
 
 def score_input(row: AnyRow, email_kind: str, catalog: frozenset[str]) -> rules.ScoreInput:
@@ -71,7 +58,7 @@ def score_input(row: AnyRow, email_kind: str, catalog: frozenset[str]) -> rules.
         service_interest=row.service_interest,
         urgency=row.urgency,
         budget_range=row.budget_range,
-        filled_optional=frozenset(c for c in OPTIONAL_COLUMNS if getattr(row, c) is not None),
+        filled_optional=frozenset(c for c in OPTIONAL_FIELDS if getattr(row, c) is not None),
         time_on_page_seconds=row.time_on_page_seconds,
         returning_visitor=bool(row.returning_visitor),
         channel=row.channel or "Unassigned",
@@ -86,7 +73,7 @@ class RoutePlan:
     lead_id: int
     campaign: AnyRow
     values: dict[str, Any]
-    activities: list[dict[str, Any]]
+    activities: list[Activity]
     geo_country: str | None
     geo_region_code: str | None
 
@@ -113,7 +100,7 @@ async def process_lead(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
 
     now = utcnow()
     values: dict[str, Any] = {"updated_at": now}
-    acts: list[dict[str, Any]] = []
+    acts: list[Activity] = []
     geo = enrichment.geo if enrichment else None
     if enrichment is not None:
         values.update(
@@ -128,16 +115,16 @@ async def process_lead(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
         if row.privacy_regime is None and geo is not None:
             values["privacy_regime"] = regime(geo.country_code, geo.region_code, geo.in_eu)
         acts.append(
-            _activity(
+            Activity(
                 lead_id,
                 "enriched",
                 "; ".join(f"{s.name}: {s.status}" for s in enrichment.steps),
-                {
+                now,
+                details={
                     "steps": [
                         {"name": s.name, "status": s.status, "detail": s.detail} for s in enrichment.steps
                     ]
                 },
-                now,
             )
         )
         # Re-score when enrichment changed an input (an undeliverable domain is not a business address).
@@ -152,12 +139,12 @@ async def process_lead(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
                 qualifying = result.grade in ctx.settings.qualifying_grades
                 values["qualification_status"] = "marketing_qualified" if qualifying else "unqualified"
             acts.append(
-                _activity(
+                Activity(
                     lead_id,
                     "scored",
                     f"Score changed from {row.lead_score} to {result.total} after enrichment",
-                    {"from": row.lead_score, "to": result.total, "grade": result.grade},
                     now,
+                    details={"from": row.lead_score, "to": result.total, "grade": result.grade},
                 )
             )
     plan = RoutePlan(
@@ -233,12 +220,12 @@ async def commit_routing(conn: AsyncConnection, plans: list[RoutePlan], ctx: Wor
         if decision.assignee is not None:
             values[plan.lead_id].update(assigned_to=decision.assignee, assigned_member_id=decision.member_id)
         acts[plan.lead_id].append(
-            _activity(
+            Activity(
                 plan.lead_id,
                 "assigned",
                 decision.reason,
-                {"to": decision.assignee, "member_id": decision.member_id, "rule": decision.rule},
                 now,
+                details={"to": decision.assignee, "member_id": decision.member_id, "rule": decision.rule},
             )
         )
     member_of = {
@@ -253,25 +240,20 @@ async def commit_routing(conn: AsyncConnection, plans: list[RoutePlan], ctx: Wor
             for member_id, m in (await routing_repo.get_members(conn, set(member_of.values()))).items()
         }
         assignees = {lead_id: found[m] for lead_id, m in member_of.items() if m in found}
-    activities: list[dict[str, Any]] = []
+    writes: list[changes.Write] = []
     new_jobs: list[NewJob] = []
-    rescored: dict[str, list[datetime]] = {}
     for plan in plans:
         row = current.get(plan.lead_id)
         if row is None:  # erased meanwhile
             continue
         written = values[plan.lead_id]
-        await leads_repo.update_lead(conn, plan.lead_id, written)
-        activities.extend(acts[plan.lead_id])
-        if ANALYTICS_INPUTS & written.keys():
-            rescored.setdefault(row.campaign_id, []).append(row.created_at)
+        writes.append(changes.Write(row, written, acts[plan.lead_id]))
         fresh = SimpleNamespace(**{**row._mapping, **written})
         view = build_view(ctx, fresh, assignees.get(plan.lead_id), plan.campaign)
         new_jobs += fan_out(ctx, view, now)
         metrics.STAGE_LATENCY.labels("processed").observe((now - row.created_at).total_seconds())
-    await leads_repo.insert_activities(conn, activities)
+    await changes.apply(conn, writes)  # analytics: only days before today (a re-run on an old lead)
     await enqueue(conn, new_jobs, now)
-    await rollup.invalidate(conn, rescored)  # only days before today: a re-run on an old lead
 
 
 async def scan_reminders(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
@@ -296,13 +278,13 @@ async def scan_reminders(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
     return HandlerResult(
         response_excerpt=f"{len(due)} follow-ups due",
         activities=tuple(
-            _activity(
+            Activity(
                 row.id,
                 "reminder_due",
                 f"Follow-up due since {row.follow_up_date:%Y-%m-%d %H:%M} UTC",
-                {"follow_up_date": row.follow_up_date.isoformat()},
                 now,
-            )
+                details={"follow_up_date": row.follow_up_date.isoformat()},
+            ).row()
             for row in due
         ),
         jobs=tuple(reminders),
@@ -317,13 +299,13 @@ def note_failure(
         return HandlerResult()
     return HandlerResult(
         activities=(
-            _activity(
+            Activity(
                 job.lead_id,
                 "delivery_failed",
                 f"{connector} delivery failed after {job.attempts} attempt(s); replay it from the jobs list",
-                {"connector": connector, "job_id": job.id, "error": message[:300]},
                 now,
-            ),
+                details={"connector": connector, "job_id": job.id, "error": message[:300]},
+            ).row(),
         )
     )
 

@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.config import Settings
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import AnyRow, table_of
+from leadflow.leads import changes
 from leadflow.leads import repository as leads_repo
+from leadflow.leads.activities import Activity
 from leadflow.leads.models import Lead
 from leadflow.pipeline import repository as jobs_repo
 from leadflow.privacy import repository as repo
@@ -85,22 +87,26 @@ async def change(
     # consent_at stays the form's evidence (set only when the form gave consent); later grants are
     # consent_events rows.
     written: dict[str, Any] = {**values, "updated_at": now}
-    if ids:
-        await conn.execute(update(leads).where(leads.c.id.in_(ids)).values(**written))
-        await leads_repo.insert_activities(
-            conn,
-            [
-                {
-                    "lead_id": r.id,
-                    "activity_type": "consent_changed",
-                    "description": f"{DESCRIPTION[action]} ({channel})",
-                    "performed_by": actor[:100],
-                    "metadata": {"action": action, "channel": channel},
-                    "created_at": now,
-                }
-                for r in rows
-            ],
-        )
+    await changes.apply(
+        conn,
+        [
+            changes.Write(
+                r,
+                written,
+                (
+                    Activity(
+                        r.id,
+                        "consent_changed",
+                        f"{DESCRIPTION[action]} ({channel})",
+                        now,
+                        actor,
+                        {"action": action, "channel": channel},
+                    ),
+                ),
+            )
+            for r in rows
+        ],
+    )
     await repo.add_consent_event(
         conn,
         {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,14 +9,15 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadflow.campaigns import rollup
 from leadflow.config import Settings
 from leadflow.errors import ApiError
 from leadflow.kit.clock import utcnow
 from leadflow.kit.models import AnyRow, table_of
 from leadflow.kit.text import email_index_form, normalise_email
+from leadflow.leads import changes
 from leadflow.leads import repository as leads_repo
 from leadflow.leads import service as leads_service
+from leadflow.leads.activities import Activity
 from leadflow.leads.models import Lead, LeadActivity
 from leadflow.pipeline import repository as jobs_repo
 from leadflow.privacy import consent
@@ -108,7 +108,7 @@ async def erase(
         await conn.execute(delete(activities).where(activities.c.lead_id.in_(ids)))
         await conn.execute(delete(jobs_repo.jobs).where(jobs_repo.jobs.c.lead_id.in_(ids)))
         await conn.execute(delete(leads).where(leads.c.id.in_(ids)))
-        await rollup.invalidate(conn, _days_of(rows))
+        await changes.deleted(conn, rows)
     existing = (await conn.execute(select(tombstones.c.id).where(tombstones.c.email_hash == digest))).first()
     if existing is None:
         await conn.execute(
@@ -172,27 +172,15 @@ async def anonymize_rows(conn: AsyncConnection, cipher: FieldCipher, rows: list[
     """Wipe personal fields; keep campaign, score, grade, status, source and dates for analytics."""
     now = utcnow()
     for row in rows:
-        await conn.execute(
-            update(leads).where(leads.c.id == row.id).values(**_anonymous_values(cipher, row, now))
+        done = Activity(
+            row.id, "anonymized", "Personal data removed; campaign, score and status kept", now, actor
         )
+        await changes.apply(conn, [changes.Write(row, _anonymous_values(cipher, row, now), (done,))])
         # Notes and activity texts may quote the person: keep the event, drop the words.
         await conn.execute(
             update(activities)
             .where(activities.c.lead_id == row.id, activities.c.activity_type == "note_added")
             .values(description="Note removed (anonymised)", metadata=None)
-        )
-        await leads_repo.insert_activities(
-            conn,
-            [
-                {
-                    "lead_id": row.id,
-                    "activity_type": "anonymized",
-                    "description": "Personal data removed; campaign, score and status kept",
-                    "performed_by": actor,
-                    "metadata": None,
-                    "created_at": now,
-                }
-            ],
         )
     return len(rows)
 
@@ -221,14 +209,6 @@ class RetentionReport:
         return bool(self.done or sum((self.records_purged or {}).values()))
 
 
-def _days_of(rows: Sequence[AnyRow]) -> dict[str, list[datetime]]:
-    """The (campaign, creation time) of deleted leads, for the analytics sums to forget."""
-    days: dict[str, list[datetime]] = {}
-    for row in rows:
-        days.setdefault(row.campaign_id, []).append(row.created_at)
-    return days
-
-
 async def enforce_retention(
     conn: AsyncConnection, cipher: FieldCipher, settings: Settings, *, dry_run: bool, limit: int = 1000
 ) -> RetentionReport:
@@ -251,7 +231,7 @@ async def enforce_retention(
         await conn.execute(delete(activities).where(activities.c.lead_id.in_(ids)))
         await conn.execute(delete(jobs_repo.jobs).where(jobs_repo.jobs.c.lead_id.in_(ids)))
         await conn.execute(delete(leads).where(leads.c.id.in_(ids)))
-        await rollup.invalidate(conn, _days_of(rows))
+        await changes.deleted(conn, rows)
         return RetentionReport(cutoff, "delete", len(rows), len(ids), purged)
     done = await anonymize_rows(conn, cipher, rows, "retention")
     return RetentionReport(cutoff, "anonymize", len(rows), done, purged)

@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from leadflow.leads.models import OPTIONAL_FIELDS as OPTIONAL_FIELDS
 from leadflow.scoring.channels import CHANNEL_POINTS
 
-OPTIONAL_FIELDS = ("phone", "company", "service_interest", "urgency", "message", "budget_range", "timeline")
 HIGH_URGENCY = frozenset({"high", "emergency", "urgent", "asap", "same-day", "immediate", "critical"})
 NO_BUDGET = frozenset(
     {
