@@ -145,7 +145,7 @@ class LeadRef(Protocol):
     def email_hash(self) -> str: ...
 
 
-Lead: TypeAlias = "AnyRow | LeadRef"
+Lead: TypeAlias = "AnyRow | LeadRef"  # a string: AnyRow is one too (no runtime union of the two)
 
 
 @dataclass(frozen=True, slots=True)
