@@ -90,7 +90,8 @@ async def get_campaign(
     "/{campaign_id}",
     response_model=CampaignOut,
     summary="Update a campaign",
-    description="Only the fields sent change. Pausing a campaign makes capture answer 409. "
+    description="Only the fields sent change. Capture answers 409 `CAMPAIGN_INACTIVE` for a campaign "
+    "that is not `active` or whose `end_date` (UTC, inclusive) has passed. "
     "Scope `campaigns:write`.",
     responses=responses(400, 401, 403, 404),
 )
