@@ -1,4 +1,4 @@
-"""Campaign endpoints: CRUD, campaign tokens and analytics."""
+"""Campaign endpoints: CRUD, campaign tokens and analytics; the analytics dashboard (``dashboard_router``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
+from leadflow.campaigns import analytics as dashboards
 from leadflow.campaigns import repository as repo
 from leadflow.campaigns import service
 from leadflow.campaigns.schemas import (
@@ -17,8 +18,10 @@ from leadflow.campaigns.schemas import (
     CampaignStatus,
     CampaignUpdate,
     CampaignWithToken,
+    Dashboard,
 )
 from leadflow.errors import json_response, responses
+from leadflow.kit.clock import utcnow
 from leadflow.kit.state import AppStateDep, ReadConn
 from leadflow.security.audit import Actor, Change, change_dependency
 from leadflow.security.auth import require
@@ -28,6 +31,8 @@ router = APIRouter(prefix="/v1/api/campaigns", tags=["campaigns"])
 # A change: the connection (committed at the boundary), the actor, and what to do after the commit.
 CampaignChange = Annotated[Change, Depends(change_dependency("campaigns:write"))]
 CampaignId = Annotated[str, Path(max_length=100, examples=["nextcloud-installation-2025"])]
+# The custom dashboard API: every figure of the workspace's analytics page.
+dashboard_router = APIRouter(prefix="/v1/api/analytics", tags=["analytics"])
 
 
 @router.get(
@@ -188,3 +193,91 @@ async def analytics(
     # A cache hit takes no database connection (on SQLite the capture writer may hold the only one).
     body, age = await state.analytics.get_or_compute(state.engine, campaign_id, start, end)
     return json_response(body.model_dump(mode="json"), headers={"Age": str(int(age))})
+
+
+_DASHBOARD = (
+    "Over [start, end] (UTC dates, inclusive; default: the last 30 days to today; at most 731 days): "
+    "`leads_per_day` (every day, zeros included), `by_channel`, `by_source`, `grades`; `funnel` "
+    "new → contacted → qualified → proposal → won (a lead counts at every stage up to its current "
+    "status; a lost lead at `new`); `totals` and per-campaign `campaigns`: leads, qualified, won, "
+    "conversion_rate = qualified / leads, cost_per_lead = budget / leads, revenue = closed-won deal "
+    "values, roi = (revenue − budget) / budget (null without a budget); `speed_to_lead` overall, per "
+    "rep (`assigned_to`) and per campaign: capture → first contact (the lead's first status change), "
+    "median and p90 in minutes (rounded to the minute under 2 h, to 15 min under a day, else to the "
+    "hour), with the leads still waiting; `top_content` and `variants` (`utm_content`, converted = "
+    "qualified) and `ab_test`: the two variants with the most leads compared with a two-proportion "
+    "z-test, or Fisher's exact test when an expected count is below 5, stated in words. "
+    "Aggregated in SQL on every request. Scope `analytics:read`."
+)
+_DASHBOARD_EXAMPLE = {
+    "ab_test": {
+        "a": "ad-variant-a",
+        "b": "ad-variant-b",
+        "test": "two_proportion_z",
+        "p_value": 0.0123,
+        "significant": True,
+        "summary": "ad-variant-b converts better than ad-variant-a (31.0% vs 22.0%); the difference is "
+        "unlikely to be chance (p = 0.012).",
+    }
+}
+Start = Annotated[date | None, Query(description="First day, YYYY-MM-DD (UTC)")]
+End = Annotated[date | None, Query(description="Last day, YYYY-MM-DD (UTC)")]
+
+
+async def _dashboard(
+    request: Request,
+    principal: Principal,
+    state: AppStateDep,
+    conn: ReadConn,
+    campaign_id: str | None,
+    start: date | None,
+    end: date | None,
+) -> Dashboard:
+    first, last = dashboards.dashboard_period(start, end, utcnow().date())
+    actor = Actor.from_request(request, principal)
+    state.audit.add(actor, "analytics.dashboard", "campaign", campaign_id)
+    return await dashboards.dashboard(conn, campaign_id, first, last)
+
+
+@dashboard_router.get(
+    "",
+    response_model=Dashboard,
+    summary="Analytics of all campaigns",
+    description=_DASHBOARD,
+    responses={
+        **responses(400, 401, 403),
+        200: {"description": "The figures", "content": {"application/json": {"example": _DASHBOARD_EXAMPLE}}},
+    },
+)
+async def all_campaigns_dashboard(
+    request: Request,
+    # Before the connection: resolving the token may need one (SQLite's pool holds a single one).
+    principal: Annotated[Principal, Depends(require("analytics:read"))],
+    state: AppStateDep,
+    conn: ReadConn,
+    start: Start = None,
+    end: End = None,
+) -> Dashboard:
+    return await _dashboard(request, principal, state, conn, None, start, end)
+
+
+@dashboard_router.get(
+    "/{campaign_id}",
+    response_model=Dashboard,
+    summary="Analytics of one campaign",
+    description=_DASHBOARD,
+    responses={
+        **responses(400, 401, 403, 404),
+        200: {"description": "The figures", "content": {"application/json": {"example": _DASHBOARD_EXAMPLE}}},
+    },
+)
+async def campaign_dashboard(
+    request: Request,
+    principal: Annotated[Principal, Depends(require("analytics:read"))],
+    campaign_id: CampaignId,
+    state: AppStateDep,
+    conn: ReadConn,
+    start: Start = None,
+    end: End = None,
+) -> Dashboard:
+    return await _dashboard(request, principal, state, conn, campaign_id, start, end)
