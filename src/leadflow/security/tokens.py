@@ -142,3 +142,8 @@ class TokenStore:
         if row is None or row.revoked_at is not None:
             return None
         return Principal(row.id, row.name, row.role, row.subject, row.expires_at)
+
+
+async def active_token_exists(conn: AsyncConnection, name: str) -> bool:
+    """Whether a token of this name is neither revoked nor expired (``quickstart`` mints one only once)."""
+    return await repo.active_token_exists(conn, name, utcnow())
