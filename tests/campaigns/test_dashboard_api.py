@@ -33,7 +33,7 @@ SEED: list[tuple[int, str, str, bool, str, int | None, str | None, int | None]] 
 ]
 
 
-async def _seed(harness: Harness, campaign_id: str, rows: list[Any], tag: str) -> None:
+async def seed(harness: Harness, campaign_id: str, rows: list[Any], tag: str) -> None:
     today = utcnow().date()
     for i, (offset, content, status, qualified, grade, minutes, rep, deal) in enumerate(rows):
         body = example_lead(email=f"{tag}{i}@company.com")
@@ -68,7 +68,7 @@ async def _get(harness: Harness, auth: dict[str, str], path: str = "", **params:
 async def test_campaign_dashboard_figures(
     harness: Harness, campaign: dict[str, Any], admin: dict[str, str]
 ) -> None:
-    await _seed(harness, CAMPAIGN, SEED, "dash")
+    await seed(harness, CAMPAIGN, SEED, "dash")
     today = utcnow().date()
     analyst = await harness.token("analyst")
     start = today - timedelta(days=3)
@@ -142,8 +142,8 @@ async def test_all_campaigns_dashboard_adds_the_campaigns_up(
 ) -> None:
     other = {"id": "other-campaign", "name": "Other", "campaign_type": "service", "budget": 100}
     assert (await harness.client.post("/v1/api/campaigns", headers=admin, json=other)).status_code == 201
-    await _seed(harness, CAMPAIGN, SEED, "all")
-    await _seed(harness, "other-campaign", [(1, "ad-c", "new", False, "D", None, None, None)] * 2, "oth")
+    await seed(harness, CAMPAIGN, SEED, "all")
+    await seed(harness, "other-campaign", [(1, "ad-c", "new", False, "D", None, None, None)] * 2, "oth")
     data = await _get(harness, admin)  # default period: the last 30 days
     today = utcnow().date()
     assert data["campaign_id"] is None

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from leadflow.web import account, assets, campaigns, docs, inbox
+from leadflow.web import account, analytics, assets, campaigns, docs, inbox
 from leadflow.web.auth import PageAnswer, answer_page
 
-ROUTERS: tuple[APIRouter, ...] = (account.router, inbox.router, campaigns.router)
+ROUTERS: tuple[APIRouter, ...] = (account.router, inbox.router, campaigns.router, analytics.router)
 
 
 def install(app: FastAPI) -> None:
