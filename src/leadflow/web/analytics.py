@@ -7,17 +7,20 @@ import json
 from datetime import date
 from typing import Annotated
 
-from fastapi import Query, Request
+from fastapi import Depends, Query, Request
 from starlette.responses import Response
 
 from leadflow.campaigns import analytics
 from leadflow.campaigns import repository as campaigns_repo
 from leadflow.kit.clock import utcnow
 from leadflow.kit.state import ReadConn
-from leadflow.web.auth import PageUser, count_view, page_router
+from leadflow.security.sessions import SessionPrincipal
+from leadflow.web.auth import count_view, page_router, require_page
 from leadflow.web.render import render
 
 router = page_router()
+# The signed-in user with the API scope the page needs (web/auth.py PageUser, typed for mypy).
+Analyst = Annotated[SessionPrincipal, Depends(require_page("analytics:read"))]
 
 
 def _share(counts: dict[str, int]) -> list[tuple[str, int, float]]:
@@ -29,7 +32,7 @@ def _share(counts: dict[str, int]) -> list[tuple[str, int, float]]:
 @router.get("/analytics")
 async def analytics_page(
     request: Request,
-    user: PageUser("analytics:read"),
+    user: Analyst,
     conn: ReadConn,
     campaign_id: Annotated[str, Query(max_length=100)] = "",
     start: date | None = None,

@@ -3,9 +3,9 @@ campaign service, scopes and audit actions as ``/v1/api/campaigns``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
@@ -18,10 +18,14 @@ from leadflow.integrations.registry import ConnectorName
 from leadflow.kit.clock import utcnow
 from leadflow.kit.state import AfterCommitDep, AppStateDep, ReadConn, WriteConn
 from leadflow.security.audit import record
-from leadflow.web.auth import PageUser, actor, count_view, page_router
+from leadflow.security.sessions import SessionPrincipal
+from leadflow.web.auth import actor, count_view, page_router, require_page
 from leadflow.web.render import render
 
 router = page_router()
+# The signed-in user with the API scope the page needs (web/auth.py PageUser, typed for mypy).
+CampaignReader = Annotated[SessionPrincipal, Depends(require_page("campaigns:read"))]
+CampaignWriter = Annotated[SessionPrincipal, Depends(require_page("campaigns:write"))]
 
 CONNECTORS = tuple(str(name) for name in ConnectorName)
 # Text fields of the form, as sent to the service (an empty field clears the value).
@@ -86,7 +90,7 @@ def _problem(exc: ValidationError | ApiError) -> str:
 
 
 @router.get("/campaigns")
-async def campaign_list(request: Request, user: PageUser("campaigns:read"), conn: ReadConn) -> Response:
+async def campaign_list(request: Request, user: CampaignReader, conn: ReadConn) -> Response:
     count_view(request, user, "campaign.list", "campaign")
     start, end = analytics.dashboard_period(None, None, utcnow().date())
     figures = await analytics.dashboard(conn, None, start, end)
@@ -104,7 +108,7 @@ async def campaign_list(request: Request, user: PageUser("campaigns:read"), conn
 
 
 @router.get("/campaigns/new")
-async def new_campaign_form(request: Request, user: PageUser("campaigns:write")) -> Response:
+async def new_campaign_form(request: Request, user: CampaignWriter) -> Response:
     context = _form_context(None, {"status": "active", "campaign_type": "service", "auto_assign": True})
     return render(request, "campaign_form.html", {"title": "New campaign", **context})
 
@@ -112,7 +116,7 @@ async def new_campaign_form(request: Request, user: PageUser("campaigns:write"))
 @router.post("/campaigns/new")
 async def create_campaign(
     request: Request,
-    user: PageUser("campaigns:write"),
+    user: CampaignWriter,
     conn: WriteConn,
     after: AfterCommitDep,
     state: AppStateDep,
@@ -136,7 +140,7 @@ async def create_campaign(
 
 @router.get("/campaigns/{campaign_id}")
 async def edit_campaign_form(
-    request: Request, campaign_id: str, user: PageUser("campaigns:read"), conn: ReadConn
+    request: Request, campaign_id: str, user: CampaignReader, conn: ReadConn
 ) -> Response:
     count_view(request, user, "campaign.read", "campaign", campaign_id)
     campaign = service.to_out(await service.get_or_404(conn, campaign_id))
@@ -150,7 +154,7 @@ async def edit_campaign_form(
 async def update_campaign(
     request: Request,
     campaign_id: str,
-    user: PageUser("campaigns:write"),
+    user: CampaignWriter,
     conn: WriteConn,
     after: AfterCommitDep,
     state: AppStateDep,
@@ -176,7 +180,7 @@ async def update_campaign(
 async def rotate_token(
     request: Request,
     campaign_id: str,
-    user: PageUser("campaigns:write"),
+    user: CampaignWriter,
     conn: WriteConn,
     after: AfterCommitDep,
     state: AppStateDep,
