@@ -11,7 +11,7 @@ from typing import Any
 from leadflow.kit.clock import utcnow
 from tests.campaigns.test_dashboard_api import CAMPAIGN, SEED, seed
 from tests.conftest import Harness
-from tests.web.test_campaign_pages import signed_in
+from tests.web.test_page_foundation import signed_in
 
 
 def _kpi(page: str, name: str) -> str:

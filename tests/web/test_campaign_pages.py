@@ -5,25 +5,13 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
-
 from tests.conftest import EXAMPLE_LEAD, Harness
-from tests.web.conftest import csrf_of, make_user, sign_in
+from tests.web.conftest import csrf_of
+from tests.web.test_page_foundation import signed_in
 
 CAMPAIGN = "nextcloud-installation-2025"
-
-
-@asynccontextmanager
-async def signed_in(harness: Harness, role: str) -> AsyncIterator[httpx.AsyncClient]:
-    staff = await make_user(harness, role)
-    transport = httpx.ASGITransport(app=harness.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        await sign_in(client, staff)
-        yield client
 
 
 FORM = {

@@ -11,7 +11,7 @@ from leadflow.kit.clock import utcnow
 from leadflow.pipeline import repository as jobs_repo
 from tests.conftest import Harness
 from tests.web.conftest import csrf_of
-from tests.web.test_campaign_pages import signed_in
+from tests.web.test_page_foundation import signed_in
 
 ADMIN_PAGES = ("/team", "/integrations", "/audit")
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.campaigns import analytics as dashboards
 from leadflow.campaigns import repository as repo
@@ -22,7 +24,7 @@ from leadflow.campaigns.schemas import (
 )
 from leadflow.errors import json_response, responses
 from leadflow.kit.clock import utcnow
-from leadflow.kit.state import AppStateDep, ReadConn
+from leadflow.kit.state import AppState, AppStateDep, ReadConn
 from leadflow.security.audit import Actor, Change, change_dependency
 from leadflow.security.auth import require
 from leadflow.security.tokens import Principal
@@ -224,32 +226,25 @@ Start = Annotated[date | None, Query(description="First day, YYYY-MM-DD (UTC)")]
 End = Annotated[date | None, Query(description="Last day, YYYY-MM-DD (UTC)")]
 
 
-async def _dashboard(
-    request: Request,
-    principal: Principal,
-    state: AppStateDep,
-    conn: ReadConn,
-    campaign_id: str | None,
-    start: date | None,
-    end: date | None,
-) -> Dashboard:
-    first, last = dashboards.dashboard_period(start, end, utcnow().date())
-    actor = Actor.from_request(request, principal)
-    state.audit.add(actor, "analytics.dashboard", "campaign", campaign_id)
-    return await dashboards.dashboard(conn, campaign_id, first, last)
+@dataclass(frozen=True, slots=True)
+class DashboardRead:
+    """An authorised dashboard request: who asks, over which days, on which connection."""
+
+    request: Request
+    principal: Principal
+    state: AppState
+    conn: AsyncConnection
+    start: date | None
+    end: date | None
+
+    async def figures(self, campaign_id: str | None) -> Dashboard:
+        first, last = dashboards.dashboard_period(self.start, self.end, utcnow().date())
+        actor = Actor.from_request(self.request, self.principal)
+        self.state.audit.add(actor, "analytics.dashboard", "campaign", campaign_id)
+        return await dashboards.dashboard(self.conn, campaign_id, first, last)
 
 
-@dashboard_router.get(
-    "",
-    response_model=Dashboard,
-    summary="Analytics of all campaigns",
-    description=_DASHBOARD,
-    responses={
-        **responses(400, 401, 403),
-        200: {"description": "The figures", "content": {"application/json": {"example": _DASHBOARD_EXAMPLE}}},
-    },
-)
-async def all_campaigns_dashboard(
+async def dashboard_read(
     request: Request,
     # Before the connection: resolving the token may need one (SQLite's pool holds a single one).
     principal: Annotated[Principal, Depends(require("analytics:read"))],
@@ -257,27 +252,27 @@ async def all_campaigns_dashboard(
     conn: ReadConn,
     start: Start = None,
     end: End = None,
-) -> Dashboard:
-    return await _dashboard(request, principal, state, conn, None, start, end)
+) -> DashboardRead:
+    return DashboardRead(request, principal, state, conn, start, end)
 
 
-@dashboard_router.get(
-    "/{campaign_id}",
-    response_model=Dashboard,
-    summary="Analytics of one campaign",
-    description=_DASHBOARD,
-    responses={
-        **responses(400, 401, 403, 404),
-        200: {"description": "The figures", "content": {"application/json": {"example": _DASHBOARD_EXAMPLE}}},
-    },
-)
+def _documented(summary: str, *codes: int) -> dict[str, Any]:
+    example = {"application/json": {"example": _DASHBOARD_EXAMPLE}}
+    return {
+        "response_model": Dashboard,
+        "summary": summary,
+        "description": _DASHBOARD,
+        "responses": {**responses(*codes), 200: {"description": "The figures", "content": example}},
+    }
+
+
+@dashboard_router.get("", **_documented("Analytics of all campaigns", 400, 401, 403))
+async def all_campaigns_dashboard(read: Annotated[DashboardRead, Depends(dashboard_read)]) -> Dashboard:
+    return await read.figures(None)
+
+
+@dashboard_router.get("/{campaign_id}", **_documented("Analytics of one campaign", 400, 401, 403, 404))
 async def campaign_dashboard(
-    request: Request,
-    principal: Annotated[Principal, Depends(require("analytics:read"))],
-    campaign_id: CampaignId,
-    state: AppStateDep,
-    conn: ReadConn,
-    start: Start = None,
-    end: End = None,
+    campaign_id: CampaignId, read: Annotated[DashboardRead, Depends(dashboard_read)]
 ) -> Dashboard:
-    return await _dashboard(request, principal, state, conn, campaign_id, start, end)
+    return await read.figures(campaign_id)
