@@ -3,10 +3,12 @@ campaign service, scopes and audit actions as ``/v1/api/campaigns``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
@@ -16,7 +18,7 @@ from leadflow.campaigns.schemas import CampaignCreate, CampaignOut, CampaignUpda
 from leadflow.errors import ApiError, validation_error
 from leadflow.integrations.registry import ConnectorName
 from leadflow.kit.clock import utcnow
-from leadflow.kit.state import AfterCommitDep, AppStateDep, ReadConn, WriteConn
+from leadflow.kit.state import AfterCommit, AfterCommitDep, AppState, AppStateDep, ReadConn, WriteConn
 from leadflow.security.audit import record
 from leadflow.security.sessions import SessionPrincipal
 from leadflow.web.auth import actor, count_view, page_router, require_page
@@ -26,6 +28,32 @@ router = page_router()
 # The signed-in user with the API scope the page needs (web/auth.py PageUser, typed for mypy).
 CampaignReader = Annotated[SessionPrincipal, Depends(require_page("campaigns:read"))]
 CampaignWriter = Annotated[SessionPrincipal, Depends(require_page("campaigns:write"))]
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignChange:
+    """A campaign change from a page: the write connection (committed by the boundary), who acts, and
+    the campaign cache to drop after the commit — the page form of the API's ``CampaignChange``."""
+
+    request: Request
+    user: SessionPrincipal
+    conn: AsyncConnection
+    after: AfterCommit
+    state: AppState
+
+    async def done(self, action: str, campaign_id: str, details: dict[str, Any] | None = None) -> None:
+        """The change's audit entry (same transaction) and the cache drop after the commit."""
+        await record(self.conn, actor(self.request, self.user), action, "campaign", campaign_id, details)
+        self.after.add(self.state.campaigns.invalidate, campaign_id)
+
+
+async def campaign_change(
+    request: Request, user: CampaignWriter, conn: WriteConn, after: AfterCommitDep, state: AppStateDep
+) -> CampaignChange:
+    return CampaignChange(request, user, conn, after, state)
+
+
+CampaignEdit = Annotated[CampaignChange, Depends(campaign_change)]
 
 CONNECTORS = tuple(str(name) for name in ConnectorName)
 # Text fields of the form, as sent to the service (an empty field clears the value).
@@ -114,13 +142,8 @@ async def new_campaign_form(request: Request, user: CampaignWriter) -> Response:
 
 
 @router.post("/campaigns/new")
-async def create_campaign(
-    request: Request,
-    user: CampaignWriter,
-    conn: WriteConn,
-    after: AfterCommitDep,
-    state: AppStateDep,
-) -> Response:
+async def create_campaign(edit: CampaignEdit) -> Response:
+    request, conn = edit.request, edit.conn
     form = await request.form()
     values = form_values(form)
     values["id"] = str(form.get("id", "")).strip()
@@ -131,8 +154,7 @@ async def create_campaign(
         context = _form_context(None, values)
         context["error"] = _problem(exc)
         return render(request, "campaign_form.html", {"title": "New campaign", **context}, status_code=400)
-    await record(conn, actor(request, user), "campaign.create", "campaign", created.id)
-    after.add(state.campaigns.invalidate, created.id)
+    await edit.done("campaign.create", created.id)
     if created.token:
         return _token_page(request, created.id, created.token)
     return RedirectResponse(f"/campaigns/{created.id}", status_code=303)
@@ -151,14 +173,8 @@ async def edit_campaign_form(
 
 
 @router.post("/campaigns/{campaign_id}")
-async def update_campaign(
-    request: Request,
-    campaign_id: str,
-    user: CampaignWriter,
-    conn: WriteConn,
-    after: AfterCommitDep,
-    state: AppStateDep,
-) -> Response:
+async def update_campaign(campaign_id: str, edit: CampaignEdit) -> Response:
+    request, conn = edit.request, edit.conn
     current = service.to_out(await service.get_or_404(conn, campaign_id))
     form = await request.form()
     values = form_values(form, current.integrations)
@@ -170,26 +186,16 @@ async def update_campaign(
         context["error"] = _problem(exc)
         context["can_write"] = True
         return render(request, "campaign_form.html", {"title": current.name, **context}, status_code=400)
-    fields = sorted(body.model_fields_set)
-    await record(conn, actor(request, user), "campaign.update", "campaign", campaign_id, {"fields": fields})
-    after.add(state.campaigns.invalidate, campaign_id)
+    await edit.done("campaign.update", campaign_id, {"fields": sorted(body.model_fields_set)})
     return RedirectResponse(f"/campaigns/{campaign_id}?saved=1", status_code=303)
 
 
 @router.post("/campaigns/{campaign_id}/token")
-async def rotate_token(
-    request: Request,
-    campaign_id: str,
-    user: CampaignWriter,
-    conn: WriteConn,
-    after: AfterCommitDep,
-    state: AppStateDep,
-) -> Response:
-    result = await service.set_token(conn, campaign_id, enabled=True)
-    await record(conn, actor(request, user), "campaign.token_rotate", "campaign", campaign_id)
-    after.add(state.campaigns.invalidate, campaign_id)
+async def rotate_token(campaign_id: str, edit: CampaignEdit) -> Response:
+    result = await service.set_token(edit.conn, campaign_id, enabled=True)
+    await edit.done("campaign.token_rotate", campaign_id)
     assert result.token is not None
-    return _token_page(request, campaign_id, result.token)
+    return _token_page(edit.request, campaign_id, result.token)
 
 
 def _token_page(request: Request, campaign_id: str, token: str) -> Response:
