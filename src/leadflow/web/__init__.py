@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from leadflow.web import account, assets, docs, inbox
+from leadflow.web import account, analytics, assets, audit, campaigns, docs, inbox, integrations, team
 from leadflow.web.auth import PageAnswer, answer_page
 
-ROUTERS: tuple[APIRouter, ...] = (account.router, inbox.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    account.router,
+    inbox.router,
+    campaigns.router,
+    analytics.router,
+    team.router,
+    integrations.router,
+    audit.router,
+)
 
 
 def install(app: FastAPI) -> None:
