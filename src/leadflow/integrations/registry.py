@@ -1,7 +1,8 @@
 """Maps connector names to classes. Each module holds one connector class built from settings.
 
 Adding a connector is its module (the class declares its facts, see ``base.Connector``), one line in
-:class:`ConnectorName` and :data:`_CLASSES`, and its tests.
+:class:`ConnectorName` and :data:`_CLASSES`, its settings group in ``config.py`` (if it has
+settings), and its tests (docs/architecture.md §2).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ periodic ``reminders.scan`` (follow-up dates that have come).
 take a moment); everything it decides — enrichment columns, a new score, the assignment and the
 delivery jobs — is written by :func:`commit_routing` in the worker's commit, so a crash leaves either
 all or nothing, and a re-run does the same again (delivery jobs carry a dedup key per lead and
-connector). Capture creates the job with :func:`process_job`.
+connector). Capture creates the job in ``leads.capture.policy.process_job_row`` (``PROCESS.new``).
 """
 
 from __future__ import annotations

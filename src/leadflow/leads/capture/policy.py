@@ -213,7 +213,7 @@ def prepare(
         submitted = submitted.replace(tzinfo=UTC)
     enc = cipher.encrypt
     # First-touch UTM has no column: it starts the lead's enrichment JSON, which the worker extends
-    # (pipeline.processing keeps it). Every row carries the key, so a batch's INSERT has one shape.
+    # (lead.process in leads/tasks.py keeps it). Every row carries the key, so a batch's INSERT has one shape.
     touch = tracking.first_touch.stored() if tracking.first_touch else None
     values: dict[str, Any] = {
         "first_name": enc(contact.first_name, "first_name"),
