@@ -5,7 +5,7 @@ periodic ``reminders.scan`` (follow-up dates that have come).
 take a moment); everything it decides — enrichment columns, a new score, the assignment and the
 delivery jobs — is written by :func:`commit_routing` in the worker's commit, so a crash leaves either
 all or nothing, and a re-run does the same again (delivery jobs carry a dedup key per lead and
-connector). Capture creates the job in ``leads.capture.policy.process_job_row`` (``PROCESS.new``).
+connector). Capture creates the job in ``leads.capture.policy.process_job_row`` (through :func:`process_job`, i.e. ``PROCESS.new``).
 """
 
 from __future__ import annotations
@@ -49,21 +49,27 @@ def process_job(lead_id: int, public_id: str, now: datetime) -> NewJob:
     return PROCESS.new({"lead_id": lead_id, "public_id": public_id}, run_at=now, lead_id=lead_id)
 
 
+def stored_score_fields(row: AnyRow, email_kind: str, catalog: frozenset[str]) -> dict[str, Any]:
+    """The one mapping from a stored lead to every ``ScoreInput`` field (ciphertext presence stands for
+    "given"); a test fails when a field is missing, so none falls back to its default at re-score."""
+    return {
+        "email_kind": email_kind,
+        "phone": row.phone is not None,
+        "company": row.company is not None,
+        "service_interest": row.service_interest,
+        "urgency": row.urgency,
+        "budget_range": row.budget_range,
+        "filled_optional": frozenset(c for c in OPTIONAL_FIELDS if getattr(row, c) is not None),
+        "time_on_page_seconds": row.time_on_page_seconds,
+        "returning_visitor": bool(row.returning_visitor),
+        "channel": row.channel or "Unassigned",
+        "service_catalog": catalog,
+    }
+
+
 def score_input(row: AnyRow, email_kind: str, catalog: frozenset[str]) -> rules.ScoreInput:
-    """Rebuild the score's inputs from a stored lead (ciphertext presence stands for "given")."""
-    return rules.ScoreInput(
-        email_kind=email_kind,
-        phone=row.phone is not None,
-        company=row.company is not None,
-        service_interest=row.service_interest,
-        urgency=row.urgency,
-        budget_range=row.budget_range,
-        filled_optional=frozenset(c for c in OPTIONAL_FIELDS if getattr(row, c) is not None),
-        time_on_page_seconds=row.time_on_page_seconds,
-        returning_visitor=bool(row.returning_visitor),
-        channel=row.channel or "Unassigned",
-        service_catalog=catalog,
-    )
+    """Rebuild the score's inputs from a stored lead."""
+    return rules.ScoreInput(**stored_score_fields(row, email_kind, catalog))
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from leadflow.kit.text import email_index_form, normalise_email
 from leadflow.leads import changes
 from leadflow.leads import service as leads_service
 from leadflow.leads.activities import Activity
+from leadflow.leads.models import PII_FIELDS
 from leadflow.pipeline import repository as jobs_repo
 from leadflow.privacy import consent
 from leadflow.privacy import repository as privacy_repo
@@ -117,33 +118,40 @@ async def erase(
     return ErasureResult(leads_deleted=len(ids), remote_deletions_queued=queued, notes=notes)
 
 
+# Columns that are not personal fields themselves but identify or locate the person: wiped as well.
+TRACES = (
+    "email_domain",
+    "company_domain",
+    "visitor_id",
+    "session_id",
+    "referrer_url",
+    "landing_page_url",
+    "utm_term",
+    "geo_city",
+    "geo_region",
+    "enrichment",
+    "idempotency_key",
+)
+
+
 def _anonymous_values(cipher: FieldCipher, row: PersonLead, now: datetime) -> dict[str, Any]:
-    placeholder = f"anonymised+{row.public_id}@invalid.invalid"
-    return {
-        "first_name": cipher.encrypt("Anonymised", "first_name"),
-        "last_name": cipher.encrypt("Lead", "last_name"),
-        "email": cipher.encrypt(placeholder, "email"),
-        "email_hash": cipher.blind_index(f"anonymised:{row.uuid}"),
-        "email_domain": None,
-        "company_domain": None,
-        "email_kind": "anonymized",
-        "phone": None,
-        "company": None,
-        "message": None,
-        "ip_address": None,
-        "user_agent": None,
-        "visitor_id": None,
-        "session_id": None,
-        "referrer_url": None,
-        "landing_page_url": None,
-        "utm_term": None,
-        "geo_city": None,
-        "geo_region": None,
-        "enrichment": None,
-        "idempotency_key": None,
-        "anonymized_at": now,
-        "updated_at": now,
+    """Every personal field (``PII_FIELDS``: a new one is wiped without an edit here) and every trace."""
+    stand_ins = {
+        "first_name": "Anonymised",
+        "last_name": "Lead",
+        "email": f"anonymised+{row.public_id}@invalid.invalid",
     }
+    values: dict[str, Any] = {
+        field: cipher.encrypt(stand_ins[field], field) if field in stand_ins else None for field in PII_FIELDS
+    }
+    values.update(dict.fromkeys(TRACES))
+    values.update(
+        email_hash=cipher.blind_index(f"anonymised:{row.uuid}"),
+        email_kind="anonymized",
+        anonymized_at=now,
+        updated_at=now,
+    )
+    return values
 
 
 async def anonymize_rows(

@@ -453,9 +453,9 @@ def spooled_outcome(item: PreparedLead, public_id: str) -> CaptureOutcome:
 def process_job_row(lead_id: int, public_id: str, now: datetime) -> dict[str, Any]:
     """The outbox job of a captured lead (``lead.process``): the one place capture creates a job,
     through the one way to create jobs (``JobKind.new``)."""
-    from leadflow.leads.tasks import PROCESS  # leads.tasks imports leads.service, which imports capture
+    from leadflow.leads.tasks import process_job  # leads.tasks imports leads.service, which imports capture
 
-    return PROCESS.new({"lead_id": lead_id, "public_id": public_id}, run_at=now, lead_id=lead_id).row(now)
+    return process_job(lead_id, public_id, now).row(now)
 
 
 def follow_up_rows(
