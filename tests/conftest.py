@@ -33,6 +33,9 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 TEST_KEY = base64.b64encode(bytes(range(32))).decode()
 TABLES = (
+    "password_resets",
+    "sessions",
+    "users",
     "lead_activities",
     "job_attempts",
     "jobs",

@@ -48,6 +48,10 @@ ARGS: dict[str, list[str]] = {
     "tokens create": ["--role", "admin", "--name", "t"],
     "tokens list": [],
     "tokens revoke": ["1"],
+    "users create": ["--email", "u@example.com", "--name", "U", "--role", "sales", "--password-stdin"],
+    "users deactivate": ["--email", "u@example.com"],
+    "users list": [],
+    "users reset-password": ["--email", "u@example.com"],
     "worker": [],
 }
 NO_DATABASE = {"keys generate"}  # prints a new key; needs neither a key nor a database

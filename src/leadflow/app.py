@@ -45,6 +45,7 @@ from leadflow.security.clientip import parse_networks
 from leadflow.security.crypto import FieldCipher
 from leadflow.security.ratelimit import Guard
 from leadflow.security.tokens import TokenStore
+from leadflow.web import install as install_workspace
 
 log = structlog.get_logger("leadflow.app")
 
@@ -212,6 +213,8 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by the workspace from vendored Swagger UI files (web/docs.py): offline
+        redoc_url=None,  # ReDoc would load its script from a CDN
         **fastapi_telemetry(os.environ),
     )
     install_error_handlers(app)
@@ -225,6 +228,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
     app.include_router(privacy_router)
     app.include_router(forms_router)
     app.include_router(privacy_public_router)
+    install_workspace(app)  # the staff workspace's pages, /static/ and the offline /docs
     if capture_fast_path:
         # Inside RequestContextMiddleware (added last, so outermost): see CaptureFastPath.
         route = next(

@@ -25,7 +25,7 @@ from leadflow.pipeline.cli import jobs_app, worker
 from leadflow.privacy.cli import privacy_app
 from leadflow.reports.cli import reports_app
 from leadflow.routing.cli import members_app, rules_app
-from leadflow.security.cli import keys_app
+from leadflow.security.cli import keys_app, users_app
 
 
 class OneLineErrors(TyperGroup):
@@ -63,6 +63,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(keys_app, name="keys")
 app.add_typer(reports_app, name="reports")
+app.add_typer(users_app, name="users")
 app.command("worker")(worker)
 
 T = TypeVar("T")
@@ -438,23 +439,44 @@ def demo(
 def quickstart(
     leads: Annotated[int, typer.Option(help="Demo leads to seed when the demo campaign is new")] = 300,
 ) -> None:
-    """Migrate, seed the demo campaign (first run only) and print a fresh admin token (last line)."""
+    """Migrate, seed the demo campaign, and on the first run create the first admin account (printed
+    with its generated password) and an admin API token (last line); later runs create neither."""
     from leadflow.demo import seed
-    from leadflow.security.tokens import create_token
+    from leadflow.security.audit import CLI, record
+    from leadflow.security.tokens import active_token_exists, create_token
+    from leadflow.security.users import ensure_first_admin
 
     settings = _settings()
     _migrate_or_exit(settings)
 
-    async def work(engine: AsyncEngine) -> tuple[int, str]:
+    async def work(engine: AsyncEngine) -> tuple[int, tuple[str, str] | None, str | None]:
         added = await seed(engine, settings, "nextcloud-installation-2025", leads)
         async with engine.begin() as conn:
-            token = await create_token(conn, name="quickstart", role="admin")
-        return added, token.token
+            first = await ensure_first_admin(conn)
+            account = None
+            if first is not None:
+                await record(conn, CLI, "user.create", "user", str(first[0].id), {"role": "admin"})
+                account = (first[0].email, first[1])
+            token = None
+            if not await active_token_exists(conn, "quickstart"):
+                token = (await create_token(conn, name="quickstart", role="admin")).token
+        return added, account, token
 
-    added, token = _run(settings, work)
+    added, account, token = _run(settings, work)
     typer.echo(f"demo campaign nextcloud-installation-2025 ready ({added} leads added)")
-    typer.echo("admin API token (Authorization: Bearer ...):")
-    typer.echo(token)
+    base = settings.public_base_url.rstrip("/")
+    if account is not None:
+        typer.echo(f"workspace: sign in at {base}/login as {account[0]} with the password (shown once):")
+        typer.echo(f"  {account[1]}")
+    else:
+        typer.echo(
+            f"workspace: sign in at {base}/login (`leadflow users reset-password --email E` for a link)"
+        )
+    if token is not None:
+        typer.echo("admin API token (Authorization: Bearer ...; shown once):")
+        typer.echo(token)
+    else:
+        typer.echo("an admin API token was printed by the first quickstart; another: leadflow tokens create")
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from fastapi.routing import APIRoute
 
 from leadflow.kit.state import state_of
 from leadflow.security.tokens import SCOPES
+from leadflow.web.auth import PageRoute
 from tests.conftest import Harness
 
 PUBLIC = {("POST", "/v1/api/leads"), ("GET", "/healthz"), ("OPTIONS", "/v1/api/leads")}
@@ -45,7 +46,7 @@ def _routes(app: Any) -> list[tuple[str, str, str | None]]:
     """(method, concrete path, required scope) for every API route."""
     found = []
     for prefix, route in _api_routes(app.routes):
-        if route.path in DOCS:
+        if route.path in DOCS or isinstance(route, PageRoute):  # workspace pages: tests/web/test_page_auth.py
             continue
         scope = None
         for dep in route.dependant.dependencies:

@@ -10,5 +10,16 @@ from leadflow.privacy import models as _privacy
 from leadflow.routing import models as _routing
 from leadflow.security import audit_models as _audit
 from leadflow.security import models as _security
+from leadflow.security import user_models as _users
 
-__all__ = ["Base", "_audit", "_campaigns", "_leads", "_pipeline", "_privacy", "_routing", "_security"]
+__all__ = [
+    "Base",
+    "_audit",
+    "_campaigns",
+    "_leads",
+    "_pipeline",
+    "_privacy",
+    "_routing",
+    "_security",
+    "_users",
+]

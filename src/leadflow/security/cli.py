@@ -76,3 +76,128 @@ def reencrypt_cmd(
         )
 
     typer.echo(f"{_run(settings, work)} rows re-encrypted")
+
+
+# -- staff accounts of the workspace -------------------------------------------------------------------
+users_app = typer.Typer(help="Staff accounts of the workspace (sign-in at /login).", no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Option(help="Sign-in e-mail address")],
+    name: Annotated[str, typer.Option(help="Display name")],
+    role: Annotated[str, typer.Option(help="admin | manager | sales | analyst")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input (required)")
+    ] = False,
+    member_email: Annotated[
+        str | None,
+        typer.Option(help="The routing team member this user is (a salesperson's own leads)"),
+    ] = None,
+) -> None:
+    """Create a staff account; the password is read from stdin (at least 12 characters, not a common one)."""
+    import sys
+
+    from leadflow.cli import _run, _settings
+    from leadflow.security import users
+    from leadflow.security.audit import CLI, record
+
+    settings = _settings()
+    password = sys.stdin.read().rstrip("\r\n") if password_stdin else None
+
+    async def work(engine: AsyncEngine) -> users.UserRow:
+        if password is None:
+            raise ValueError("pass the password on standard input with --password-stdin")
+        async with engine.begin() as conn:
+            created = await users.create_user(
+                conn, email=email, name=name, role=role, password=password, member_email=member_email
+            )
+            await record(conn, CLI, "user.create", "user", str(created.id), {"role": role})
+            return created
+
+    try:
+        created = _run(settings, work)
+    except ValueError as exc:  # PasswordRejected too
+        raise _fail(str(exc)) from exc
+    typer.echo(f"created {created.role} user #{created.id} {created.email}")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List staff accounts as JSON lines (never a password hash)."""
+    import dataclasses
+
+    import orjson
+
+    from leadflow.cli import _run, _settings
+    from leadflow.security import repository
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> list[repository.UserRow]:
+        async with engine.connect() as conn:
+            return list(await repository.list_users(conn))
+
+    for user in _run(settings, work):
+        typer.echo(orjson.dumps(dataclasses.asdict(user)).decode())
+
+
+@users_app.command("deactivate")
+def users_deactivate(email: Annotated[str, typer.Option(help="The user's e-mail address")]) -> None:
+    """Switch an account off: it cannot sign in, and its open sessions end at once."""
+    from leadflow.cli import _run, _settings
+    from leadflow.security import users
+    from leadflow.security.audit import CLI, record
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> users.UserRow | None:
+        async with engine.begin() as conn:
+            user = await users.deactivate(conn, email)
+            if user is not None:
+                await record(conn, CLI, "user.deactivate", "user", str(user.id))
+            return user
+
+    try:
+        user = _run(settings, work)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    if user is None:
+        raise _fail(f"no user with the e-mail {email}", 1)
+    typer.echo(f"user #{user.id} {user.email} deactivated; their sessions have ended")
+
+
+@users_app.command("reset-password")
+def users_reset_password(email: Annotated[str, typer.Option(help="The user's e-mail address")]) -> None:
+    """Print a one-time password-reset link (expires after PASSWORD_RESET_MINUTES) to pass on."""
+    from datetime import timedelta
+
+    from leadflow.cli import _run, _settings
+    from leadflow.security import repository, users
+    from leadflow.security.audit import CLI, record
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> str | None:
+        async with engine.begin() as conn:
+            user = await repository.user_by_email(conn, users.normalise_email(email))
+            if user is None or not user.active:
+                return None
+            token = await users.create_reset(conn, user, timedelta(minutes=settings.password_reset_minutes))
+            await record(conn, CLI, "user.reset_link", "user", str(user.id))
+            return token
+
+    try:
+        token = _run(settings, work)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    if token is None:
+        raise _fail(f"no active user with the e-mail {email}", 1)
+    minutes = int(settings.password_reset_minutes)
+    typer.echo(f"one-time reset link for {email.strip().lower()} (works once, for {minutes} minutes):")
+    typer.echo(users.reset_link(settings.public_base_url, token))

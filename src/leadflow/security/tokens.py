@@ -158,3 +158,20 @@ class TokenStore:
         if row is None or row.revoked_at is not None:
             return None
         return Principal(row.id, row.name, row.role, row.subject, row.expires_at)
+
+
+async def active_token_exists(conn: AsyncConnection, name: str) -> bool:
+    """Whether a token of this name is neither revoked nor expired (``quickstart`` mints one only once)."""
+    now = utcnow()
+    row = (
+        await conn.execute(
+            select(tokens.c.id)
+            .where(
+                tokens.c.name == name,
+                tokens.c.revoked_at.is_(None),
+                (tokens.c.expires_at.is_(None)) | (tokens.c.expires_at > now),
+            )
+            .limit(1)
+        )
+    ).first()
+    return row is not None

@@ -1,0 +1,20 @@
+"""The staff workspace: server-rendered pages over the same services and permissions as the API.
+
+``install(app)`` mounts every page router, ``/static/`` and the offline ``/docs``. A page module adds
+its router to ``ROUTERS`` (one line) — see docs/workspace.md.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+
+from leadflow.web import account, assets, docs, inbox
+
+ROUTERS: tuple[APIRouter, ...] = (account.router, inbox.router)
+
+
+def install(app: FastAPI) -> None:
+    app.router.routes.append(assets.route)
+    app.router.routes.append(docs.route)
+    for router in ROUTERS:
+        app.include_router(router)

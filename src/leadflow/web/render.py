@@ -1,0 +1,103 @@
+"""Jinja2 templates of the workspace and the one function that renders a page.
+
+Autoescaping is on for every template. A page's context always has ``user`` (the signed-in
+:class:`~leadflow.security.sessions.SessionPrincipal` or None), ``csrf_token`` (for forms), ``nav``
+(the navigation entries the user's role may open) and ``asset()`` for static URLs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from leadflow.security.sessions import SessionPrincipal
+from leadflow.web.assets import asset
+from leadflow.web.security import apply_headers
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+class _Undefined(StrictUndefined):
+    """``{% if error %}`` tests a missing variable as false; printing or using one is still an error."""
+
+    def __bool__(self) -> bool:  # type: ignore[override]
+        return False
+
+
+env = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    undefined=_Undefined,  # a misspelt variable fails the page's test instead of rendering ""
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+env.globals["asset"] = asset
+
+
+@dataclass(frozen=True, slots=True)
+class NavItem:
+    label: str
+    href: str
+    scope: str  # the API scope the page needs (security/tokens.py SCOPES): shown only to roles with it
+
+
+NAV = (
+    NavItem("Inbox", "/", "leads:read"),
+    NavItem("Leads", "/leads", "leads:read"),
+    NavItem("New lead", "/leads/new", "leads:create"),
+    NavItem("Import", "/leads/import", "leads:create"),
+    NavItem("Campaigns", "/campaigns", "campaigns:read"),
+    NavItem("Analytics", "/analytics", "analytics:read"),
+    NavItem("Team", "/team", "admin"),
+    NavItem("Integrations", "/integrations", "admin"),
+    NavItem("Audit", "/audit", "admin"),
+)
+
+
+def nav_for(user: SessionPrincipal | None) -> list[NavItem]:
+    if user is None:
+        return []
+    return [item for item in NAV if item.scope in user.scopes]
+
+
+def current_nav(items: list[NavItem], path: str) -> str | None:
+    """The entry the page belongs to: the longest matching prefix (``/leads/new`` is "New lead")."""
+    matching = [i.href for i in items if path == i.href or (i.href != "/" and path.startswith(i.href + "/"))]
+    return max(matching, key=len, default=None)
+
+
+def page_user(request: Request) -> SessionPrincipal | None:
+    user = getattr(request.state, "page_principal", None)
+    return user if isinstance(user, SessionPrincipal) else None
+
+
+def render(
+    request: Request,
+    template: str,
+    context: dict[str, Any] | None = None,
+    *,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
+    """Render a page (or an htmx fragment) with the common context and the security headers."""
+    user = page_user(request)
+    nav = nav_for(user)
+    values: dict[str, Any] = {
+        "request": request,
+        "user": user,
+        "csrf_token": getattr(request.state, "csrf_token", "") or (user.csrf_token if user else ""),
+        "nav": nav,
+        "current_nav": current_nav(nav, request.url.path),
+        "title": "",
+    }
+    values.update(context or {})
+    response = HTMLResponse(
+        env.get_template(template).render(values), status_code=status_code, headers=headers
+    )
+    apply_headers(response)
+    return response
