@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from leadflow.web import account, assets, docs, inbox
+from leadflow.web import account, assets, docs, inbox, lead, leads
 
-ROUTERS: tuple[APIRouter, ...] = (account.router, inbox.router)
+ROUTERS: tuple[APIRouter, ...] = (account.router, inbox.router, leads.router, lead.router)
 
 
 def install(app: FastAPI) -> None:
