@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import inspect
 import os
@@ -27,9 +28,10 @@ from leadflow.errors import install_error_handlers
 from leadflow.forms.api import router as forms_router
 from leadflow.kit.state import AppState
 from leadflow.kit.state import install as install_state
-from leadflow.leads.api import CAPTURE_PATH, CaptureFastPath, extra_schemas
+from leadflow.leads.api import extra_schemas
 from leadflow.leads.api import router as leads_router
-from leadflow.leads.capture import CaptureWriter
+from leadflow.leads.capture import CaptureWriter, store
+from leadflow.leads.capture.http import CAPTURE_PATH, CaptureFastPath
 from leadflow.observability import metrics
 from leadflow.observability.alerts import start_monitor
 from leadflow.observability.health import router as health_router
@@ -150,7 +152,11 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
             cipher=FieldCipher(keys, settings.blind_key),
             catalog=normalise_catalog(settings.service_catalog),
             point_reader=reader,
-            campaigns=CampaignCache(engine, settings.campaign_cache_seconds, reader),
+            campaigns=CampaignCache(
+                engine,
+                settings.campaign_cache_seconds,
+                functools.partial(store.capture_campaign, reader) if reader is not None else None,
+            ),
             analytics=AnalyticsCache(settings.analytics_cache_seconds),
             audit=AuditBuffer(),
             writer=CaptureWriter(

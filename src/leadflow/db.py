@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import JSON, LargeBinary, Table, event
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from leadflow.config import Settings
-from leadflow.kit.models import UTCDateTime
 
 log = structlog.get_logger("leadflow.db")
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def apply_sqlite_pragmas(dbapi_connection: Any, _record: Any = None) -> None:
+    """The pragmas of every SQLite connection Leadflow opens (the engine's, the capture writer's)."""
     cursor = dbapi_connection.cursor()
     # WAL lets readers run beside the writer; synchronous=FULL makes every commit durable.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -73,7 +71,7 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     options.update(kwargs)
     engine = create_async_engine(url, **options)
     if settings.is_sqlite:
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", apply_sqlite_pragmas)
     return engine
 
 
@@ -163,126 +161,12 @@ def point_reader(settings: Settings) -> PointReader | None:
     return PointReader(path) if path is not None and path.exists() else None
 
 
-# -- Direct SQLite writes (the capture group commit) -----------------------------------------------
-
-
-def sqlite3_connection(driver_connection: Any) -> sqlite3.Connection | None:
-    """The ``sqlite3`` connection inside an aiosqlite connection (None for any other driver).
-
-    Only for use while the pooled connection is checked out, so that nothing else runs on it.
-    aiosqlite opens file databases with ``check_same_thread=False`` (SQLAlchemy's default for files).
-    """
-    try:
-        raw = getattr(driver_connection, "_conn", None)  # aiosqlite keeps it there
-    except ValueError:  # aiosqlite: "no active connection"
-        return None
-    return raw if isinstance(raw, sqlite3.Connection) else None
-
-
-def sqlite_utc(value: datetime | None) -> str | None:
-    """What :class:`UTCDateTime` and SQLAlchemy's SQLite DATETIME store: naive UTC, microseconds."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to a UTC column")
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
 def chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
 
 
 IN_CHUNK = 500  # parameters per IN (...) list, far below SQLite's variable limit
-
-
-class JsonText(str):
-    """A JSON column's value already serialised by the column's own bind processor."""
-
-
-class SqliteInserter:
-    """Multi-row INSERTs into one table through a raw ``sqlite3`` connection.
-
-    Values are converted exactly as SQLAlchemy would bind them: its own bind processors for the
-    engine's dialect, with faster equivalents where the result is the same (:class:`UTCDateTime`,
-    memoised per call since a batch repeats its timestamp; ``bytes`` for binary columns, which
-    ``sqlite3`` stores as the same BLOB; :class:`JsonText` made by :meth:`json_text`), so rows
-    written here read back the same through SQLAlchemy. One statement per chunk of rows rather than
-    an executemany: ``sqlite3`` releases the GIL around every step, and each re-acquisition can wait
-    for the busy event loop, so fewer steps keep a batch short.
-    """
-
-    def __init__(self, table: Table, dialect: Dialect) -> None:
-        self.table = table
-        self._processors: dict[str, Callable[[Any], Any] | None] = {}
-        self._kinds: dict[str, str] = {}
-        for column in table.columns:
-            processor = column.type.dialect_impl(dialect).bind_processor(dialect)
-            self._processors[column.name] = processor
-            if isinstance(column.type, UTCDateTime):
-                self._kinds[column.name] = "utc"
-            elif isinstance(column.type, LargeBinary):
-                self._kinds[column.name] = "blob"
-            elif isinstance(column.type, JSON):
-                self._kinds[column.name] = "json"
-            else:
-                self._kinds[column.name] = "plain" if processor is None else "processed"
-        self._sql: dict[tuple[tuple[str, ...], int], str] = {}
-
-    def json_text(self, column: str, value: Any) -> JsonText:
-        """``value`` serialised for a JSON column now (e.g. to cache a repeated value)."""
-        processor = self._processors[column]
-        assert processor is not None and self._kinds[column] == "json"
-        return JsonText(processor(value))
-
-    def _converter(self, column: str, utc_memo: dict[datetime, str | None]) -> Callable[[Any], Any] | None:
-        kind = self._kinds[column]
-        processor = self._processors[column]
-        if kind == "plain":
-            return None
-        if kind == "utc":
-
-            def utc(value: datetime | None) -> str | None:
-                if value is None:
-                    return None
-                text = utc_memo.get(value)
-                if text is None:
-                    text = utc_memo[value] = sqlite_utc(value)
-                return text
-
-            return utc
-        if kind == "blob":
-            return lambda value: value if value is None or type(value) is bytes else processor(value)  # type: ignore[misc]
-        if kind == "json":
-            return lambda value: str(value) if type(value) is JsonText else processor(value)  # type: ignore[misc]
-        return processor
-
-    def _statement(self, columns: tuple[str, ...], count: int) -> str:
-        sql = self._sql.get((columns, count))
-        if sql is None:
-            # Names are the table's own columns (insert() looked each one up in _kinds).
-            marks = "(" + ",".join("?" * len(columns)) + ")"
-            names = ", ".join(f'"{name}"' for name in columns)
-            into = f'INSERT INTO "{self.table.name}" ({names}) VALUES '  # noqa: S608
-            sql = into + ",".join([marks] * count)
-            if len(self._sql) < 64:
-                self._sql[(columns, count)] = sql
-        return sql
-
-    def insert(self, db: sqlite3.Connection, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        columns = tuple(rows[0])
-        utc_memo: dict[datetime, str | None] = {}
-        converters = [(name, self._converter(name, utc_memo)) for name in columns]
-        per_statement = max(1, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(columns))
-        for part in chunks(rows, per_statement):
-            params: list[Any] = []
-            for row in part:
-                if len(row) != len(columns):
-                    raise ValueError(f"rows for {self.table.name} must all have the same columns")
-                params.extend([row[name] if f is None else f(row[name]) for name, f in converters])
-            db.execute(self._statement(columns, len(part)), params)
 
 
 # -- Is the database reachable? (capture spool, 503 answers) ---------------------------------------

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.kit.clock import utcnow
-from leadflow.leads import repository as repo
+from leadflow.leads.capture import store
 from tests.conftest import Harness
 
 
@@ -32,20 +32,20 @@ async def test_same_key_waits_other_keys_do_not(harness: Harness) -> None:
     now = utcnow()
     async with engine.connect() as first, engine.connect() as second:
         await first.begin()
-        await repo.lock_claims(first, ["a" * 64, "b" * 64], now)
+        await store.lock_claims(first, ["a" * 64, "b" * 64], now)
         await second.begin()
         await _lock_timeout(second)
         # Another person: no wait, although the first transaction is still open.
-        await asyncio.wait_for(repo.lock_claims(second, ["c" * 64], now), timeout=5)
+        await asyncio.wait_for(store.lock_claims(second, ["c" * 64], now), timeout=5)
         await second.commit()
         await second.begin()
         await _lock_timeout(second)
         with pytest.raises(DBAPIError):  # the same person: waits until the lock timeout
-            await repo.lock_claims(second, ["b" * 64], now)
+            await store.lock_claims(second, ["b" * 64], now)
         await second.rollback()
         await first.commit()
         await second.begin()
-        await repo.lock_claims(second, ["b" * 64], now)  # released by the commit
+        await store.lock_claims(second, ["b" * 64], now)  # released by the commit
         await second.commit()
     assert await harness.scalar("SELECT count(*) FROM capture_claims") == 3
 
@@ -55,12 +55,12 @@ async def test_claims_are_upserted_and_pruned_after_the_window(harness: Harness)
     now = utcnow()
     old = now - timedelta(hours=30)
     async with harness.engine.begin() as conn:
-        await repo.lock_claims(conn, ["old" + "0" * 61, "kept" + "0" * 60], old)
+        await store.lock_claims(conn, ["old" + "0" * 61, "kept" + "0" * 60], old)
     async with harness.engine.begin() as conn:
-        await repo.lock_claims(conn, ["kept" + "0" * 60, "new" + "0" * 61], now)  # touched again
+        await store.lock_claims(conn, ["kept" + "0" * 60, "new" + "0" * 61], now)  # touched again
     assert await harness.scalar("SELECT count(*) FROM capture_claims") == 3
     async with harness.engine.begin() as conn:
-        assert await repo.prune_claims(conn, now - timedelta(hours=25)) == 1
+        assert await store.prune_claims(conn, now - timedelta(hours=25)) == 1
     rows = await harness.scalar("SELECT count(*) FROM capture_claims WHERE claim_key LIKE 'old%'")
     assert rows == 0
     assert await harness.scalar("SELECT count(*) FROM capture_claims") == 2

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from leadflow.app import create_app
@@ -144,3 +145,16 @@ async def test_fast_path_answers_like_the_route(
     assert statuses["created"] == 201 and statuses["key too long"] == 400
     assert statuses["duplicate"] == 409 and statuses["too large"] == 413
     assert fast[-1][1] > 0
+
+
+@pytest.mark.parametrize("kind", ["created", "replay", "spooled"])
+def test_the_answer_body_is_the_documented_model(kind: str) -> None:
+    """capture_lead builds its body without the Pydantic model: it must be exactly the model's dump."""
+    from leadflow.leads.capture.http import _answer
+    from leadflow.leads.capture.policy import CaptureOutcome
+    from leadflow.leads.schemas import CaptureResponse
+
+    response = _answer(CaptureOutcome(kind, "lead_abc123def456", "B", True), None, 24)  # type: ignore[arg-type]
+    body = orjson.loads(response.body)
+    assert list(body) == list(CaptureResponse.model_fields)
+    assert CaptureResponse.model_validate(body).model_dump() == body

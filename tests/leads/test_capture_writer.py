@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import insert, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from leadflow.campaigns.service import CaptureCampaign
-from leadflow.db import JsonText, SqliteInserter, sqlite3_connection
 from leadflow.leads import repository as repo
 from leadflow.leads.capture import CaptureOutcome, CaptureWriter, PreparedLead, prepare
+from leadflow.leads.capture.store import CoreStore, JsonText, SqliteInserter, SqliteStore, make_store
 from leadflow.leads.schemas import CaptureRequest
 from leadflow.security.crypto import FieldCipher
 from tests.conftest import TEST_KEY, Harness, example_lead
@@ -138,9 +139,8 @@ async def test_inserter_matches_sqlalchemy_insert(harness: Harness, campaign: di
     async with engine.begin() as conn:
         await conn.execute(insert(repo.jobs), [{**values, "dedup_key": "core"}])
     inserter = SqliteInserter(repo.jobs, engine.dialect)
-    async with engine.connect() as conn:
-        db = sqlite3_connection((await conn.get_raw_connection()).driver_connection)
-        assert db is not None
+    db = sqlite3.connect(str(engine.url.database), isolation_level=None)
+    try:
         db.execute("BEGIN IMMEDIATE")
         inserter.insert(db, [{**values, "dedup_key": "raw"}])
         pretyped = {**values, "dedup_key": "pre", "payload": inserter.json_text("payload", values["payload"])}
@@ -148,7 +148,9 @@ async def test_inserter_matches_sqlalchemy_insert(harness: Harness, campaign: di
         inserter.insert(db, [pretyped])
         with pytest.raises(ValueError, match="naive"):
             inserter.insert(db, [{**values, "dedup_key": "naive", "run_at": datetime(2025, 1, 1)}])
-        db.commit()
+        db.execute("COMMIT")
+    finally:
+        db.close()
     async with engine.connect() as conn:
         rows = (
             await conn.execute(
@@ -208,16 +210,19 @@ async def test_a_failing_batch_is_retried_lead_by_lead(harness: Harness, campaig
     assert await harness.scalar("SELECT count(*) FROM jobs") == 3
 
 
-async def test_without_a_raw_sqlite3_connection_the_async_path_is_used(
-    harness: Harness, campaign: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import leadflow.leads.capture as capture
-
-    assert sqlite3_connection(object()) is None
-    monkeypatch.setattr(capture, "sqlite3_connection", lambda _: None)
-    writer = _writer(harness.engine, True)
+async def test_the_store_follows_the_database(harness: Harness, campaign: dict[str, Any]) -> None:
+    """A file SQLite database gets the writer-thread store; in-memory SQLite (and any other database,
+    or ``direct_sqlite=False``) the SQLAlchemy Core store, which stores the same leads."""
+    assert isinstance(make_store(harness.engine), SqliteStore)
+    assert isinstance(make_store(harness.engine, direct_sqlite=False), CoreStore)
+    memory = create_async_engine("sqlite+aiosqlite:///:memory:")
+    try:
+        assert isinstance(make_store(memory), CoreStore)
+    finally:
+        await memory.dispose()
+    writer = _writer(harness.engine, False)
     outcomes = await _submit_all(writer, [_item("fallback@company.com"), _item("fallback@company.com")])
     await writer.close()
     assert [o.kind for o in outcomes] == ["created", "duplicate"]
-    assert writer._direct is False
+    assert isinstance(writer.store, CoreStore)
     assert await harness.scalar("SELECT count(*) FROM leads") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -178,3 +179,16 @@ async def test_roles_that_may_manage_leads(
     assert response.status_code == 200
     note = response.json()["activities"][-1]
     assert note["performed_by"] == f"{role}@nexlink.website"
+
+
+async def test_a_token_seen_for_the_first_time_reads_leads_on_sqlite(
+    harness: Harness, campaign: dict[str, Any]
+) -> None:
+    """The list and detail routes resolve the bearer token before they take the database connection:
+    on SQLite the pool holds one, and resolving an uncached token needs it (this hung for 60 s)."""
+    created = await harness.client.post("/v1/api/leads", json=example_lead())
+    lead_id = created.json()["lead_id"]
+    for path in ("/v1/api/leads", f"/v1/api/leads/{lead_id}"):
+        headers = await harness.token("admin")  # a new token: not in the token cache yet
+        response = await asyncio.wait_for(harness.client.get(path, headers=headers), timeout=20)
+        assert response.status_code == 200, response.text

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from leadflow.campaigns import repository as repo
 from leadflow.campaigns import rollup
 from leadflow.campaigns.schemas import CampaignCreate, CampaignOut, CampaignUpdate, CampaignWithToken
-from leadflow.db import PointReader, database_unreachable
+from leadflow.db import database_unreachable
 from leadflow.errors import ApiError
 from leadflow.kit.cache import SingleFlightCache
 from leadflow.kit.clock import utcnow
@@ -66,14 +66,6 @@ def to_capture(row: AnyRow) -> CaptureCampaign:
     )
 
 
-# What the capture path reads, for the SQLite point reader (a primary-key look-up).
-_CAPTURE_SQLITE = "SELECT id, name, status, token_hash, allowed_origins, services FROM campaigns WHERE id = ?"
-
-
-def _json_list(value: str | None) -> list[str]:
-    return list(json.loads(value) or ()) if value else []
-
-
 class CampaignCache:
     """Per-process read-through cache for the capture path (entries live ``ttl`` seconds).
 
@@ -82,9 +74,14 @@ class CampaignCache:
     single pooled connection, which the capture writer may hold while it commits).
     """
 
-    def __init__(self, engine: AsyncEngine, ttl: float, reader: PointReader | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        ttl: float,
+        point_read: Callable[[str], CaptureCampaign | None] | None = None,
+    ) -> None:
         self._engine = engine
-        self._reader = reader
+        self._point_read = point_read  # SQLite: leads.capture.store.capture_campaign on the point reader
         self._cache: SingleFlightCache[str, CaptureCampaign | None] = SingleFlightCache(ttl, self._load)
         # The last version of each existing campaign this process loaded: capture keeps using it while
         # the database cannot be reached (leads then go to the capture spool). Bounded by the campaigns.
@@ -111,19 +108,8 @@ class CampaignCache:
         return found
 
     async def _read(self, campaign_id: str) -> CaptureCampaign | None:
-        if self._reader is not None:
-            found = self._reader.one(_CAPTURE_SQLITE, (campaign_id,))
-            if found is None:
-                return None
-            pk, name, status, token_hash, origins, services = found
-            return CaptureCampaign(
-                id=pk,
-                name=name,
-                status=status,
-                token_hash=token_hash,
-                allowed_origins=frozenset(_json_list(origins)),
-                services=tuple(_json_list(services)),
-            )
+        if self._point_read is not None:
+            return self._point_read(campaign_id)
         async with self._engine.connect() as conn:
             row = await repo.get(conn, campaign_id)
         return to_capture(row) if row is not None else None

@@ -1,7 +1,7 @@
 """The landing-page kit over HTTP: the embed script, the no-JS form endpoint and the hosted form pages.
 
 ``POST /v1/forms/{campaign_id}`` turns the HTML form post into the capture request and calls
-:func:`leadflow.leads.api.capture_lead`, the function behind ``POST /v1/api/leads``: the same
+:func:`leadflow.leads.capture.http.capture_lead`, the function behind ``POST /v1/api/leads``: the same
 lock-out, rate limits, validation, campaign, origin and token checks, bot checks, de-duplication and
 idempotency apply. Only the answer differs: a redirect or a plain HTML page instead of JSON.
 """
@@ -26,8 +26,9 @@ from leadflow.errors import ApiError, responses, validation_error
 from leadflow.forms import service
 from leadflow.forms.embed import Asset, embed_script
 from leadflow.kit.clock import utcnow
-from leadflow.kit.state import state_of
-from leadflow.leads.api import _read_body, capture_lead
+from leadflow.kit.state import AppState, AppStateDep, ReadConn
+from leadflow.leads.capture.http import capture_lead
+from leadflow.leads.capture.service import read_body
 
 router = APIRouter(tags=["forms"])
 
@@ -249,8 +250,7 @@ _FORM_FIELDS = {
         }
     },
 )
-async def submit_form(request: Request, campaign_id: CampaignId) -> Response:
-    state = state_of(request.app)
+async def submit_form(request: Request, state: AppStateDep, campaign_id: CampaignId) -> Response:
     headers = [(k, v) for k, v in request.scope["headers"] if k not in _REPLACED]
     headers.append((b"content-type", b"application/json"))
     problem: ApiError | None = None
@@ -260,7 +260,7 @@ async def submit_form(request: Request, campaign_id: CampaignId) -> Response:
         problem = ApiError(415, "UNSUPPORTED_MEDIA_TYPE", f"Content-Type must be {FORM_MEDIA} (an HTML form)")
     else:
         try:
-            raw = await _read_body(
+            raw = await read_body(
                 request.receive, request.headers.get("content-length"), state.settings.max_body_bytes
             )
             pairs = parse_qsl(raw.decode("utf-8", "replace"), max_num_fields=service.MAX_FIELDS)
@@ -286,19 +286,19 @@ async def submit_form(request: Request, campaign_id: CampaignId) -> Response:
         await capture_lead(state, {**request.scope, "headers": headers}, receive)
     except ApiError as exc:
         if exc.error != "DUPLICATE_SUBMISSION":
-            return await _form_error(request, campaign_id, exc)
+            return await _form_error(state, campaign_id, exc)
     except ValidationError as exc:
-        return await _form_error(request, campaign_id, validation_error(exc.errors(include_input=False)))
-    async with state.engine.connect() as conn:
+        return await _form_error(state, campaign_id, validation_error(exc.errors(include_input=False)))
+    async with state.engine.connect() as conn:  # after the capture: it may hold the pool's connection
         form = await service.hosted_form(conn, campaign_id)
     target = form.thank_you_url if form and form.thank_you_url else f"/f/{quote(campaign_id, safe='')}/thanks"
     return RedirectResponse(target, status_code=303)
 
 
-async def _form_error(request: Request, campaign_id: str, exc: ApiError) -> HTMLResponse:
+async def _form_error(state: AppState, campaign_id: str, exc: ApiError) -> HTMLResponse:
     form = None
     if exc.error != "CAMPAIGN_NOT_FOUND":
-        async with state_of(request.app).engine.connect() as conn:
+        async with state.engine.connect() as conn:
             form = await service.hosted_form(conn, campaign_id)
     name = service.input_name(exc.field)
     label = service.LABELS.get(name or "", name)
@@ -330,9 +330,8 @@ async def _form_error(request: Request, campaign_id: str, exc: ApiError) -> HTML
         **_html_responses(404, 409),
     },
 )
-async def hosted_form(request: Request, campaign_id: CampaignId) -> HTMLResponse:
-    async with state_of(request.app).engine.connect() as conn:
-        form = await service.hosted_form(conn, campaign_id)
+async def hosted_form(request: Request, conn: ReadConn, campaign_id: CampaignId) -> HTMLResponse:
+    form = await service.hosted_form(conn, campaign_id)
     if form is None or form.status == "draft":
         return _message(404, "Form not found", ["There is no form at this address."])
     if form.status != "active":
@@ -369,9 +368,8 @@ async def hosted_form(request: Request, campaign_id: CampaignId) -> HTMLResponse
     response_class=HTMLResponse,
     responses={200: {"description": "The page", "content": {"text/html": {}}}, **_html_responses(404)},
 )
-async def thanks(request: Request, campaign_id: CampaignId) -> HTMLResponse:
-    async with state_of(request.app).engine.connect() as conn:
-        form = await service.hosted_form(conn, campaign_id)
+async def thanks(conn: ReadConn, campaign_id: CampaignId) -> HTMLResponse:
+    form = await service.hosted_form(conn, campaign_id)
     if form is None:
         return _message(404, "Form not found", ["There is no form at this address."])
     lines = ["We received your request and will be in touch soon."]

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from leadflow.campaigns.service import CampaignCache
     from leadflow.config import Settings
     from leadflow.db import PointReader
-    from leadflow.leads.capture import CaptureWriter
+    from leadflow.leads.capture.service import CaptureWriter
     from leadflow.observability.metrics import Exposition
     from leadflow.security.audit import AuditBuffer
     from leadflow.security.clientip import Network
@@ -94,12 +94,14 @@ def scope_state(scope: Scope) -> AppState:
     return state_of(scope["app"])
 
 
-def core_state(request: Request) -> CoreState:
+# The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its thread
+# pool, a thread hand-off per request for an attribute look-up.
+async def core_state(request: Request) -> CoreState:
     """Dependency: the core state (authentication, metrics)."""
     return core_of(request.app)
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
     """Dependency: the API application's state."""
     return state_of(request.app)
 

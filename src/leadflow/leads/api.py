@@ -7,22 +7,16 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from pydantic import ValidationError
-from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from leadflow.campaigns.service import CaptureCampaign
-from leadflow.config import Settings
-from leadflow.db import database_unreachable
-from leadflow.enrichment.email_domain import classify_domain
-from leadflow.errors import ApiError, database_unavailable, json_response, responses, validation_error
+from leadflow.errors import ApiError, json_response, responses
 from leadflow.kit.clock import UtcDateTime
 from leadflow.kit.ids import LEAD_ID_RE
 from leadflow.kit.pagination import CursorParam, decode_cursor
-from leadflow.kit.state import AppState, scope_state, state_of
+from leadflow.kit.state import AppState, AppStateDep, WriteConn
 from leadflow.leads import service
-from leadflow.leads.capture import RESPONSE_TIMES, prepare
-from leadflow.leads.repository import LeadFilter, status_row_sqlite
+from leadflow.leads.capture import store
+from leadflow.leads.capture.http import CORS_HEADERS, SPOOLED_MESSAGE, capture_lead
+from leadflow.leads.repository import LeadFilter
 from leadflow.leads.schemas import (
     CaptureRequest,
     CaptureResponse,
@@ -33,18 +27,15 @@ from leadflow.leads.schemas import (
     LeadUpdate,
     Status,
 )
-from leadflow.observability import metrics
-from leadflow.security.audit import Actor, note_refusal, record_now
+from leadflow.security.audit import Actor, record
 from leadflow.security.auth import require
-from leadflow.security.ratelimit import Guard, rate_limited
 from leadflow.security.tokens import Principal
 
 router = APIRouter(prefix="/v1/api", tags=["leads"])
 log = structlog.get_logger("leadflow.leads")
 
-CORS_HEADERS = "Content-Type, X-Campaign-Token, Idempotency-Key, X-Request-ID"
-# Answer headers a cross-origin script (embed.js) may read: retry timing and replay marker.
-CORS_EXPOSE = "Retry-After, Idempotent-Replayed, RateLimit-Reset"
+# Declared before a route's connection: resolving a token may need one (SQLite's pool holds one).
+LeadReader = Annotated[Principal, Depends(require("leads:read"))]
 LeadId = Annotated[str, Path(description="The public lead id", examples=["lead_abc123def456"])]
 
 
@@ -67,114 +58,10 @@ def _check_lead_id(lead_id: str) -> str:
     return lead_id
 
 
-async def _read_body(receive: Receive, length: str | None, limit: int) -> bytes:
-    """The whole body from the ASGI ``receive`` channel, refusing more than ``limit`` bytes."""
-    if length is not None and (not length.isdigit() or int(length) > limit):
-        raise ApiError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {limit} bytes")
-    body = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] == "http.request":
-            body += message.get("body", b"")
-            if len(body) > limit:
-                raise ApiError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {limit} bytes")
-            if not message.get("more_body", False):
-                return bytes(body)
-        elif message["type"] == "http.disconnect":
-            # The client went away mid-body: nothing was stored and nobody is left to answer.
-            raise ApiError(
-                400, "CLIENT_DISCONNECTED", "The client closed the connection before sending the body"
-            )
-
-
-def _is_json(content_type: str | None) -> bool:
-    if not content_type:
-        return False
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
-
-
-async def _bearer_may_ingest(state: AppState, authorization: str | None) -> bool:
-    auth = authorization or ""
-    if not auth.lower().startswith("bearer "):
-        return False
-    principal = await state.tokens.resolve(auth[7:].strip())
-    return principal is not None and "leads:create" in principal.scopes
-
-
-FAILURES = frozenset({400, 401, 403, 413, 415})
-
-
-async def _accept(
-    state: AppState, headers: dict[str, str], receive: Receive
-) -> tuple[CaptureRequest, CaptureCampaign]:
-    """Everything a client can get wrong: body, campaign, token, origin (failures count to lock-out)."""
-    settings = state.settings
-    if not _is_json(headers.get("content-type")):
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json")
-    raw = await _read_body(receive, headers.get("content-length"), settings.max_body_bytes)
-    try:
-        body = CaptureRequest.model_validate_json(
-            raw, context={"phone_region": settings.default_phone_region}
-        )
-    except ValidationError as exc:
-        raise validation_error(exc.errors(include_input=False)) from None
-    campaign = await state.campaigns.get(body.campaign_id)
-    if campaign is None:
-        raise ApiError(404, "CAMPAIGN_NOT_FOUND", "Unknown campaign", field="campaign_id")
-    if campaign.status != "active":
-        raise ApiError(409, "CAMPAIGN_INACTIVE", f"The campaign is {campaign.status}", field="campaign_id")
-    if not campaign.origin_ok(headers.get("origin")) and not same_origin(headers):
-        raise ApiError(403, "ORIGIN_NOT_ALLOWED", "This origin may not submit to this campaign")
-    if not campaign.token_ok(headers.get("x-campaign-token")) and not await _bearer_may_ingest(
-        state, headers.get("authorization")
-    ):
-        raise ApiError(401, "INVALID_CAMPAIGN_TOKEN", "X-Campaign-Token is missing or wrong")
-    return body, campaign
-
-
-def same_origin(headers: dict[str, str]) -> bool:
-    """The browser page is one Leadflow served itself (the hosted form ``/f/{id}``): Origin's host
-    equals the request's Host. Such a request is allowed whatever the campaign's origins."""
-    origin, host = headers.get("origin"), headers.get("host")
-    if not origin or not host or "://" not in origin:
-        return False
-    scheme, _, netloc = origin.lower().partition("://")
-    default = {"http": ":80", "https": ":443"}.get(scheme, "")
-    return netloc.removesuffix(default) == host.lower().removesuffix(default)
-
-
-def _reject_bots(body: CaptureRequest, settings: Settings) -> None:
-    """Honeypot, minimum fill time and (optionally) disposable addresses. Rejected spam is counted only."""
-    form = body.form_metadata
-    reason = None
-    if form.honeypot:
-        reason = "honeypot"
-    else:
-        fill = form.fill_time_seconds
-        if fill is None and form.started_at is not None and form.timestamp is not None:
-            fill = (form.timestamp - form.started_at).total_seconds()
-        if fill is not None and fill < settings.bot_min_fill_seconds:
-            reason = "too_fast"
-    if reason is not None:
-        metrics.CAPTURE["spam"].inc()
-        metrics.SPAM[reason].inc()
-        log.info("spam_rejected", reason=reason, campaign_id=body.campaign_id)
-        raise ApiError(400, "SUBMISSION_REJECTED", "The submission was rejected as automated")
-    if settings.reject_disposable_emails:
-        domain = body.contact.email.rsplit("@", 1)[1]
-        if classify_domain(domain) == "disposable":
-            metrics.CAPTURE["spam"].inc()
-            metrics.SPAM["disposable"].inc()
-            raise ApiError(
-                400, "DISPOSABLE_EMAIL", "Disposable e-mail addresses are not accepted", field="contact.email"
-            )
-
-
 @router.options("/leads", include_in_schema=False)
-async def capture_preflight(request: Request) -> Response:
+async def capture_preflight(request: Request, state: AppStateDep) -> Response:
     origin = request.headers.get("origin")
-    if not origin or not await state_of(request.app).campaigns.any_origin_allowed(origin):
+    if not origin or not await state.campaigns.any_origin_allowed(origin):
         raise ApiError(403, "ORIGIN_NOT_ALLOWED", "This origin may not submit leads")
     return Response(
         status_code=204,
@@ -186,9 +73,6 @@ async def capture_preflight(request: Request) -> Response:
             "Vary": "Origin",
         },
     )
-
-
-SPOOLED_MESSAGE = "Lead accepted; it is stored as soon as the database is reachable again"
 
 
 @router.post(
@@ -243,6 +127,7 @@ SPOOLED_MESSAGE = "Lead accepted; it is stored as soon as the database is reacha
 )
 async def capture(
     request: Request,
+    state: AppStateDep,
     x_campaign_token: Annotated[
         str | None, Header(description="The campaign's token, when the campaign has one")
     ] = None,
@@ -253,170 +138,8 @@ async def capture(
     origin: Annotated[str | None, Header(description="Browser origin of the form")] = None,
 ) -> Response:
     # The headers are declared above for the documentation and validated by FastAPI; the work is
-    # capture_lead's, which CaptureFastPath also calls without FastAPI's routing (see there).
-    return await capture_lead(state_of(request.app), request.scope, request.receive)
-
-
-# The request headers the capture path reads (ASGI header names are lower case).
-_CAPTURE_HEADERS = frozenset(
-    {
-        b"content-type",
-        b"content-length",
-        b"x-campaign-token",
-        b"idempotency-key",
-        b"origin",
-        b"authorization",
-        b"host",
-    }
-)
-IDEMPOTENCY_KEY_MAX = 255
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    """The capture path's headers from the ASGI scope (the first of repeated ones, like Starlette)."""
-    found: dict[str, str] = {}
-    for key, value in scope["headers"]:
-        if key in _CAPTURE_HEADERS:
-            found.setdefault(key.decode("latin-1"), value.decode("latin-1"))
-    return found
-
-
-async def capture_lead(state: AppState, scope: Scope, receive: Receive) -> Response:
-    """POST /v1/api/leads: from the raw request to the 201 (or the error, raised as ApiError).
-
-    Errors carry the CORS headers too (a cross-origin form script must read the field of a 400 and
-    the Retry-After of a 429), except ORIGIN_NOT_ALLOWED: that one the browser must refuse."""
-    try:
-        return await _capture_lead(state, scope, receive)
-    except ApiError as exc:
-        metrics.count_capture_error(exc.status, exc.error)
-        origin = _headers(scope).get("origin")
-        if origin and exc.error != "ORIGIN_NOT_ALLOWED":
-            exc.headers = {**_cors(origin), **(exc.headers or {})}
-        raise
-    except ValidationError:
-        metrics.CAPTURE["invalid"].inc()
-        raise
-
-
-def _cors(origin: str) -> dict[str, str]:
-    return {
-        "Access-Control-Allow-Origin": origin,
-        "Vary": "Origin",
-        "Access-Control-Expose-Headers": CORS_EXPOSE,
-    }
-
-
-async def _capture_lead(state: AppState, scope: Scope, receive: Receive) -> Response:
-    headers = _headers(scope)
-    idempotency_key = headers.get("idempotency-key")
-    if idempotency_key is not None and len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
-        # What FastAPI's Header(max_length=255) answers, before any other check.
-        raise ApiError(400, "VALIDATION_ERROR", "Value is too long", field="Idempotency-Key")
-    origin = headers.get("origin")
-    settings = state.settings
-    guard: Guard = state.guard
-    ip = scope["state"].get("client_ip") or "unknown"
-    await guard.raise_if_locked(ip)
-    verdict = await guard.check_ip(ip)
-    if not verdict.allowed:
-        raise rate_limited(verdict, "per client address")
-    try:
-        body, campaign = await _accept(state, headers, receive)
-    except ApiError as exc:
-        if exc.status in FAILURES and exc.error != "CLIENT_DISCONNECTED":
-            await guard.record_failure(ip)
-        raise
-    verdict = await guard.check_campaign(campaign.id)
-    if not verdict.allowed:
-        raise rate_limited(verdict, "per campaign")
-    _reject_bots(body, settings)
-    key = idempotency_key.strip() if idempotency_key else None
-
-    prepared = prepare(
-        body, campaign, state.cipher, state.catalog, ip if ip != "unknown" else None, key or None
-    )
-    # First-touch UTM has no column: it starts the lead's enrichment JSON, which the worker extends
-    # (pipeline.processing keeps it). Every row carries the key, so a batch's INSERT has one shape.
-    touch = body.tracking.first_touch.stored() if body.tracking.first_touch else None
-    prepared.values["enrichment"] = {"first_touch": touch} if touch else None
-    outcome = await state.writer.submit(prepared)
-
-    cors = _cors(origin) if origin else None
-    metrics.CAPTURE[outcome.kind].inc()
-    if outcome.kind == "duplicate":
-        hours = settings.dedup_window_hours
-        raise ApiError(
-            409,
-            "DUPLICATE_SUBMISSION",
-            f"This person already submitted this campaign's form in the last {hours:g} hours",
-            field="contact.email",
-            headers=cors,
-            extra={"lead_id": outcome.public_id},
-        )
-    if outcome.kind == "key_conflict":
-        raise ApiError(
-            409,
-            "IDEMPOTENCY_KEY_REUSED",
-            "This Idempotency-Key was already used for a different submission",
-            field="Idempotency-Key",
-            headers=cors,
-        )
-    response = CaptureResponse(
-        lead_id=outcome.public_id,
-        message=SPOOLED_MESSAGE if outcome.kind == "spooled" else "Lead captured successfully",
-        next_steps={
-            "expected_response_time": RESPONSE_TIMES.get(outcome.grade, "24 hours"),
-            "contact_method": "email",
-            "tracking_enabled": outcome.tracking_enabled,
-        },
-    )
-    headers_out = dict(cors or {})
-    if outcome.kind == "replay":
-        headers_out["Idempotent-Replayed"] = "true"
-    return json_response(response.model_dump(), 202 if outcome.kind == "spooled" else 201, headers_out)
-
-
-CAPTURE_PATH = "/v1/api/leads"
-
-
-class CaptureFastPath:
-    """Pure ASGI middleware: ``POST /v1/api/leads`` straight to :func:`capture_lead`.
-
-    The capture endpoint is the public, high-volume one. Through FastAPI every request also pays for
-    route matching over all routes, dependency resolution (the header parameters), a Request object
-    and two exception-handling layers, which measured as much CPU as the capture work itself. This
-    middleware sits inside RequestContextMiddleware (request id, client address, access log) and
-    ServerErrorMiddleware (unexpected errors still answer 500 in the error shape), matches only that
-    method and exact path, and turns ApiError and ValidationError into the same answers as the
-    application's exception handlers. Everything else, the CORS pre-flight included, goes on to the
-    router; the FastAPI route stays for the OpenAPI document and calls the same function.
-    """
-
-    def __init__(self, app: ASGIApp, route: BaseRoute | None = None) -> None:
-        self.app = app
-        self.route = route  # what the access log names (scope["route"]), as after routing
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != CAPTURE_PATH or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        if self.route is not None:
-            scope["route"] = self.route
-        try:
-            response = await capture_lead(scope_state(scope), scope, receive)
-        except ApiError as exc:
-            note_refusal(scope, exc.status, exc.error)
-            response = exc.response()
-        except ValidationError as exc:
-            response = validation_error(exc.errors(include_input=False)).response()
-        except Exception as exc:
-            if not database_unreachable(exc):
-                raise
-            # e.g. a campaign this process never loaded, while the database is down (as the handlers do)
-            log.warning("database_unavailable", exc_type=type(exc).__name__)
-            response = database_unavailable().response()
-        await response(scope, receive, send)
+    # capture_lead's (leads/capture/http.py), which CaptureFastPath also calls without FastAPI's routing.
+    return await capture_lead(state, request.scope, request.receive)
 
 
 @router.get(
@@ -433,22 +156,24 @@ class CaptureFastPath:
     responses=responses(401, 403, 404, 503),
 )
 async def lead_status(
-    request: Request, lead_id: LeadId, principal: Principal = Depends(require("leads:status"))
+    request: Request,
+    state: AppStateDep,
+    lead_id: LeadId,
+    principal: Principal = Depends(require("leads:status")),
 ) -> Response:
-    state_of(request.app).audit.add(Actor.from_request(request, principal), "lead.status", "lead", lead_id)
+    state.audit.add(Actor.from_request(request, principal), "lead.status", "lead", lead_id)
     _check_lead_id(lead_id)
     scope = _scope(principal)
-    reader = state_of(request.app).point_reader
-    if reader is not None:
-        body = service.status_body(status_row_sqlite(reader, lead_id), scope)
+    if state.point_reader is not None:
+        body = service.status_body(store.lead_status(state.point_reader, lead_id), scope)
     else:
-        spool = state_of(request.app).writer.spool
+        spool = state.writer.spool
         if spool is not None and spool.holds(lead_id):
             raise ApiError(
                 503, "SERVICE_UNAVAILABLE", "The lead is accepted and not stored yet; retry shortly",
                 headers={"Retry-After": "5"},
             )  # fmt: skip
-        async with state_of(request.app).engine.connect() as conn:
+        async with state.engine.connect() as conn:
             body = await service.status(conn, lead_id, only_assigned_to=scope)
     return json_response(body.model_dump(mode="json"))
 
@@ -462,7 +187,9 @@ async def lead_status(
 )
 async def list_leads(
     request: Request,
-    principal: Principal = Depends(require("leads:read")),
+    state: AppStateDep,
+    principal: LeadReader,
+    conn: WriteConn,
     campaign_id: Annotated[str | None, Query(max_length=100)] = None,
     status: Status | None = None,
     grade: Grade | None = None,
@@ -491,13 +218,13 @@ async def list_leads(
         aware(created_from),
         aware(created_to),
         only_assigned_to=_scope(principal),
-        email_hash=_email_hash(state_of(request.app), email) if email is not None else None,
+        email_hash=_email_hash(state, email) if email is not None else None,
     )
     before = decode_cursor(cursor)
-    async with state_of(request.app).engine.connect() as conn:
-        result = await service.page(conn, state_of(request.app).cipher, flt, before, limit)
-    await record_now(
-        state_of(request.app).engine,
+    result = await service.page(conn, state.cipher, flt, before, limit)
+    # The audit entry commits with the route's transaction, before the answer is sent.
+    await record(
+        conn,
         Actor.from_request(request, principal),
         "lead.list",
         "lead",
@@ -515,16 +242,15 @@ async def list_leads(
     responses=responses(401, 403, 404),
 )
 async def lead_detail(
-    request: Request, lead_id: LeadId, principal: Principal = Depends(require("leads:read"))
+    request: Request,
+    state: AppStateDep,
+    lead_id: LeadId,
+    principal: LeadReader,
+    conn: WriteConn,
 ) -> LeadDetail:
     _check_lead_id(lead_id)
-    async with state_of(request.app).engine.connect() as conn:
-        result = await service.detail(
-            conn, state_of(request.app).cipher, lead_id, only_assigned_to=_scope(principal)
-        )
-    await record_now(
-        state_of(request.app).engine, Actor.from_request(request, principal), "lead.read", "lead", lead_id
-    )
+    result = await service.detail(conn, state.cipher, lead_id, only_assigned_to=_scope(principal))
+    await record(conn, Actor.from_request(request, principal), "lead.read", "lead", lead_id)
     return result
 
 
@@ -560,14 +286,15 @@ async def lead_detail(
 )
 async def update_lead(
     request: Request,
+    state: AppStateDep,
     lead_id: LeadId,
     body: LeadUpdate,
     principal: Principal = Depends(require("leads:write")),
 ) -> LeadDetail:
     _check_lead_id(lead_id)
-    state = state_of(request.app)
     scope = _scope(principal)
     actor = Actor.from_request(request, principal)
+    # Its own transaction rather than WriteConn: the worker is woken after the commit, not before.
     async with state.engine.begin() as conn:
         crm = await service.update(
             conn,

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadflow.db import IN_CHUNK, chunks
 from leadflow.kit.models import AnyRow, table_of
 from leadflow.privacy.models import ConsentEvent, UnsubscribeUse
 from leadflow.security.audit_models import PrivacyTombstone
@@ -25,16 +23,6 @@ async def previously_erased(conn: AsyncConnection, hashes: list[str]) -> set[str
         return set()
     rows = await conn.execute(select(tombstones.c.email_hash).where(tombstones.c.email_hash.in_(hashes)))
     return {r[0] for r in rows}
-
-
-def previously_erased_sqlite(db: sqlite3.Connection, hashes: list[str]) -> set[str]:
-    """:func:`previously_erased` on a raw sqlite3 connection (the capture writer's direct path)."""
-    found: set[str] = set()
-    for part in chunks(hashes, IN_CHUNK):
-        marks = ",".join("?" * len(part))
-        sql = f"SELECT email_hash FROM privacy_tombstones WHERE email_hash IN ({marks})"  # noqa: S608
-        found.update(row[0] for row in db.execute(sql, part))
-    return found
 
 
 async def erased_since(conn: AsyncConnection, since: datetime) -> bool:
