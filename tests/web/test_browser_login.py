@@ -56,3 +56,14 @@ def test_docs_render_offline(live: Live, page_for: Callable[..., Any]) -> None:
     page.wait_for_selector(".swagger-ui .info .title")
     assert "Leadflow" in page.inner_text(".swagger-ui .info .title")
     assert outside == []
+
+
+def test_admin_navigation_fits_a_phone(live: Live, page_for: Callable[..., Any]) -> None:
+    page = page_for(viewport=PHONE)
+    sign_in(page, live, "admin")
+    nav = page.get_by_role("navigation", name="Main")
+    assert nav.get_by_role("link").count() == 9
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    nav.get_by_role("link", name="Audit").focus()  # the row scrolls to a focused link
+    screenshot(page, "web-admin-nav-375")
+    assert axe_violations(page) == []

@@ -269,3 +269,27 @@ async def test_expired_reset_link(harness: Harness, sales: Staff) -> None:
         token = await users.create_reset(conn, user, timedelta(seconds=-1))
     answer = await harness.client.get(users.RESET_PATH + token)
     assert answer.status_code == 404 and "expired" in answer.text
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)
+async def test_sessions_are_shared_by_every_api_process(harness: Harness, sales: Staff) -> None:
+    """Two applications on one database (two API processes): a session made by one works on the
+    other, and a sign-out or deactivation on one ends it on both."""
+    from leadflow.app import create_app
+
+    second = create_app(harness.settings)
+    async with second.router.lifespan_context(second):
+        transport = httpx.ASGITransport(app=second)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as other:
+            await sign_in(harness.client, sales)
+            other.cookies.set(COOKIE, session_cookie(harness.client) or "")
+            page = await other.get("/")
+            assert page.status_code == 200 and "Sales User" in page.text
+            assert (await other.post("/logout", data={"csrf_token": csrf_of(page.text)})).status_code == 303
+            assert (await harness.client.get("/")).status_code == 303
+
+            await sign_in(other, sales)
+            assert (await other.get("/")).status_code == 200
+            async with harness.engine.begin() as conn:
+                await users.deactivate(conn, sales.email)
+            assert (await other.get("/")).status_code == 303

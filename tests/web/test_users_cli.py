@@ -117,3 +117,21 @@ def test_quickstart_creates_the_first_admin_and_token_once(env: dict[str, str]) 
     assert len(listed(env)) == 1
     tokens = [json.loads(line) for line in run(env, "tokens", "list").splitlines()]
     assert [t["name"] for t in tokens] == ["quickstart"]
+
+
+def test_reset_link_is_e_mailed_when_a_transport_is_configured(env: dict[str, str]) -> None:
+    from tests.fakes.smtp import FakeSmtp
+
+    run(env, "users", "create", "--email", "d@example.com", "--name", "Dee", "--role", "sales",
+        "--password-stdin", stdin=STRONG)  # fmt: skip
+    with FakeSmtp() as smtp:
+        mail_env = {**env, "SMTP_HOST": smtp.host, "SMTP_PORT": str(smtp.port), "SMTP_STARTTLS": "false"}
+        result = CliRunner().invoke(
+            app, ["users", "reset-password", "--email", "d@example.com"], env=mail_env
+        )
+        assert result.exit_code == 0, result.output
+        assert "e-mailed the link to d@example.com" in result.stderr
+        link = result.stdout.strip().splitlines()[-1]
+        [mail] = smtp.messages
+        assert mail.rcpt_tos == ["d@example.com"]
+        assert link in mail.data.decode().replace("=\r\n", "")

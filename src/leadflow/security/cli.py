@@ -1,11 +1,17 @@
-"""``leadflow keys``: generate, rotate, re-encrypt."""
+"""``leadflow keys`` (generate, rotate, re-encrypt) and ``leadflow users`` (staff accounts)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadflow.config import Settings
+
+if TYPE_CHECKING:
+    from leadflow.security.repository import UserRow
 
 keys_app = typer.Typer(help="Encryption keys: generate, rotate, re-encrypt.", no_args_is_help=True)
 
@@ -80,11 +86,23 @@ def reencrypt_cmd(
 
 # -- staff accounts of the workspace -------------------------------------------------------------------
 users_app = typer.Typer(help="Staff accounts of the workspace (sign-in at /login).", no_args_is_help=True)
+T = TypeVar("T")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def _users_run(work: Callable[[Settings, AsyncEngine], Awaitable[T]]) -> tuple[Settings, T]:
+    """Run ``work`` against the database; a refused input (ValueError, a weak password) exits 2."""
+    from leadflow.cli import _run, _settings
+
+    settings = _settings()
+    try:
+        return settings, _run(settings, lambda engine: work(settings, engine))
+    except ValueError as exc:  # PasswordRejected too
+        raise _fail(str(exc)) from exc
 
 
 @users_app.command("create")
@@ -103,14 +121,12 @@ def users_create(
     """Create a staff account; the password is read from stdin (at least 12 characters, not a common one)."""
     import sys
 
-    from leadflow.cli import _run, _settings
-    from leadflow.security import users
+    from leadflow.security import repository, users
     from leadflow.security.audit import CLI, record
 
-    settings = _settings()
     password = sys.stdin.read().rstrip("\r\n") if password_stdin else None
 
-    async def work(engine: AsyncEngine) -> users.UserRow:
+    async def work(_: Settings, engine: AsyncEngine) -> repository.UserRow:
         if password is None:
             raise ValueError("pass the password on standard input with --password-stdin")
         async with engine.begin() as conn:
@@ -120,10 +136,7 @@ def users_create(
             await record(conn, CLI, "user.create", "user", str(created.id), {"role": role})
             return created
 
-    try:
-        created = _run(settings, work)
-    except ValueError as exc:  # PasswordRejected too
-        raise _fail(str(exc)) from exc
+    _, created = _users_run(work)
     typer.echo(f"created {created.role} user #{created.id} {created.email}")
 
 
@@ -134,39 +147,30 @@ def users_list() -> None:
 
     import orjson
 
-    from leadflow.cli import _run, _settings
     from leadflow.security import repository
 
-    settings = _settings()
-
-    async def work(engine: AsyncEngine) -> list[repository.UserRow]:
+    async def work(_: Settings, engine: AsyncEngine) -> list[repository.UserRow]:
         async with engine.connect() as conn:
             return list(await repository.list_users(conn))
 
-    for user in _run(settings, work):
+    for user in _users_run(work)[1]:
         typer.echo(orjson.dumps(dataclasses.asdict(user)).decode())
 
 
 @users_app.command("deactivate")
 def users_deactivate(email: Annotated[str, typer.Option(help="The user's e-mail address")]) -> None:
     """Switch an account off: it cannot sign in, and its open sessions end at once."""
-    from leadflow.cli import _run, _settings
-    from leadflow.security import users
+    from leadflow.security import repository, users
     from leadflow.security.audit import CLI, record
 
-    settings = _settings()
-
-    async def work(engine: AsyncEngine) -> users.UserRow | None:
+    async def work(_: Settings, engine: AsyncEngine) -> repository.UserRow | None:
         async with engine.begin() as conn:
             user = await users.deactivate(conn, email)
             if user is not None:
                 await record(conn, CLI, "user.deactivate", "user", str(user.id))
             return user
 
-    try:
-        user = _run(settings, work)
-    except ValueError as exc:
-        raise _fail(str(exc)) from exc
+    _, user = _users_run(work)
     if user is None:
         raise _fail(f"no user with the e-mail {email}", 1)
     typer.echo(f"user #{user.id} {user.email} deactivated; their sessions have ended")
@@ -174,30 +178,65 @@ def users_deactivate(email: Annotated[str, typer.Option(help="The user's e-mail 
 
 @users_app.command("reset-password")
 def users_reset_password(email: Annotated[str, typer.Option(help="The user's e-mail address")]) -> None:
-    """Print a one-time password-reset link (expires after PASSWORD_RESET_MINUTES) to pass on."""
+    """Print a one-time password-reset link (expires after PASSWORD_RESET_MINUTES) to pass on; with a
+    mail transport configured (SMTP_HOST or SendGrid) it is e-mailed to the user as well."""
     from datetime import timedelta
 
-    from leadflow.cli import _run, _settings
     from leadflow.security import repository, users
     from leadflow.security.audit import CLI, record
 
-    settings = _settings()
-
-    async def work(engine: AsyncEngine) -> str | None:
+    async def work(settings: Settings, engine: AsyncEngine) -> tuple[str, str | None] | None:
         async with engine.begin() as conn:
             user = await repository.user_by_email(conn, users.normalise_email(email))
             if user is None or not user.active:
                 return None
             token = await users.create_reset(conn, user, timedelta(minutes=settings.password_reset_minutes))
             await record(conn, CLI, "user.reset_link", "user", str(user.id))
-            return token
+        link = users.reset_link(settings.public_base_url, token)
+        return link, await _mail_reset_link(settings, user, link)
 
-    try:
-        token = _run(settings, work)
-    except ValueError as exc:
-        raise _fail(str(exc)) from exc
-    if token is None:
+    settings, outcome = _users_run(work)
+    if outcome is None:
         raise _fail(f"no active user with the e-mail {email}", 1)
+    link, mailed = outcome
     minutes = int(settings.password_reset_minutes)
+    if mailed is not None:
+        typer.echo(mailed, err=True)
     typer.echo(f"one-time reset link for {email.strip().lower()} (works once, for {minutes} minutes):")
-    typer.echo(users.reset_link(settings.public_base_url, token))
+    typer.echo(link)
+
+
+async def _mail_reset_link(settings: Settings, user: UserRow, link: str) -> str | None:
+    """E-mail the link when a transport is configured: what happened, or None without a transport."""
+    import html
+
+    import httpx
+
+    from leadflow.integrations.base import DeliveryError
+    from leadflow.integrations.mailer import Mailer, OutgoingEmail
+
+    async with httpx.AsyncClient(timeout=settings.http_timeout_seconds) as http:
+        mailer = Mailer(settings, http)
+        if not mailer.configured():
+            return None
+        minutes = int(settings.password_reset_minutes)
+        paragraphs = (
+            f"Hello {user.name},",
+            "an administrator asked for a new Leadflow password for you. "
+            f"Open this link within {minutes} minutes to choose one (it works once):",
+        )
+        message = OutgoingEmail(
+            to=user.email,
+            to_name=user.name,
+            subject="Choose a new Leadflow password",
+            text="\n\n".join((*paragraphs, link)) + "\n",
+            html="".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
+            + f'<p><a href="{html.escape(link)}">{html.escape(link)}</a></p>',
+            dedup_key=f"password-reset:{user.id}:{link[-12:]}",
+            category="leadflow-account",
+        )
+        try:
+            await mailer.send(message)
+        except DeliveryError as exc:
+            return f"could not e-mail the link ({type(exc).__name__}); pass it on yourself"
+        return f"e-mailed the link to {user.email}"

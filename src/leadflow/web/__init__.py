@@ -9,11 +9,13 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from leadflow.web import account, assets, docs, inbox, lead, leads
+from leadflow.web.auth import PageAnswer, answer_page
 
 ROUTERS: tuple[APIRouter, ...] = (account.router, inbox.router, leads.router, lead.router)
 
 
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(PageAnswer, answer_page)
     app.router.routes.append(assets.route)
     app.router.routes.append(docs.route)
     for router in ROUTERS:

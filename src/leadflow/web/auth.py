@@ -37,10 +37,12 @@ from leadflow.kit.state import state_of
 from leadflow.security.audit import Actor, note_refusal, record_now
 from leadflow.security.sessions import COOKIE, SessionPolicy, SessionPrincipal, resolve
 from leadflow.web.security import (
+    PRE_COOKIE,
     SAFE_METHODS,
     apply_headers,
     ensure_presession,
     presession_token,
+    set_cookie,
     submitted_token,
     tokens_match,
 )
@@ -122,7 +124,7 @@ async def csrf_protect(request: Request, user: SessionPrincipal | None = Depends
     if user is not None:
         expected = user.csrf_token
     else:
-        cookie = request.cookies.get("lf_presession", "")
+        cookie = request.cookies.get(PRE_COOKIE, "")
         expected = presession_token(state_of(request.app).settings, cookie) if cookie else ""
     if not tokens_match(expected, await submitted_token(request)):
         raise _csrf_refused()
@@ -191,37 +193,54 @@ def error_page(request: Request, status: int, title: str, message: str) -> Respo
     )
 
 
+class PageAnswer(Exception):
+    """An error page on its way out. Raised, not returned, so that it passes the request's function-scoped
+    dependencies as an exception: a ``WriteConn`` rolls back what the handler wrote before failing."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+async def answer_page(_: Request, exc: Exception) -> Response:
+    """The application's exception handler for :class:`PageAnswer` (``web.install`` registers it)."""
+    assert isinstance(exc, PageAnswer)
+    return exc.response
+
+
 class PageRoute(APIRoute):
-    """A page: failures become HTML pages; every answer gets the security headers."""
+    """A page: failures become HTML pages (after a rollback); every answer gets the security headers."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def page_handler(request: Request) -> Response:
             try:
-                response = await handler(request)
+                return _finish(request, await handler(request))
             except SignInRequired:
                 note_refusal(request.scope, 401, "SIGN_IN_REQUIRED")
-                response = sign_in_redirect(request)
+                failed = sign_in_redirect(request)
             except PageError as exc:
                 note_refusal(request.scope, exc.status, exc.error)
-                response = error_page(request, exc.status, exc.title, exc.message)
+                failed = error_page(request, exc.status, exc.title, exc.message)
             except ApiError as exc:
                 note_refusal(request.scope, exc.status, exc.error)
-                response = error_page(request, exc.status, _TITLES.get(exc.status, "Error"), exc.message)
+                failed = error_page(request, exc.status, _TITLES.get(exc.status, "Error"), exc.message)
                 for name, value in (exc.headers or {}).items():
-                    response.headers[name] = value
+                    failed.headers[name] = value
             except RequestValidationError as exc:
                 problem = validation_error(list(exc.errors()))
-                response = error_page(request, 400, "Invalid input", problem.message)
-            new_cookie = getattr(request.state, "new_presession", None)
-            if new_cookie:
-                from leadflow.web.security import PRE_COOKIE, set_cookie
-
-                set_cookie(response, request, state_of(request.app).settings, PRE_COOKIE, new_cookie, None)
-            return apply_headers(response)
+                failed = error_page(request, 400, "Invalid input", problem.message)
+            raise PageAnswer(_finish(request, failed))
 
         return page_handler
+
+
+def _finish(request: Request, response: Response) -> Response:
+    new_cookie = getattr(request.state, "new_presession", None)
+    if new_cookie:
+        set_cookie(response, request, state_of(request.app).settings, PRE_COOKIE, new_cookie, None)
+    return apply_headers(response)
 
 
 _TITLES = {
