@@ -150,3 +150,86 @@ async def test_list_filters_search_and_export(harness: Harness, campaign: dict[s
     assert any(r["first_name"] == "'=HYPERLINK(1)" for r in rows)
     exports = await harness.scalar("SELECT count(*) FROM audit_log WHERE action = 'leads.export'")
     assert exports == 1
+
+
+def _form(page: str) -> dict[str, str]:
+    return {"csrf_token": csrf_of(page)}
+
+
+async def test_manual_entry_and_duplicate(harness: Harness, campaign: dict[str, Any]) -> None:
+    manager = await make_user(harness, "manager")
+    client = await _signed_in(harness, manager)
+    page = await client.get("/leads/new")
+    assert page.status_code == 200 and "New lead" in page.text
+    base = {**_form(page.text), "campaign_id": campaign["id"], "source": "phone"}
+    missing = await client.post("/leads/new", data={**base, "first_name": "Ann", "last_name": ""})
+    assert missing.status_code == 400
+    assert 'id="e-last_name"' in missing.text and 'id="e-email"' in missing.text  # next to the fields
+    caller = {**base, "first_name": "Ann", "last_name": "Caller", "phone": "+1 415 555 0100"}
+    made = await client.post("/leads/new", data=caller)
+    assert made.status_code == 303, made.text
+    lead_id = made.headers["location"].split("/leads/")[1].split("?")[0]
+    row = await harness.scalar(
+        "SELECT source || '|' || email_kind FROM leads WHERE public_id = :p", p=lead_id
+    )
+    assert row == "phone|none"
+    shown = await client.get(made.headers["location"])
+    assert "Ann Caller" in shown.text and "manager@example.com" in shown.text  # who entered it
+    again = await client.post("/leads/new", data=caller)
+    assert again.status_code == 409 and f'href="/leads/{lead_id}"' in again.text
+    with_email = {
+        **base,
+        "first_name": "Bo",
+        "last_name": "Mail",
+        "email": "bo@example.org",
+        "source": "event",
+    }
+    assert (await client.post("/leads/new", data=with_email)).status_code == 303
+    dup = await client.post("/leads/new", data=with_email)
+    assert dup.status_code == 409 and "open the existing lead" in dup.text
+    created = await harness.scalar("SELECT count(*) FROM audit_log WHERE action = 'lead.create'")
+    assert created == 2
+    sales = await make_user(harness, "sales", "s@example.com")
+    await sign_in(client, sales)
+    assert (await client.get("/leads/new")).status_code == 403
+
+
+CSV = (
+    b"First name;Last name;E-mail;Phone;Company\n"
+    b"Ann;One;ann.one@example.org;;Acme\n"
+    b"Bad;Row;not-an-address;;\n"
+    b";Nameless;x@example.org;;\n"
+    b"Cy;Phone;;+1 415 555 0101;\n"
+)
+
+
+async def test_csv_import_with_a_bad_row_and_reimport(harness: Harness, campaign: dict[str, Any]) -> None:
+    manager = await make_user(harness, "manager")
+    client = await _signed_in(harness, manager)
+    page = await client.get("/leads/import")
+    token = csrf_of(page.text)
+    preview = await client.post(
+        "/leads/import",
+        data={"csrf_token": token, "campaign_id": campaign["id"], "step": "upload"},
+        files={"file": ("leads.csv", CSV, "text/csv")},
+    )
+    assert preview.status_code == 200, preview.text
+    assert "4 rows; 2 can be imported, 2 have errors" in preview.text
+    assert "Invalid email" in preview.text or "email" in preview.text.lower()
+    content = preview.text.split('name="content" value="', 1)[1].split('"', 1)[0]
+    mapping = {
+        "map_first_name": "0",
+        "map_last_name": "1",
+        "map_email": "2",
+        "map_phone": "3",
+        "map_company": "4",
+    }
+    run = {"csrf_token": token, "campaign_id": campaign["id"], "content": content, "step": "run", **mapping}
+    done = await client.post("/leads/import", data=run)
+    assert done.status_code == 200, done.text
+    assert "2 created, 0 already imported, 0 duplicates, 2 not imported" in done.text
+    assert await harness.scalar("SELECT count(*) FROM leads WHERE source = 'import'") == 2
+    again = await client.post("/leads/import", data=run)
+    assert "0 created, 2 already imported" in again.text
+    assert await harness.scalar("SELECT count(*) FROM leads WHERE source = 'import'") == 2
+    assert await harness.scalar("SELECT count(*) FROM audit_log WHERE action = 'leads.import'") == 2

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from leadflow.web import account, assets, docs, inbox, lead, leads
+from leadflow.web import account, assets, docs, imports, inbox, lead, leads, new_lead
 from leadflow.web.auth import PageAnswer, answer_page
 
-ROUTERS: tuple[APIRouter, ...] = (account.router, inbox.router, leads.router, lead.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    account.router,
+    inbox.router,
+    leads.router,
+    new_lead.router,
+    imports.router,
+    lead.router,  # last: /leads/{lead_id} after /leads/new, /leads/import, /leads/export.csv
+)
 
 
 def install(app: FastAPI) -> None:

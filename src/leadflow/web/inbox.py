@@ -20,10 +20,11 @@ from leadflow.kit.state import AppStateDep, ReadConn
 from leadflow.leads import service
 from leadflow.routing import service as routing
 from leadflow.security.sessions import SessionPrincipal
-from leadflow.web.auth import PageUser, SignInRequired, audit_view, current_user, page_router
+from leadflow.web.auth import SignInRequired, audit_view, current_user, page_router, require_page
 from leadflow.web.render import nav_for, render
 
 router = page_router()
+Reader = Annotated[SessionPrincipal, Depends(require_page("leads:read"))]
 POLL_SECONDS = 5
 ViewParam = Annotated[str, Query(max_length=200)]
 
@@ -76,9 +77,7 @@ async def inbox(
 
 
 @router.get("/inbox/list")
-async def inbox_list(
-    request: Request, state: AppStateDep, user: PageUser("leads:read"), view: ViewParam = ""
-) -> Response:
+async def inbox_list(request: Request, state: AppStateDep, user: Reader, view: ViewParam = "") -> Response:
     """The list fragment (htmx swaps it in when the poll says the inbox changed)."""
     async with state.engine.connect() as conn:
         chosen, _ = await choose(conn, user, view)
@@ -90,7 +89,7 @@ async def inbox_list(
 @router.get("/inbox/poll")
 async def inbox_poll(
     request: Request,
-    user: PageUser("leads:read"),
+    user: Reader,
     conn: ReadConn,
     view: ViewParam = "",
     mark: Annotated[str, Query(max_length=100)] = "",

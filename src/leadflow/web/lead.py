@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from fastapi import Path, Request
+from fastapi import Depends, Path, Request
 from starlette.background import BackgroundTasks
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
@@ -36,10 +36,13 @@ from leadflow.routing import repository as routing_repo
 from leadflow.routing import service as routing
 from leadflow.security.audit import record
 from leadflow.security.sessions import SessionPrincipal
-from leadflow.web.auth import PageError, PageUser, actor, audit_view, page_router
+from leadflow.web.auth import PageError, actor, audit_view, page_router, require_page
 from leadflow.web.render import render
 
 router = page_router()
+Admin = Annotated[SessionPrincipal, Depends(require_page("admin"))]
+Reader = Annotated[SessionPrincipal, Depends(require_page("leads:read"))]
+Writer = Annotated[SessionPrincipal, Depends(require_page("leads:write"))]
 LeadId = Annotated[str, Path(max_length=40)]
 NOTE_MAX = 5000
 DONE = {
@@ -51,6 +54,7 @@ DONE = {
     "deal": "Deal value saved.",
     "retried": "The delivery is queued again.",
     "anonymised": "The lead's personal data is removed.",
+    "created": "Lead saved. It is being scored and routed.",
 }
 
 
@@ -65,7 +69,7 @@ async def lead_page(
     request: Request,
     lead_id: LeadId,
     state: AppStateDep,
-    user: PageUser("leads:read"),
+    user: Reader,
     done: str = "",
 ) -> Response:
     scope = service.only_assigned_to(user)
@@ -156,7 +160,7 @@ def _deal(form: FormData) -> Decimal | None:
 
 @router.post("/leads/{lead_id}/status")
 async def change_status(
-    request: Request, lead_id: LeadId, state: AppStateDep, user: PageUser("leads:write"), conn: WriteConn
+    request: Request, lead_id: LeadId, state: AppStateDep, user: Writer, conn: WriteConn
 ) -> Response:
     form = await request.form()
     status = _text(form, "status", 20)
@@ -174,7 +178,7 @@ async def change_status(
 
 @router.post("/leads/{lead_id}/assign")
 async def assign(
-    request: Request, lead_id: LeadId, state: AppStateDep, user: PageUser("leads:write"), conn: WriteConn
+    request: Request, lead_id: LeadId, state: AppStateDep, user: Writer, conn: WriteConn
 ) -> Response:
     form = await request.form()
     chosen = _text(form, "member_id", 20)
@@ -189,7 +193,7 @@ async def assign(
 
 @router.post("/leads/{lead_id}/note")
 async def add_note(
-    request: Request, lead_id: LeadId, state: AppStateDep, user: PageUser("leads:write"), conn: WriteConn
+    request: Request, lead_id: LeadId, state: AppStateDep, user: Writer, conn: WriteConn
 ) -> Response:
     note = _note(await request.form())
     if note is None:
@@ -199,7 +203,7 @@ async def add_note(
 
 @router.post("/leads/{lead_id}/activity")
 async def log_activity(
-    request: Request, lead_id: LeadId, state: AppStateDep, user: PageUser("leads:write"), conn: WriteConn
+    request: Request, lead_id: LeadId, state: AppStateDep, user: Writer, conn: WriteConn
 ) -> Response:
     form = await request.form()
     kind = _text(form, "activity_type", 40)
@@ -214,7 +218,7 @@ async def log_activity(
 
 @router.post("/leads/{lead_id}/follow-up")
 async def set_follow_up(
-    request: Request, lead_id: LeadId, state: AppStateDep, user: PageUser("leads:write"), conn: WriteConn
+    request: Request, lead_id: LeadId, state: AppStateDep, user: Writer, conn: WriteConn
 ) -> Response:
     form = await request.form()
     when = follow_up_moment(_text(form, "follow_up", 40), _text(form, "tz_offset", 6))
@@ -239,7 +243,7 @@ def follow_up_moment(local: str, offset_minutes: str) -> datetime | None:
 
 @router.post("/leads/{lead_id}/deal")
 async def set_deal(
-    request: Request, lead_id: LeadId, state: AppStateDep, user: PageUser("leads:write"), conn: WriteConn
+    request: Request, lead_id: LeadId, state: AppStateDep, user: Writer, conn: WriteConn
 ) -> Response:
     deal = _deal(await request.form())
     return await _change(
@@ -254,7 +258,7 @@ async def retry_delivery(
     lead_id: LeadId,
     job_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
     state: AppStateDep,
-    user: PageUser("admin"),
+    user: Admin,
     conn: WriteConn,
 ) -> Response:
     if not any(d.job_id == job_id for d in await service.deliveries(conn, _lead_id(lead_id))):
@@ -268,7 +272,7 @@ async def retry_delivery(
 
 @router.post("/leads/{lead_id}/anonymise")
 async def anonymise(
-    request: Request, lead_id: LeadId, state: AppStateDep, user: PageUser("admin"), conn: WriteConn
+    request: Request, lead_id: LeadId, state: AppStateDep, user: Admin, conn: WriteConn
 ) -> Response:
     await privacy.anonymize(conn, state.cipher, _lead_id(lead_id), user.actor)
     await record(conn, actor(request, user), "lead.anonymize", "lead", lead_id)
@@ -277,7 +281,7 @@ async def anonymise(
 
 @router.post("/leads/{lead_id}/erase")
 async def erase(
-    request: Request, lead_id: LeadId, state: AppStateDep, user: PageUser("admin"), conn: WriteConn
+    request: Request, lead_id: LeadId, state: AppStateDep, user: Admin, conn: WriteConn
 ) -> Response:
     """Erase the person (every lead with this lead's e-mail address), as ``POST /v1/api/privacy/erase``."""
     detail = await service.detail(conn, state.cipher, _lead_id(lead_id))
@@ -301,7 +305,7 @@ async def erase(
 
 @router.get("/leads/{lead_id}/export.json")
 async def export_person(
-    request: Request, lead_id: LeadId, state: AppStateDep, user: PageUser("admin"), conn: WriteConn
+    request: Request, lead_id: LeadId, state: AppStateDep, user: Admin, conn: WriteConn
 ) -> Response:
     """Everything about the person (right of access), as ``GET /v1/api/privacy/export``; audited."""
     detail = await service.detail(conn, state.cipher, _lead_id(lead_id))

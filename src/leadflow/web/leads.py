@@ -14,10 +14,10 @@ import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.responses import Response, StreamingResponse
 
 from leadflow.campaigns import repository as campaigns_repo
@@ -27,18 +27,21 @@ from leadflow.kit.ids import LEAD_ID_RE
 from leadflow.kit.pagination import decode_cursor
 from leadflow.kit.state import AppState, AppStateDep
 from leadflow.leads import service
+from leadflow.leads.entry import STAFF_SOURCES
 from leadflow.leads.models import GRADES, SOURCES, STATUSES
 from leadflow.leads.repository import LeadFilter
 from leadflow.routing import service as routing
 from leadflow.scoring.channels import CHANNEL_MEDIUM
 from leadflow.security.sessions import SessionPrincipal
-from leadflow.web.auth import PageUser, actor, audit_view, page_router
+from leadflow.web.auth import actor, audit_view, page_router, require_page
 from leadflow.web.render import render
 
 router = page_router()
+Reader = Annotated[SessionPrincipal, Depends(require_page("leads:read"))]
 PAGE_SIZE = 50
 FIELDS = ("campaign", "status", "grade", "assignee", "source", "channel", "from", "to", "q", "sort")
 CHANNELS = tuple(sorted({*CHANNEL_MEDIUM, "Direct", "Unassigned"}))
+SOURCE_CHOICES = tuple(dict.fromkeys((*SOURCES, *STAFF_SOURCES)))  # the API's and manual entry's
 
 
 @dataclass
@@ -99,7 +102,7 @@ class ListQuery:
             created_to=self._bound("to", end=True),
             only_assigned_to=service.only_assigned_to(user),
             email_hash=email_hash,
-            source=self._choice("source", SOURCES),
+            source=self._choice("source", SOURCE_CHOICES),
             channel=self._choice("channel", CHANNELS),
             public_id=public_id,
             oldest_first=self.values["sort"] == "oldest",
@@ -107,9 +110,7 @@ class ListQuery:
 
 
 @router.get("/leads")
-async def leads_list(
-    request: Request, state: AppStateDep, user: PageUser("leads:read"), cursor: str = ""
-) -> Response:
+async def leads_list(request: Request, state: AppStateDep, user: Reader, cursor: str = "") -> Response:
     query = ListQuery.of(request)
     flt = query.lead_filter(state, user)
     before = decode_cursor(cursor or None)
@@ -131,7 +132,7 @@ async def leads_list(
             "members": members,
             "statuses": STATUSES,
             "grades": GRADES,
-            "sources": SOURCES,
+            "sources": SOURCE_CHOICES,
             "channels": CHANNELS,
             "first_page": not cursor,
         },
@@ -140,7 +141,7 @@ async def leads_list(
 
 
 @router.get("/leads/export.csv")
-async def export_list(request: Request, state: AppStateDep, user: PageUser("leads:read")) -> Response:
+async def export_list(request: Request, state: AppStateDep, user: Reader) -> Response:
     """The filtered list as CSV (formula-safe cells), streamed; audited as ``leads.export``."""
     query = ListQuery.of(request)
     flt = query.lead_filter(state, user)
