@@ -122,7 +122,7 @@ def validate(values: Mapping[str, str], campaign_id: str, *, phone_region: str, 
             loc = [str(p) for p in problem["loc"]]
             name = _WHERE.get(loc[1], loc[1]) if len(loc) > 1 else loc[0]
             message = str(problem["msg"]).removeprefix("Value error, ")
-            if problem["type"] == "string_too_short":
+            if problem["type"] in ("string_too_short", "string_type", "missing"):
                 message = "Required."
             errors.setdefault(name, message)
         raise EntryRefused(errors) from None

@@ -135,6 +135,7 @@ async def leads_list(request: Request, state: AppStateDep, user: Reader, cursor:
             "sources": SOURCE_CHOICES,
             "channels": CHANNELS,
             "first_page": not cursor,
+            "filtered": any(v for k, v in query.values.items() if k != "q") or bool(query.errors),
         },
         status_code=400 if query.errors else 200,
     )
