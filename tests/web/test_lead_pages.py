@@ -233,3 +233,46 @@ async def test_csv_import_with_a_bad_row_and_reimport(harness: Harness, campaign
     assert "0 created, 2 already imported" in again.text
     assert await harness.scalar("SELECT count(*) FROM leads WHERE source = 'import'") == 2
     assert await harness.scalar("SELECT count(*) FROM audit_log WHERE action = 'leads.import'") == 2
+
+
+async def test_admin_privacy_actions_and_dead_delivery_retry(
+    harness: Harness, campaign: dict[str, Any]
+) -> None:
+    admin = await make_user(harness, "admin")
+    manager = await make_user(harness, "manager")
+    lead_id = await _lead(harness)
+    other = await _lead(harness, email="keep.me@example.org")
+    await harness.execute(
+        "UPDATE jobs SET status = 'dead', last_error = 'boom' WHERE lead_id = "
+        "(SELECT id FROM leads WHERE public_id = :p)",
+        p=lead_id,
+    )
+    job_id = await harness.scalar(
+        "SELECT id FROM jobs WHERE lead_id = (SELECT id FROM leads WHERE public_id = :p)", p=lead_id
+    )
+    client = await _signed_in(harness, manager)
+    page = await client.get(f"/leads/{lead_id}")
+    assert "Erase person" not in page.text and "Retry" not in page.text  # admins only
+    token = csrf_of(page.text)
+    refused = await client.post(f"/leads/{lead_id}/erase", data={"csrf_token": token})
+    assert refused.status_code == 403
+    await sign_in(client, admin)
+    page = await client.get(f"/leads/{lead_id}")
+    token = csrf_of(page.text)
+    assert f"/deliveries/{job_id}/retry" in page.text
+    retried = await client.post(f"/leads/{lead_id}/deliveries/{job_id}/retry", data={"csrf_token": token})
+    assert retried.status_code == 303
+    assert await harness.scalar("SELECT status FROM jobs WHERE id = :j", j=job_id) == "pending"
+    exported = await client.get(f"/leads/{lead_id}/export.json")
+    assert exported.status_code == 200 and exported.json()["leads"][0]["lead_id"] == lead_id
+    anonymised = await client.post(f"/leads/{other}/anonymise", data={"csrf_token": token})
+    assert anonymised.status_code == 303
+    assert "Anonymised Lead" in (await client.get(f"/leads/{other}")).text
+    erased = await client.post(f"/leads/{lead_id}/erase", data={"csrf_token": token})
+    assert erased.status_code == 303 and erased.headers["location"] == "/leads?erased=1"
+    assert (await client.get(f"/leads/{lead_id}")).status_code == 404
+    actions = await harness.scalar(
+        "SELECT count(*) FROM audit_log WHERE action IN "
+        "('job.retry', 'privacy.export', 'lead.anonymize', 'privacy.erase') AND channel = 'dashboard'"
+    )
+    assert actions == 4

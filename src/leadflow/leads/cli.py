@@ -199,17 +199,14 @@ def import_csv(
             qualifying_grades=settings.qualifying_grades,
         )
         try:
-            return await entry.import_file(
+            core = entry.Core(
                 engine,
                 writer.submit,
-                parsed,
-                mapping,
-                found,
                 FieldCipher(settings.encryption_keys, settings.blind_key),
                 normalise_catalog(settings.service_catalog),
-                phone_region=settings.default_phone_region,
-                actor=CLI,
+                settings.default_phone_region,
             )
+            return await entry.import_file(core, parsed, mapping, found, actor=CLI)
         finally:
             await writer.close()
 

@@ -20,7 +20,7 @@ import hashlib
 import io
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -35,6 +35,9 @@ from leadflow.leads.capture.policy import TOKEN_REFUSED, campaign_refusal
 from leadflow.leads.schemas import CaptureRequest
 from leadflow.security.audit import Actor, record
 from leadflow.security.crypto import FieldCipher
+
+if TYPE_CHECKING:
+    from leadflow.kit.state import AppState
 
 STAFF_SOURCES = ("phone", "manual", "event")  # how a manually entered lead reached us
 IMPORT_SOURCE = "import"
@@ -160,26 +163,38 @@ def prepared(
     return item
 
 
-Submit = Callable[[PreparedLead], Awaitable[CaptureOutcome]]
+@dataclass(frozen=True, slots=True)
+class Core:
+    """What staff entry uses of the capture core: the database, the capture writer's ``submit``, the
+    cipher, the service catalog and the default phone region."""
+
+    engine: AsyncEngine
+    submit: Callable[[PreparedLead], Awaitable[CaptureOutcome]]
+    cipher: FieldCipher
+    catalog: frozenset[str]
+    phone_region: str
+
+    @classmethod
+    def of(cls, state: AppState) -> Core:
+        """The running application's (its capture writer, so leads share its group commits)."""
+        return cls(
+            state.engine,
+            state.writer.submit,
+            state.cipher,
+            state.catalog,
+            state.settings.default_phone_region,
+        )
 
 
 async def enter(
-    engine: AsyncEngine,
-    submit: Submit,
-    entry: Entry,
-    campaign: CaptureCampaign,
-    cipher: FieldCipher,
-    catalog: frozenset[str],
-    *,
-    source: str,
-    actor: Actor,
+    core: Core, entry: Entry, campaign: CaptureCampaign, *, source: str, actor: Actor
 ) -> CaptureOutcome:
     """Capture one manually entered lead; a new lead records who entered it (activity, audit)."""
     if source not in STAFF_SOURCES:
         raise EntryRefused({"source": "Choose phone, manual or event."})
-    outcome = await submit(prepared(entry, campaign, cipher, catalog, source=source, key=None))
+    outcome = await core.submit(prepared(entry, campaign, core.cipher, core.catalog, source=source, key=None))
     if outcome.kind in ("created", "spooled"):
-        await _entered(engine, [outcome.public_id], actor, f"entered by hand ({source})", "lead.create")
+        await _entered(core.engine, [outcome.public_id], actor, f"entered by hand ({source})", "lead.create")
     return outcome
 
 
@@ -299,33 +314,24 @@ def check_rows(
 
 
 async def import_file(
-    engine: AsyncEngine,
-    submit: Submit,
-    file: CsvFile,
-    mapping: Mapping[str, int],
-    campaign: CaptureCampaign,
-    cipher: FieldCipher,
-    catalog: frozenset[str],
-    *,
-    phone_region: str,
-    actor: Actor,
+    core: Core, file: CsvFile, mapping: Mapping[str, int], campaign: CaptureCampaign, *, actor: Actor
 ) -> ImportReport:
     """Import the valid rows (each keyed ``csv:<file digest>:<line>``, so the same file imported again
     creates nothing twice: its rows answer as replays); invalid rows are reported, not imported."""
     results: list[RowResult] = []
-    for line, checked in check_rows(file, mapping, campaign.id, phone_region):
+    for line, checked in check_rows(file, mapping, campaign.id, core.phone_region):
         if isinstance(checked, EntryRefused):
             results.append(RowResult(line, "invalid", errors=checked.errors))
             continue
         key = f"csv:{file.digest[:32]}:{line}"
-        item = prepared(checked, campaign, cipher, catalog, source=IMPORT_SOURCE, key=key)
-        outcome = await submit(item)
+        item = prepared(checked, campaign, core.cipher, core.catalog, source=IMPORT_SOURCE, key=key)
+        outcome = await core.submit(item)
         results.append(RowResult(line, outcome.kind, outcome.public_id))
     report = ImportReport(results)
     created = [r.lead_id for r in results if r.kind in ("created", "spooled") and r.lead_id]
     if created:
-        await _entered(engine, created, actor, "imported from a CSV file", None)
-    async with engine.begin() as conn:
+        await _entered(core.engine, created, actor, "imported from a CSV file", None)
+    async with core.engine.begin() as conn:
         await record(
             conn,
             actor,

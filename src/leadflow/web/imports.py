@@ -90,15 +90,7 @@ async def import_step(request: Request, state: AppStateDep, user: Creator) -> Re
         }
         return render(request, "import.html", context, status_code=400 if step == "run" else 200)
     report = await entry.import_file(
-        state.engine,
-        state.writer.submit,
-        file,
-        mapping,
-        campaign,
-        state.cipher,
-        state.catalog,
-        phone_region=region,
-        actor=actor(request, user),
+        entry.Core.of(state), file, mapping, campaign, actor=actor(request, user)
     )
     state.wake_worker()
     context |= {"step": "done", "report": report}

@@ -15,11 +15,14 @@ erase (the privacy services), with the API's audit entries.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.background import BackgroundTasks
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
@@ -27,6 +30,7 @@ from starlette.responses import RedirectResponse, Response
 from leadflow.db import scrub_after_erase
 from leadflow.errors import ApiError
 from leadflow.kit.ids import LEAD_ID_RE
+from leadflow.kit.models import AnyRow
 from leadflow.kit.state import AppState, AppStateDep, WriteConn
 from leadflow.leads import changes, service
 from leadflow.leads.changes import LOGGED, TRANSITIONS, LeadChange
@@ -101,32 +105,14 @@ def _breakdown(stored: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [r for r in rules if isinstance(r, dict)] if isinstance(rules, list) else []
 
 
-async def _change(
-    request: Request,
-    state: AppState,
-    conn: WriteConn,
-    user: SessionPrincipal,
-    lead_id: str,
-    lead_change: LeadChange,
-    fields: list[str],
-    done: str,
-    owner: Any = None,
-) -> Response:
-    row = await service.locked(conn, _lead_id(lead_id), service.only_assigned_to(user))
-    await service.change(
-        conn,
-        state.cipher,
-        row,
-        lead_change,
-        actor(request, user),
-        fields=fields,
-        settings=state.settings,
-        analytics=state.analytics,
-        owner=owner,
-    )
-    tasks = BackgroundTasks()
-    tasks.add_task(state.wake_worker)  # after the commit: jobs a change queued run now
-    return RedirectResponse(f"/leads/{lead_id}?done={done}", status_code=303, background=tasks)
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What a form of the lead page asks for: the change, the fields it names, the notice after it."""
+
+    change: LeadChange
+    fields: list[str]
+    done: str
+    owner: AnyRow | None = None  # assign: the team member who gets the lead
 
 
 def _text(form: FormData, name: str, limit: int = 200) -> str:
@@ -158,72 +144,65 @@ def _deal(form: FormData) -> Decimal | None:
     return value
 
 
-@router.post("/leads/{lead_id}/status")
-async def change_status(
-    request: Request, lead_id: LeadId, state: AppStateDep, user: Writer, conn: WriteConn
-) -> Response:
-    form = await request.form()
+def _status(form: FormData) -> Action:
     status = _text(form, "status", 20)
     if not status:
         raise ApiError(400, "VALIDATION_ERROR", "Choose a status", field="status")
-    deal = _deal(form)
-    fields = ["status"] + (["deal_value"] if deal is not None else []) + (["note"] if _note(form) else [])
-    lead_change = LeadChange(
-        status=status,
-        deal_value=deal if deal is not None else changes.UNSET,
-        note=_note(form),
+    deal, note = _deal(form), _note(form)
+    fields = ["status"] + (["deal_value"] if deal is not None else []) + (["note"] if note else [])
+    return Action(
+        LeadChange(status=status, deal_value=deal if deal is not None else changes.UNSET, note=note),
+        fields,
+        "status",
     )
-    return await _change(request, state, conn, user, lead_id, lead_change, fields, "status")
 
 
-@router.post("/leads/{lead_id}/assign")
-async def assign(
-    request: Request, lead_id: LeadId, state: AppStateDep, user: Writer, conn: WriteConn
-) -> Response:
-    form = await request.form()
+def _add_note(form: FormData) -> Action:
+    note = _note(form)
+    if note is None:
+        raise ApiError(400, "VALIDATION_ERROR", "Write a note first", field="note")
+    return Action(LeadChange(note=note), ["note"], "note")
+
+
+def _log(form: FormData) -> Action:
+    kind = _text(form, "activity_type", 40)
+    logged = next((t for t in LOGGED if t == kind), None)
+    if logged is None:
+        raise ApiError(400, "VALIDATION_ERROR", "Choose what to log", field="activity_type")
+    note = _note(form)
+    return Action(
+        LeadChange(logged=logged, note=note), ["activity_type"] + (["note"] if note else []), "logged"
+    )
+
+
+def _follow_up(form: FormData) -> Action:
+    when = follow_up_moment(_text(form, "follow_up", 40), _text(form, "tz_offset", 6))
+    return Action(LeadChange(follow_up_date=when), ["follow_up_date"], "follow_up")
+
+
+def _deal_value(form: FormData) -> Action:
+    return Action(LeadChange(deal_value=_deal(form)), ["deal_value"], "deal")
+
+
+# The lead page's change forms, by the last part of their URL (``POST /leads/{id}/<action>``).
+ACTIONS: dict[str, Callable[[FormData], Action]] = {
+    "status": _status,
+    "note": _add_note,
+    "activity": _log,
+    "follow-up": _follow_up,
+    "deal": _deal_value,
+}
+
+
+async def _assign(conn: AsyncConnection, form: FormData) -> Action:
     chosen = _text(form, "member_id", 20)
     owner = None
     if chosen:
         owner = await routing_repo.get_member(conn, int(chosen)) if chosen.isdigit() else None
         if owner is None or not owner.active:
             raise ApiError(400, "VALIDATION_ERROR", "Choose an active team member", field="member_id")
-    lead_change = LeadChange(assigned_to=owner.email if owner is not None else None)
-    return await _change(request, state, conn, user, lead_id, lead_change, ["assigned_to"], "assigned", owner)
-
-
-@router.post("/leads/{lead_id}/note")
-async def add_note(
-    request: Request, lead_id: LeadId, state: AppStateDep, user: Writer, conn: WriteConn
-) -> Response:
-    note = _note(await request.form())
-    if note is None:
-        raise ApiError(400, "VALIDATION_ERROR", "Write a note first", field="note")
-    return await _change(request, state, conn, user, lead_id, LeadChange(note=note), ["note"], "note")
-
-
-@router.post("/leads/{lead_id}/activity")
-async def log_activity(
-    request: Request, lead_id: LeadId, state: AppStateDep, user: Writer, conn: WriteConn
-) -> Response:
-    form = await request.form()
-    kind = _text(form, "activity_type", 40)
-    logged = next((t for t in LOGGED if t == kind), None)
-    if logged is None:
-        raise ApiError(400, "VALIDATION_ERROR", "Choose what to log", field="activity_type")
-    note = _note(form)
-    fields = ["activity_type"] + (["note"] if note else [])
-    lead_change = LeadChange(logged=logged, note=note)
-    return await _change(request, state, conn, user, lead_id, lead_change, fields, "logged")
-
-
-@router.post("/leads/{lead_id}/follow-up")
-async def set_follow_up(
-    request: Request, lead_id: LeadId, state: AppStateDep, user: Writer, conn: WriteConn
-) -> Response:
-    form = await request.form()
-    when = follow_up_moment(_text(form, "follow_up", 40), _text(form, "tz_offset", 6))
-    lead_change = LeadChange(follow_up_date=when)
-    return await _change(request, state, conn, user, lead_id, lead_change, ["follow_up_date"], "follow_up")
+    email = owner.email if owner is not None else None
+    return Action(LeadChange(assigned_to=email), ["assigned_to"], "assigned", owner)
 
 
 def follow_up_moment(local: str, offset_minutes: str) -> datetime | None:
@@ -239,16 +218,6 @@ def follow_up_moment(local: str, offset_minutes: str) -> datetime | None:
     if moment.tzinfo is not None or not -900 <= offset <= 900:
         raise ApiError(400, "VALIDATION_ERROR", "Enter a date and time", field="follow_up")
     return (moment + timedelta(minutes=offset)).replace(tzinfo=UTC)
-
-
-@router.post("/leads/{lead_id}/deal")
-async def set_deal(
-    request: Request, lead_id: LeadId, state: AppStateDep, user: Writer, conn: WriteConn
-) -> Response:
-    deal = _deal(await request.form())
-    return await _change(
-        request, state, conn, user, lead_id, LeadChange(deal_value=deal), ["deal_value"], "deal"
-    )
 
 
 # -- admins -------------------------------------------------------------------------------------------
@@ -284,23 +253,22 @@ async def erase(
     request: Request, lead_id: LeadId, state: AppStateDep, user: Admin, conn: WriteConn
 ) -> Response:
     """Erase the person (every lead with this lead's e-mail address), as ``POST /v1/api/privacy/erase``."""
-    detail = await service.detail(conn, state.cipher, _lead_id(lead_id))
+    email = await _person(conn, state, lead_id)
     who = actor(request, user)
     result = await privacy.erase(
-        conn, state.cipher, state.settings, detail.email, "workspace_request", who.request_id
+        conn, state.cipher, state.settings, email, "workspace_request", who.request_id
     )
-    await record(
-        conn,
-        who,
-        "privacy.erase",
-        "person",
-        None,
-        {"leads_deleted": result.leads_deleted, "remote": result.remote_deletions_queued, "lead_id": lead_id},
-    )
+    deleted = {"leads_deleted": result.leads_deleted, "remote": result.remote_deletions_queued}
+    await record(conn, who, "privacy.erase", "person", None, {**deleted, "lead_id": lead_id})
     tasks = BackgroundTasks()
     tasks.add_task(scrub_after_erase, state.engine)
     tasks.add_task(state.wake_worker)
     return RedirectResponse(f"/leads?erased={result.leads_deleted}", status_code=303, background=tasks)
+
+
+async def _person(conn: AsyncConnection, state: AppState, lead_id: str) -> str:
+    """The e-mail address of the lead's person (the privacy services work per person)."""
+    return (await service.detail(conn, state.cipher, _lead_id(lead_id))).email
 
 
 @router.get("/leads/{lead_id}/export.json")
@@ -308,18 +276,45 @@ async def export_person(
     request: Request, lead_id: LeadId, state: AppStateDep, user: Admin, conn: WriteConn
 ) -> Response:
     """Everything about the person (right of access), as ``GET /v1/api/privacy/export``; audited."""
-    detail = await service.detail(conn, state.cipher, _lead_id(lead_id))
-    data = await privacy.export(conn, state.cipher, detail.email)
-    await record(
-        conn,
-        actor(request, user),
-        "privacy.export",
-        "person",
-        None,
-        {"lead_ids": [lead["lead_id"] for lead in data["leads"]]},
-    )
+    data = await privacy.export(conn, state.cipher, await _person(conn, state, lead_id))
+    shown = {"lead_ids": [lead["lead_id"] for lead in data["leads"]]}
+    await record(conn, actor(request, user), "privacy.export", "person", None, shown)
     return Response(
         json.dumps(data, indent=2, default=str),
         media_type="application/json",
         headers={"Content-Disposition": f'attachment; filename="{lead_id}-export.json"'},
     )
+
+
+@router.post("/leads/{lead_id}/{action}")
+async def change_lead(
+    request: Request,
+    lead_id: LeadId,
+    action: Annotated[str, Path(max_length=20)],
+    state: AppStateDep,
+    user: Writer,
+    conn: WriteConn,
+) -> Response:
+    """One of the lead page's change forms, applied like ``PATCH /v1/api/leads/{id}``."""
+    form = await request.form()
+    if action == "assign":
+        asked = await _assign(conn, form)
+    elif action in ACTIONS:
+        asked = ACTIONS[action](form)
+    else:
+        raise PageError(404, "Not found", "There is no such action.", "NOT_FOUND")
+    row = await service.locked(conn, _lead_id(lead_id), service.only_assigned_to(user))
+    await service.change(
+        conn,
+        state.cipher,
+        row,
+        asked.change,
+        actor(request, user),
+        fields=asked.fields,
+        settings=state.settings,
+        analytics=state.analytics,
+        owner=asked.owner,
+    )
+    tasks = BackgroundTasks()
+    tasks.add_task(state.wake_worker)  # after the commit: jobs a change queued run now
+    return RedirectResponse(f"/leads/{lead_id}?done={asked.done}", status_code=303, background=tasks)

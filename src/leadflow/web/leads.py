@@ -110,7 +110,9 @@ class ListQuery:
 
 
 @router.get("/leads")
-async def leads_list(request: Request, state: AppStateDep, user: Reader, cursor: str = "") -> Response:
+async def leads_list(
+    request: Request, state: AppStateDep, user: Reader, cursor: str = "", erased: str = ""
+) -> Response:
     query = ListQuery.of(request)
     flt = query.lead_filter(state, user)
     before = decode_cursor(cursor or None)
@@ -135,6 +137,7 @@ async def leads_list(request: Request, state: AppStateDep, user: Reader, cursor:
             "sources": SOURCE_CHOICES,
             "channels": CHANNELS,
             "first_page": not cursor,
+            "erased": f"The person's data is erased ({int(erased)} leads)." if erased.isdigit() else None,
             "filtered": any(v for k, v in query.values.items() if k != "q") or bool(query.errors),
         },
         status_code=400 if query.errors else 200,

@@ -70,20 +70,10 @@ async def submit(
     try:
         if source not in entry.STAFF_SOURCES:
             raise entry.EntryRefused({"source": "Choose phone, manual or event."})
-        found = entry.validate(
-            values, campaign_id, phone_region=state.settings.default_phone_region, form_type="manual_entry"
-        )
+        core = entry.Core.of(state)
+        found = entry.validate(values, campaign_id, phone_region=core.phone_region, form_type="manual_entry")
         campaign = entry.check_campaign(await state.campaigns.get(campaign_id) if campaign_id else None)
-        outcome = await entry.enter(
-            state.engine,
-            state.writer.submit,
-            found,
-            campaign,
-            state.cipher,
-            state.catalog,
-            source=source,
-            actor=actor(request, user),
-        )
+        outcome = await entry.enter(core, found, campaign, source=source, actor=actor(request, user))
     except entry.EntryRefused as exc:
         return await _form(request, state, values, exc.errors, status_code=400)
     if outcome.kind == "duplicate":
