@@ -8,6 +8,7 @@ import io
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import Harness, example_lead
 from tests.web.conftest import Staff, csrf_of, make_user, sign_in
@@ -42,6 +43,7 @@ async def _signed_in(harness: Harness, staff: Staff) -> httpx.AsyncClient:
     return harness.client
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)
 async def test_inbox_lists_open_leads_by_grade_and_polls(harness: Harness, campaign: dict[str, Any]) -> None:
     manager = await make_user(harness, "manager")
     lead_id = await _lead(harness)
@@ -91,6 +93,7 @@ async def test_sales_inbox_and_lead_page_are_scoped(harness: Harness, campaign: 
     assert reads == 1
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)
 async def test_lead_page_actions(harness: Harness, campaign: dict[str, Any]) -> None:
     await _member(harness, "rep@example.com", "Rep One")
     manager = await make_user(harness, "manager")
@@ -203,6 +206,7 @@ CSV = (
 )
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)
 async def test_csv_import_with_a_bad_row_and_reimport(harness: Harness, campaign: dict[str, Any]) -> None:
     manager = await make_user(harness, "manager")
     client = await _signed_in(harness, manager)
