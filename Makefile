@@ -1,24 +1,38 @@
-# Every routine task. `make run` and `make test` set up their own virtual environment.
+# Every routine task. `make run` and `make test` set up their own virtual environment: `make run` installs
+# only what serving needs, `make test` (and every development target) the toolchain too. Each install has
+# its stamp, so either order installs each set once and again only when pyproject.toml changes.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
+DEV_STAMP     := $(VENV)/.dev-stamp
 PORT   ?= 8000
 HOST   ?= 127.0.0.1
 PYTEST_ARGS ?= -n 2
 
-.PHONY: venv run test lint typecheck pytest bench bench-pipeline bench-metrics fuzz fmt migrate clean cluster-smoke
+.PHONY: venv runtime run test lint typecheck pytest bench bench-pipeline bench-metrics fuzz fmt migrate clean cluster-smoke
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	touch $(STAMP)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
 
-venv: $(STAMP)
+## What `leadflow serve` needs (the project's dependencies), no development tools.
+$(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e .
+	touch $@
+
+## Everything: the project and its `dev` extra (pytest, ruff, mypy, schemathesis, playwright ...).
+## It includes the runtime set, so its stamp counts for that one too.
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e '.[dev]'
+	touch $(RUNTIME_STAMP) $@
+
+runtime: $(RUNTIME_STAMP)
+venv: $(DEV_STAMP)
 
 ## Migrate the SQLite database under ./var, seed the demo campaign, print an admin token, serve on $(PORT).
-run: venv
+run: runtime
 	$(BIN)/leadflow quickstart
 	$(BIN)/leadflow serve --host $(HOST) --port $(PORT)
 
@@ -39,7 +53,7 @@ fmt: venv
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
-migrate: venv
+migrate: runtime
 	$(BIN)/leadflow migrate
 
 ## Load benchmark against a local server on SQLite (127.0.0.1 only, bounded in time).

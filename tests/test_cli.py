@@ -1,4 +1,5 @@
-"""The leadflow command line, run as a real subprocess against a fresh SQLite database."""
+"""The leadflow command line against a fresh SQLite database: in-process (tests/cli.py), except the
+installed entry point itself, run once as a real process."""
 
 from __future__ import annotations
 
@@ -10,16 +11,27 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import CliResult, run_cli
+
 BIN = Path(sys.executable).parent / "leadflow"
 
 
-def _run(
-    args: list[str], env: dict[str, str], cwd: Path, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(BIN), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
+def _run(args: list[str], env: dict[str, str], cwd: Path, check: bool = True) -> CliResult:
+    return run_cli(args, env, cwd, code=0 if check else None)
+
+
+def test_the_installed_entry_point_runs_the_cli(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(BIN), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    for group in ("migrate", "serve", "worker", "campaigns", "tokens", "leads", "privacy", "keys", "reports"):
+        assert group in result.stdout
+
+
+def test_no_arguments_prints_the_help(tmp_path: Path) -> None:
+    result = run_cli([], cwd=tmp_path, code=2)
+    assert "Usage:" in result.stdout + result.stderr and "campaigns" in result.stdout + result.stderr
 
 
 @pytest.fixture

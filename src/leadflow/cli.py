@@ -367,56 +367,39 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list() -> None:
     """List API tokens (never the secrets) as JSON lines."""
-    from sqlalchemy import select
+    from dataclasses import asdict
 
-    from leadflow.security.tokens import tokens
+    from leadflow.security.repository import TokenRow, list_tokens
 
     settings = _settings()
 
-    async def work(engine: AsyncEngine) -> list[Any]:
+    async def work(engine: AsyncEngine) -> list[TokenRow]:
         async with engine.connect() as conn:
-            query = select(
-                tokens.c.id,
-                tokens.c.name,
-                tokens.c.role,
-                tokens.c.subject,
-                tokens.c.prefix,
-                tokens.c.created_at,
-                tokens.c.expires_at,
-                tokens.c.revoked_at,
-                tokens.c.last_used_at,
-            ).order_by(tokens.c.id)
-            return list((await conn.execute(query)).all())
+            return await list_tokens(conn)
 
     import orjson
 
     for row in _run(settings, work):
-        typer.echo(orjson.dumps(dict(row._mapping)).decode())
+        typer.echo(orjson.dumps(asdict(row)).decode())
 
 
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id (from tokens list)")]) -> None:
     """Revoke a token; it stops working within seconds on every server."""
-    from sqlalchemy import update
-
     from leadflow.kit.clock import utcnow
     from leadflow.security.audit import CLI, record
-    from leadflow.security.tokens import tokens
+    from leadflow.security.repository import revoke_token
 
     settings = _settings()
 
-    async def work(engine: AsyncEngine) -> int:
+    async def work(engine: AsyncEngine) -> bool:
         async with engine.begin() as conn:
-            result = await conn.execute(
-                update(tokens)
-                .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
-                .values(revoked_at=utcnow())
-            )
-            if result.rowcount:
+            revoked = await revoke_token(conn, token_id, utcnow())
+            if revoked:
                 await record(conn, CLI, "token.revoke", "token", str(token_id))
-            return int(result.rowcount or 0)
+            return revoked
 
-    if _run(settings, work) == 0:
+    if not _run(settings, work):
         typer.echo(f"error: no active token #{token_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"token #{token_id} revoked")

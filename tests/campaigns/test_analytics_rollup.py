@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
+from leadflow.campaigns import repository as repo
 from leadflow.campaigns import rollup
 from leadflow.kit.clock import utcnow
 from tests.conftest import Harness, example_lead
@@ -32,7 +33,7 @@ async def back_date(harness: Harness, public_ids: list[str], day: date) -> None:
     when = datetime.combine(day, time(12, 0), tzinfo=UTC)
     async with harness.engine.begin() as conn:
         await conn.execute(
-            update(rollup.leads).where(rollup.leads.c.public_id.in_(public_ids)).values(created_at=when)
+            update(repo.leads).where(repo.leads.c.public_id.in_(public_ids)).values(created_at=when)
         )
         # Back-dating is a write into closed days, like the demo seeding: it must drop stored sums.
         await rollup.invalidate_campaign(conn, "nextcloud-installation-2025")
@@ -40,13 +41,13 @@ async def back_date(harness: Harness, public_ids: list[str], day: date) -> None:
 
 async def stored_days(harness: Harness) -> list[date]:
     async with harness.engine.connect() as conn:
-        rows = await conn.execute(select(rollup.days_t.c.day).order_by(rollup.days_t.c.day))
-        return [rollup._as_date(r[0]) for r in rows]
+        rows = await conn.execute(select(repo.days_t.c.day).order_by(repo.days_t.c.day))
+        return [repo.as_date(r[0]) for r in rows]
 
 
 async def stored_rows(harness: Harness) -> int:
     async with harness.engine.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(rollup.daily))).scalar() or 0)
+        return int((await conn.execute(select(func.count()).select_from(repo.daily))).scalar() or 0)
 
 
 async def analytics(harness: Harness, auth: dict[str, str], start: date, end: date) -> dict[str, Any]:
@@ -135,9 +136,7 @@ async def test_sums_computed_before_an_invalidation_are_not_kept(
     await back_date(harness, old, day)
     async with harness.engine.connect() as conn:
         version = (
-            await conn.execute(
-                select(rollup.state.c.version).where(rollup.state.c.campaign_id == campaign["id"])
-            )
+            await conn.execute(select(repo.state.c.version).where(repo.state.c.campaign_id == campaign["id"]))
         ).scalar()
         computed = await rollup._compute(conn, campaign["id"], [day])
         await conn.commit()

@@ -1,4 +1,4 @@
-"""``leadflow leads export``: the CSV fallback, run as a real subprocess on a seeded SQLite database."""
+"""``leadflow leads export``: the CSV fallback, run in-process (tests/cli.py) on a seeded SQLite database."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import csv
 import io
 import os
 import stat
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,31 +17,19 @@ from sqlalchemy import update
 from leadflow.integrations.csv_export import COLUMNS, ExportFilter, iter_leads, parse_bound, safe_cell
 from leadflow.kit.state import state_of
 from leadflow.leads.repository import leads
+from tests import cli
+from tests.cli import CliResult
 from tests.conftest import TEST_KEY, Harness, example_lead
 
-BIN = Path(sys.executable).parent / "leadflow"
 OTHER = "cloud-backup-2025"
 
 
-def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> CliResult:
+    return cli.run_cli(args, env, cwd, code=None)
 
 
-def run_many(
-    commands: list[list[str]], env: dict[str, str], cwd: Path
-) -> list[subprocess.CompletedProcess[str]]:
-    """Run several CLI commands at once (each start-up costs seconds)."""
-    procs = [
-        subprocess.Popen(
-            [str(BIN), *args], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for args in commands
-    ]
-    done = []
-    for args, proc in zip(commands, procs, strict=True):
-        out, err = proc.communicate(timeout=120)
-        done.append(subprocess.CompletedProcess([str(BIN), *args], proc.returncode, out, err))
-    return done
+def run_many(commands: list[list[str]], env: dict[str, str], cwd: Path) -> list[CliResult]:
+    return [run_cli(args, env, cwd) for args in commands]
 
 
 def rows_of(text: str) -> list[dict[str, str]]:

@@ -73,6 +73,7 @@ class FakeVendor:
         self.requests: list[Recorded] = []
         self.scripted: deque[Reply] = deque()
         self._stalls: deque[float] = deque()
+        self._closing = threading.Event()  # set on exit: stalled requests stop waiting
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -111,8 +112,10 @@ class FakeVendor:
             self.requests.append(recorded)
             scripted = self.scripted.popleft() if self.scripted else None
             delay = self._stalls.popleft() if self._stalls else 0.0
-        if delay:
-            await asyncio.sleep(delay)
+        if delay and await self._stalled(delay):
+            # The fake is closing (its client gave up long ago): answer without handling, so that
+            # closing does not wait for the stall and nothing is processed after the test's end.
+            return Reply(503, {"fake_error": "closed while stalled"}).response()
         if scripted is not None:
             return scripted.response()
         try:
@@ -121,6 +124,17 @@ class FakeVendor:
             return Reply(599, {"fake_error": f"{type(exc).__name__}: {exc}"}).response()
         recorded.accepted = 200 <= reply.status < 300
         return reply.response()
+
+    async def _stalled(self, seconds: float) -> bool:
+        """Wait ``seconds``, or less if the fake closes meanwhile; whether it did."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not self._closing.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(remaining, 0.05))
+        return True
 
     def __enter__(self) -> Self:
         app = Starlette(
@@ -158,6 +172,7 @@ class FakeVendor:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from leadflow.app import create_app
-from leadflow.campaigns import rollup
+from leadflow.campaigns import repository as campaigns_repo
 from leadflow.config import Settings
 from leadflow.errors import ApiError
 from leadflow.kit.clock import utcnow
@@ -191,8 +191,8 @@ async def _stored(harness: Harness, *, days_ago: int = 0) -> Any:
 
 async def _version(harness: Harness) -> int:
     async with harness.engine.connect() as conn:
-        query = select(rollup.state.c.version).where(
-            rollup.state.c.campaign_id == "nextcloud-installation-2025"
+        query = select(campaigns_repo.state.c.version).where(
+            campaigns_repo.state.c.campaign_id == "nextcloud-installation-2025"
         )
         return int((await conn.execute(query)).scalar_one())
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from leadflow.kit.clock import utcnow
+from tests.cli import CliResult, run_cli
 from tests.conftest import TEST_KEY, Harness, example_lead
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)
@@ -151,12 +148,10 @@ async def test_anonymize_keeps_analytics(
     assert export["leads"] == []
 
 
-def _cli(args: list[str], database_url: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, DATABASE_URL=database_url, ENCRYPTION_KEY=TEST_KEY, **env_extra)
-    binary = Path(sys.executable).parent / "leadflow"
-    return subprocess.run(
-        [str(binary), *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+def _cli(args: list[str], database_url: str, env_extra: dict[str, str]) -> CliResult:
+    """``leadflow ARGS`` in-process (tests/cli.py) against the test's database."""
+    env = {"DATABASE_URL": database_url, "ENCRYPTION_KEY": TEST_KEY, **env_extra}
+    return run_cli(args, extra_env=env, code=None)
 
 
 async def test_retention_purge_dry_run_and_anonymise(

@@ -1,25 +1,20 @@
-"""``leadflow members`` and ``leadflow rules``, run as real subprocesses against a fresh SQLite database."""
+"""``leadflow members`` and ``leadflow rules``, run in-process (tests/cli.py) against a fresh SQLite database."""
 
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-BIN = Path(sys.executable).parent / "leadflow"
+from tests.cli import CliResult, run_cli
 
 
-def cli(args: list[str], env: dict[str, str], cwd: Path, code: int = 0) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(BIN), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
-    assert result.returncode == code, result.stdout + result.stderr
-    return result
+def cli(args: list[str], env: dict[str, str], cwd: Path, code: int = 0) -> CliResult:
+    return run_cli(args, env, cwd, code=code)
 
 
 def json_lines(output: str) -> list[dict[str, Any]]:
@@ -111,9 +106,7 @@ BAD_MEMBER_INPUT = [
 
 def test_members_add_refuses_bad_input(env: dict[str, str], tmp_path: Path) -> None:
     base = ["members", "add", "--name", "Carla", "--email", "carla@nexlink.website"]
-    # Independent invocations that never reach the database: run them side by side.
-    with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda case: cli([*base, *case[0]], env, tmp_path, code=2), BAD_MEMBER_INPUT))
+    results = [cli([*base, *args], env, tmp_path, code=2) for args, _ in BAD_MEMBER_INPUT]
     for (args, message), result in zip(BAD_MEMBER_INPUT, results, strict=True):
         assert result.stderr.startswith(message), (args, result.stderr)
     assert cli(["members", "list"], env, tmp_path).stdout == ""

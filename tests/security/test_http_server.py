@@ -24,6 +24,7 @@ from leadflow.config import Settings
 from leadflow.security import headerlimits
 from leadflow.security.headerlimits import apply_header_limits
 from leadflow.security.tokens import create_token
+from tests.cli import run_cli
 from tests.conftest import run_async
 from tests.security.test_tls import _free_port
 
@@ -219,7 +220,7 @@ def test_leadflow_serve_applies_the_configured_limits(tmp_path: Path) -> None:
         MAX_HEADER_COUNT="12",
         ENCRYPTION_KEY_FILE=str(tmp_path / "key"),
     )
-    subprocess.run([str(BIN), "migrate"], env=env, cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    run_cli(["migrate"], env, tmp_path)  # in-process: only `serve` needs to be the real entry point
     server = subprocess.Popen(
         [str(BIN), "serve", "--port", str(port)],
         env=env,

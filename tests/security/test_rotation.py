@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -16,16 +14,12 @@ from leadflow.config import Settings
 from leadflow.demo import demo_payload
 from leadflow.kit.state import state_of
 from leadflow.security.crypto import FieldCipher
-
-BIN = Path(sys.executable).parent / "leadflow"
+from tests.cli import run_cli
 
 
 def _cli(args: list[str], env: dict[str, str], cwd: Path) -> str:
-    result = subprocess.run(
-        [str(BIN), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    """``leadflow ARGS`` in-process (tests/cli.py), in ``cwd`` with exactly ``env``."""
+    return run_cli(args, env, cwd).stdout
 
 
 async def _key_ids(db: Path) -> set[str]:

@@ -49,7 +49,10 @@ def _routes(app: Any) -> list[tuple[str, str, str | None]]:
         if route.path in DOCS or isinstance(route, PageRoute):  # workspace pages: tests/web/test_page_auth.py
             continue
         scope = None
-        for dep in route.dependant.dependencies:
+        pending = list(route.dependant.dependencies)  # the whole tree: change_dependency() wraps require()
+        while pending:
+            dep = pending.pop()
+            pending += dep.dependencies
             name = getattr(dep.call, "__name__", "")
             if name.startswith("require_"):
                 scope = name.removeprefix("require_").replace("_", ":", 1)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import run_cli
 from tests.fakes.smtp import self_signed
 
 BIN = Path(sys.executable).parent / "leadflow"
@@ -39,7 +40,7 @@ def test_tls13_only(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)  # the SMTP fake's helper: valid for localhost
     port = _free_port()
     env = dict(os.environ, DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite", RUN_WORKER="false")
-    subprocess.run([str(BIN), "migrate"], env=env, cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    run_cli(["migrate"], env, tmp_path)  # in-process: only `serve` needs to be the real entry point
     server = subprocess.Popen(
         [str(BIN), "serve", "--port", str(port), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)],
         env=env,

@@ -8,15 +8,15 @@ from datetime import date
 from decimal import Decimal
 from time import monotonic
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from leadflow.campaigns import repository as repo
 from leadflow.campaigns import rollup
+from leadflow.campaigns.repository import CampaignRow
 from leadflow.campaigns.schemas import CampaignAnalytics, ContentPerformance, Metrics, Period
 from leadflow.campaigns.service import get_or_404
 from leadflow.errors import ApiError
 from leadflow.kit.clock import utcnow
-from leadflow.kit.models import AnyRow
 
 TOP_CONTENT = 5
 
@@ -41,7 +41,9 @@ async def campaign_analytics(
     return summarise(campaign, await rollup.groups(conn, campaign_id, start, end), start, end)
 
 
-def summarise(campaign: AnyRow, rows: Iterable[rollup.Group], start: date, end: date) -> CampaignAnalytics:
+def summarise(
+    campaign: CampaignRow, rows: Iterable[rollup.Group], start: date, end: date
+) -> CampaignAnalytics:
     """The campaign's figures from its grouped sums (``rollup.groups``): the analytics API and the
     daily/weekly reports compute them here, so they cannot disagree."""
     total = qualified = score_sum = 0
@@ -116,6 +118,19 @@ class AnalyticsCache:
         if len(self._entries) > 1000:
             self._entries.clear()
         self._entries[key] = (monotonic(), value)
+
+    async def get_or_compute(
+        self, engine: AsyncEngine, campaign_id: str, start: date | None, end: date | None
+    ) -> tuple[CampaignAnalytics, float]:
+        """The analytics and their age in seconds: from the cache, else computed on a new connection."""
+        key = (campaign_id, start, end)
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        async with engine.connect() as conn:
+            body = await campaign_analytics(conn, campaign_id, start, end)
+        self.put(key, body)
+        return body, 0.0
 
     def invalidate(self, campaign_id: str) -> None:
         for key in [k for k in self._entries if k[0] == campaign_id]:

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from leadflow.campaigns import repository as repo
 from leadflow.campaigns import service
-from leadflow.campaigns.analytics import campaign_analytics
 from leadflow.campaigns.schemas import (
     CampaignAnalytics,
     CampaignCreate,
@@ -20,12 +19,14 @@ from leadflow.campaigns.schemas import (
     CampaignWithToken,
 )
 from leadflow.errors import json_response, responses
-from leadflow.kit.state import state_of
-from leadflow.security.audit import Actor, record
+from leadflow.kit.state import AppStateDep, ReadConn
+from leadflow.security.audit import Actor, Change, change_dependency
 from leadflow.security.auth import require
 from leadflow.security.tokens import Principal
 
 router = APIRouter(prefix="/v1/api/campaigns", tags=["campaigns"])
+# A change: the connection (committed at the boundary), the actor, and what to do after the commit.
+CampaignChange = Annotated[Change, Depends(change_dependency("campaigns:write"))]
 CampaignId = Annotated[str, Path(max_length=100, examples=["nextcloud-installation-2025"])]
 
 
@@ -38,12 +39,13 @@ CampaignId = Annotated[str, Path(max_length=100, examples=["nextcloud-installati
 )
 async def list_campaigns(
     request: Request,
-    principal: Principal = Depends(require("campaigns:read")),
+    principal: Annotated[Principal, Depends(require("campaigns:read"))],
+    state: AppStateDep,
+    conn: ReadConn,
     status: CampaignStatus | None = None,
 ) -> CampaignList:
-    state_of(request.app).audit.add(Actor.from_request(request, principal), "campaign.list", "campaign")
-    async with state_of(request.app).engine.connect() as conn:
-        rows = await repo.list_all(conn, status)
+    state.audit.add(Actor.from_request(request, principal), "campaign.list", "campaign")
+    rows = await repo.list_all(conn, status)
     return CampaignList(items=[service.to_out(r) for r in rows])
 
 
@@ -57,12 +59,12 @@ async def list_campaigns(
     responses=responses(400, 401, 403, 409),
 )
 async def create_campaign(
-    request: Request, body: CampaignCreate, principal: Principal = Depends(require("campaigns:write"))
+    body: CampaignCreate,
+    change: CampaignChange,
 ) -> CampaignWithToken:
-    async with state_of(request.app).engine.begin() as conn:
-        created = await service.create(conn, body)
-        await record(conn, Actor.from_request(request, principal), "campaign.create", "campaign", body.id)
-    state_of(request.app).campaigns.invalidate(body.id)
+    created = await service.create(change.conn, body)
+    await change.record("campaign.create", "campaign", body.id)
+    change.after.add(change.state.campaigns.invalidate, body.id)
     return created
 
 
@@ -74,13 +76,14 @@ async def create_campaign(
     responses=responses(401, 403, 404),
 )
 async def get_campaign(
-    request: Request, campaign_id: CampaignId, principal: Principal = Depends(require("campaigns:read"))
+    request: Request,
+    principal: Annotated[Principal, Depends(require("campaigns:read"))],
+    campaign_id: CampaignId,
+    state: AppStateDep,
+    conn: ReadConn,
 ) -> CampaignOut:
-    state_of(request.app).audit.add(
-        Actor.from_request(request, principal), "campaign.read", "campaign", campaign_id
-    )
-    async with state_of(request.app).engine.connect() as conn:
-        return service.to_out(await service.get_or_404(conn, campaign_id))
+    state.audit.add(Actor.from_request(request, principal), "campaign.read", "campaign", campaign_id)
+    return service.to_out(await service.get_or_404(conn, campaign_id))
 
 
 @router.patch(
@@ -92,22 +95,18 @@ async def get_campaign(
     responses=responses(400, 401, 403, 404),
 )
 async def update_campaign(
-    request: Request,
     campaign_id: CampaignId,
     body: CampaignUpdate,
-    principal: Principal = Depends(require("campaigns:write")),
+    change: CampaignChange,
 ) -> CampaignOut:
-    async with state_of(request.app).engine.begin() as conn:
-        updated = await service.update(conn, campaign_id, body)
-        await record(
-            conn,
-            Actor.from_request(request, principal),
-            "campaign.update",
-            "campaign",
-            campaign_id,
-            {"fields": sorted(body.model_fields_set)},
-        )
-    state_of(request.app).campaigns.invalidate(campaign_id)
+    updated = await service.update(change.conn, campaign_id, body)
+    await change.record(
+        "campaign.update",
+        "campaign",
+        campaign_id,
+        {"fields": sorted(body.model_fields_set)},
+    )
+    change.after.add(change.state.campaigns.invalidate, campaign_id)
     return updated
 
 
@@ -119,12 +118,12 @@ async def update_campaign(
     responses=responses(401, 403, 404, 409),
 )
 async def delete_campaign(
-    request: Request, campaign_id: CampaignId, principal: Principal = Depends(require("campaigns:write"))
+    campaign_id: CampaignId,
+    change: CampaignChange,
 ) -> Response:
-    async with state_of(request.app).engine.begin() as conn:
-        await service.delete(conn, campaign_id)
-        await record(conn, Actor.from_request(request, principal), "campaign.delete", "campaign", campaign_id)
-    state_of(request.app).campaigns.invalidate(campaign_id)
+    await service.delete(change.conn, campaign_id)
+    await change.record("campaign.delete", "campaign", campaign_id)
+    change.after.add(change.state.campaigns.invalidate, campaign_id)
     return Response(status_code=204)
 
 
@@ -137,14 +136,12 @@ async def delete_campaign(
     responses=responses(401, 403, 404),
 )
 async def rotate_token(
-    request: Request, campaign_id: CampaignId, principal: Principal = Depends(require("campaigns:write"))
+    campaign_id: CampaignId,
+    change: CampaignChange,
 ) -> CampaignWithToken:
-    async with state_of(request.app).engine.begin() as conn:
-        result = await service.set_token(conn, campaign_id, enabled=True)
-        await record(
-            conn, Actor.from_request(request, principal), "campaign.token_rotate", "campaign", campaign_id
-        )
-    state_of(request.app).campaigns.invalidate(campaign_id)
+    result = await service.set_token(change.conn, campaign_id, enabled=True)
+    await change.record("campaign.token_rotate", "campaign", campaign_id)
+    change.after.add(change.state.campaigns.invalidate, campaign_id)
     return result
 
 
@@ -156,14 +153,12 @@ async def rotate_token(
     responses=responses(401, 403, 404),
 )
 async def remove_token(
-    request: Request, campaign_id: CampaignId, principal: Principal = Depends(require("campaigns:write"))
+    campaign_id: CampaignId,
+    change: CampaignChange,
 ) -> CampaignOut:
-    async with state_of(request.app).engine.begin() as conn:
-        result = await service.set_token(conn, campaign_id, enabled=False)
-        await record(
-            conn, Actor.from_request(request, principal), "campaign.token_remove", "campaign", campaign_id
-        )
-    state_of(request.app).campaigns.invalidate(campaign_id)
+    result = await service.set_token(change.conn, campaign_id, enabled=False)
+    await change.record("campaign.token_remove", "campaign", campaign_id)
+    change.after.add(change.state.campaigns.invalidate, campaign_id)
     return CampaignOut(**result.model_dump(exclude={"token"}))
 
 
@@ -183,21 +178,12 @@ async def remove_token(
 async def analytics(
     request: Request,
     campaign_id: CampaignId,
+    state: AppStateDep,
     principal: Principal = Depends(require("analytics:read")),
     start: Annotated[date | None, Query(description="First day, YYYY-MM-DD")] = None,
     end: Annotated[date | None, Query(description="Last day, YYYY-MM-DD")] = None,
 ) -> Response:
-    state_of(request.app).audit.add(
-        Actor.from_request(request, principal), "campaign.analytics", "campaign", campaign_id
-    )
-    cache = state_of(request.app).analytics
-    key = (campaign_id, start, end)
-    hit = cache.get(key)
-    if hit is not None:
-        body, age = hit
-    else:
-        async with state_of(request.app).engine.connect() as conn:
-            body = await campaign_analytics(conn, campaign_id, start, end)
-        cache.put(key, body)
-        age = 0.0
+    state.audit.add(Actor.from_request(request, principal), "campaign.analytics", "campaign", campaign_id)
+    # A cache hit takes no database connection (on SQLite the capture writer may hold the only one).
+    body, age = await state.analytics.get_or_compute(state.engine, campaign_id, start, end)
     return json_response(body.model_dump(mode="json"), headers={"Age": str(int(age))})

@@ -21,44 +21,23 @@ Correctness rests on two rules:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
-from typing import Any
 
 import structlog
-from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadflow.campaigns.models import AnalyticsDaily, AnalyticsDay, AnalyticsState
-from leadflow.campaigns.repository import analytics_groups, first_lead_at
+from leadflow.campaigns import repository as repo
+from leadflow.campaigns.repository import Group
 from leadflow.kit.clock import utcnow
-from leadflow.kit.models import table_of
-from leadflow.leads.models import Lead
+
+__all__ = ["Group", "forget", "groups", "groups_between", "invalidate", "invalidate_campaign", "track"]
 
 log = structlog.get_logger("leadflow.analytics")
-
-days_t = table_of(AnalyticsDay)
-daily = table_of(AnalyticsDaily)
-state = table_of(AnalyticsState)
-leads = table_of(Lead)
 
 # A day is closed (and may be stored) once it ended this long ago: captures are committed within
 # moments of their timestamp, so none can still land in it. Until then it is summed live, like today.
 GRACE = timedelta(minutes=10)
-
-
-@dataclass(slots=True)
-class Group:
-    """The sums for one source and ``utm_content`` (what ``repository.analytics_groups`` returns)."""
-
-    source: str
-    utm_content: str | None
-    total: int
-    qualified: int
-    score_sum: int
-    revenue: Decimal
 
 
 def _bounds(first: date, last: date) -> tuple[datetime, datetime]:
@@ -68,24 +47,13 @@ def _bounds(first: date, last: date) -> tuple[datetime, datetime]:
     )
 
 
-def _group(row: Any) -> Group:
-    return Group(
-        source=row.source,
-        utm_content=row.utm_content,
-        total=int(row.total or 0),
-        qualified=int(row.qualified or 0),
-        score_sum=int(row.score_sum or 0),
-        revenue=Decimal(row.revenue or 0),
-    )
-
-
 def last_closed_day(now: datetime) -> date:
     return (now - GRACE).date() - timedelta(days=1)
 
 
 async def groups(conn: AsyncConnection, campaign_id: str, first: date, last: date) -> list[Group]:
     """The campaign's sums over the days [first, last] (UTC), by source and utm_content."""
-    earliest = await first_lead_at(conn, campaign_id)  # an index seek (idx_campaign)
+    earliest = await repo.first_lead_at(conn, campaign_id)  # an index seek (idx_campaign)
     if earliest is None:
         return []
     first = max(first, _day(earliest))  # days before the first lead are empty: nothing to sum or store
@@ -99,7 +67,7 @@ async def groups(conn: AsyncConnection, campaign_id: str, first: date, last: dat
         found += await _closed_days(conn, campaign_id, first, through)
         live_from = through + timedelta(days=1)
     if live_from <= last:
-        found += [_group(r) for r in await analytics_groups(conn, campaign_id, *_bounds(live_from, last))]
+        found += await repo.analytics_groups(conn, campaign_id, *_bounds(live_from, last))
     return found
 
 
@@ -114,52 +82,24 @@ async def groups_between(
         if end <= start:
             return []
         return await groups(conn, campaign_id, start.date(), end.date() - timedelta(days=1))
-    return [_group(r) for r in await analytics_groups(conn, campaign_id, start, end)]
+    return await repo.analytics_groups(conn, campaign_id, start, end)
 
 
 async def _closed_days(conn: AsyncConnection, campaign_id: str, first: date, last: date) -> list[Group]:
-    version = (await conn.execute(select(state.c.version).where(state.c.campaign_id == campaign_id))).scalar()
-    have = {
-        _as_date(r[0])
-        for r in await conn.execute(
-            select(days_t.c.day).where(
-                days_t.c.campaign_id == campaign_id, days_t.c.day >= first, days_t.c.day <= last
-            )
-        )
-    }
+    version = await repo.analytics_version(conn, campaign_id)
+    have = await repo.stored_days(conn, campaign_id, first, last)
     span = (last - first).days + 1
     missing = [d for d in (first + timedelta(days=i) for i in range(span)) if d not in have]
     found: list[Group] = []
     if have:
-        stored = select(
-            daily.c.source,
-            daily.c.utm_content,
-            func.sum(daily.c.total).label("total"),
-            func.sum(daily.c.qualified).label("qualified"),
-            func.sum(daily.c.score_sum).label("score_sum"),
-            func.sum(daily.c.revenue).label("revenue"),
-        ).where(daily.c.campaign_id == campaign_id, daily.c.day >= first, daily.c.day <= last)
-        found += [_group(r) for r in await conn.execute(stored.group_by(daily.c.source, daily.c.utm_content))]
+        found += await repo.stored_groups(conn, campaign_id, first, last)
     if missing:
         computed = await _compute(conn, campaign_id, missing)
         for per_day in computed.values():
             found += per_day
         if version is not None:
-            await _store(conn, campaign_id, int(version), computed)
+            await _store(conn, campaign_id, version, computed)
     return found
-
-
-def _as_date(value: Any) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
-
-
-def _day_of(dialect: str, column: Any) -> Any:
-    """The UTC calendar day of a stored timestamp, in SQL (each backend stores UTC its own way)."""
-    if dialect == "postgresql":
-        return func.date(func.timezone("UTC", column))
-    if dialect == "sqlite":
-        return func.substr(column, 1, 10)  # 'YYYY-MM-DD HH:MM:SS.ffffff', UTC
-    return func.date(column)  # MySQL DATETIME(6), UTC
 
 
 async def _compute(
@@ -167,10 +107,9 @@ async def _compute(
 ) -> dict[date, list[Group]]:
     """Per missing day, its sums: one grouped index range scan per run of consecutive days."""
     computed: dict[date, list[Group]] = {d: [] for d in missing}
-    day = _day_of(conn.dialect.name, leads.c.created_at)
     for first, last in _runs(missing):
-        for row in await analytics_groups(conn, campaign_id, *_bounds(first, last), per_day=day):
-            computed[_as_date(row.day)].append(_group(row))
+        for day, group in await repo.analytics_groups_per_day(conn, campaign_id, *_bounds(first, last)):
+            computed[day].append(group)
     return computed
 
 
@@ -199,31 +138,10 @@ async def _store(
     try:
         # A no-op update that only matches the version read before computing: it takes the row (or, on
         # SQLite, the database) write lock first, so no invalidation can commit between check and insert.
-        unchanged = await conn.execute(
-            update(state)
-            .where(state.c.campaign_id == campaign_id, state.c.version == version)
-            .values(version=state.c.version)
-        )
-        if unchanged.rowcount != 1:
+        if not await repo.claim_version(conn, campaign_id, version):
             await conn.rollback()
             return
-        await conn.execute(insert(days_t), [{"campaign_id": campaign_id, "day": d} for d in computed])
-        rows = [
-            {
-                "campaign_id": campaign_id,
-                "day": day,
-                "source": g.source,
-                "utm_content": g.utm_content,
-                "total": g.total,
-                "qualified": g.qualified,
-                "score_sum": g.score_sum,
-                "revenue": g.revenue,
-            }
-            for day, per_day in computed.items()
-            for g in per_day
-        ]
-        if rows:
-            await conn.execute(insert(daily), rows)
+        await repo.store_days(conn, campaign_id, computed)
         await conn.commit()
     except (IntegrityError, DBAPIError) as exc:
         # Another request stored the same days first, or (SQLite) somebody wrote since we read.
@@ -247,35 +165,25 @@ async def invalidate(
         values = days_by_campaign[campaign_id]
         old = sorted({d for d in (_day(v) for v in values) if d <= newest})
         if old:
-            await _bump(conn, campaign_id)
-            await conn.execute(
-                delete(days_t).where(days_t.c.campaign_id == campaign_id, days_t.c.day.in_(old))
-            )
-            await conn.execute(delete(daily).where(daily.c.campaign_id == campaign_id, daily.c.day.in_(old)))
+            await repo.bump_version(conn, campaign_id)
+            await repo.forget_days(conn, campaign_id, old)
 
 
 async def invalidate_campaign(conn: AsyncConnection, campaign_id: str) -> None:
     """Forget every stored day of the campaign (bulk writes: seeding, retention, erasure)."""
-    await _bump(conn, campaign_id)
-    await conn.execute(delete(days_t).where(days_t.c.campaign_id == campaign_id))
-    await conn.execute(delete(daily).where(daily.c.campaign_id == campaign_id))
+    await repo.bump_version(conn, campaign_id)
+    await repo.forget_days(conn, campaign_id)
 
 
 async def track(conn: AsyncConnection, campaign_id: str) -> None:
     """Start tracking a new campaign (its version row must exist before anything is stored)."""
-    await conn.execute(insert(state).values(campaign_id=campaign_id, version=0))
+    await repo.track(conn, campaign_id)
 
 
 async def forget(conn: AsyncConnection, campaign_id: str) -> None:
     """A deleted campaign: drop its stored sums and version."""
     await invalidate_campaign(conn, campaign_id)
-    await conn.execute(delete(state).where(state.c.campaign_id == campaign_id))
-
-
-async def _bump(conn: AsyncConnection, campaign_id: str) -> None:
-    await conn.execute(
-        update(state).where(state.c.campaign_id == campaign_id).values(version=state.c.version + 1)
-    )
+    await repo.untrack(conn, campaign_id)
 
 
 def _day(value: date | datetime) -> date:

@@ -6,19 +6,19 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from leadflow.campaigns import repository as repo
 from leadflow.campaigns import rollup
+from leadflow.campaigns.repository import CampaignRow
 from leadflow.campaigns.schemas import CampaignCreate, CampaignOut, CampaignUpdate, CampaignWithToken
 from leadflow.db import database_unreachable
 from leadflow.errors import ApiError
 from leadflow.kit.cache import SingleFlightCache
 from leadflow.kit.clock import utcnow
-from leadflow.kit.models import AnyRow
 
 CAMPAIGN_TOKEN_PREFIX = "lfc_"  # noqa: S105 - a prefix, not a secret
 
@@ -55,7 +55,7 @@ class CaptureCampaign:
         return origin.rstrip("/").lower() in self.allowed_origins
 
 
-def to_capture(row: AnyRow) -> CaptureCampaign:
+def to_capture(row: CampaignRow) -> CaptureCampaign:
     return CaptureCampaign(
         id=row.id,
         name=row.name,
@@ -122,8 +122,8 @@ class CampaignCache:
         return any(not row.allowed_origins or origin in row.allowed_origins for row in rows)
 
 
-def to_out(row: AnyRow) -> CampaignOut:
-    data = dict(row._mapping)
+def to_out(row: CampaignRow) -> CampaignOut:
+    data = asdict(row)
     data["notification_emails"] = data.get("notification_emails") or []
     data["allowed_origins"] = data.get("allowed_origins") or []
     data["services"] = data.get("services") or []
@@ -133,7 +133,7 @@ def to_out(row: AnyRow) -> CampaignOut:
     return CampaignOut.model_validate(data)
 
 
-async def get_or_404(conn: AsyncConnection, campaign_id: str) -> AnyRow:
+async def get_or_404(conn: AsyncConnection, campaign_id: str) -> CampaignRow:
     row = await repo.get(conn, campaign_id)
     if row is None:
         raise ApiError(404, "CAMPAIGN_NOT_FOUND", "Campaign not found", field="campaign_id")

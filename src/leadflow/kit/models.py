@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias, TypeVar, cast
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Row, Table
+from sqlalchemy import BigInteger, ColumnElement, DateTime, Integer, MetaData, Row, Table
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
@@ -63,3 +65,17 @@ AnyRow: TypeAlias = "Row[*tuple[Any, ...]]"
 def table_of(model: type[Base]) -> Table:
     """The Core table behind a mapped class (typed, for SQL in repositories)."""
     return cast(Table, model.__table__)
+
+
+R = TypeVar("R")
+
+
+def columns_of(row_type: type[Any], table: Table) -> list[ColumnElement[Any]]:
+    """The columns of ``table`` named by the fields of the dataclass ``row_type``, in field order (a
+    field the table lacks raises KeyError when the repository module is imported)."""
+    return [table.c[f.name] for f in fields(row_type)]
+
+
+def rows_as(row_type: type[R], rows: Iterable[Any]) -> list[R]:
+    """Typed rows: each result row (selected with :func:`columns_of`) as a ``row_type``."""
+    return [row_type(**row._mapping) for row in rows]

@@ -12,13 +12,24 @@ Routes receive them through dependencies (``state: AppStateDep``) and, for datab
 connection whose transaction the boundary owns (``conn: WriteConn`` commits when the route returns and
 rolls back when it raises, *before* the response is sent, so a 2xx always means committed;
 ``conn: ReadConn`` is a plain connection for reads). A route never opens ``engine.begin()`` itself.
+
+What must wait until the writes are visible — dropping a cache entry (dropped before the commit, a
+concurrent reader could cache the old row again), waking the worker, scrubbing the SQLite WAL — the
+route hands to ``after: AfterCommitDep``: ``write_connection`` runs those callbacks once the
+transaction has committed, and none of them when it rolls back. A route that answers a failure with a
+response instead of raising (a page, not the error shape) calls ``after.cancel()`` to roll back.
+
+Dependencies resolve in the order of the route's parameters: declare the principal
+(``principal: Annotated[Principal, Depends(require(...))]``) *before* the connection, so a bad token
+costs no connection and token look-ups never wait for the one the route holds (SQLite pools one).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, ParamSpec
 
 from fastapi import Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -39,6 +50,7 @@ if TYPE_CHECKING:
 
 
 STATE_KEY = "leadflow"
+P = ParamSpec("P")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -106,10 +118,59 @@ async def app_state(request: Request) -> AppState:
     return state_of(request.app)
 
 
-async def write_connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    """Dependency: a connection in a transaction that commits when the route returns, rolls back on error."""
-    async with state_of(request.app).engine.begin() as conn:
-        yield conn
+class AfterCommit:
+    """What a route wants done once its transaction has committed (``write_connection`` runs it).
+
+    Callbacks run in the order they were added, after the commit and before the response is sent; a
+    callback may be a coroutine function. Nothing runs when the transaction rolls back.
+    """
+
+    __slots__ = ("_callbacks", "cancelled")
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[], Awaitable[object] | object]] = []
+        self.cancelled = False
+
+    def add(
+        self, callback: Callable[P, Awaitable[object] | object], *args: P.args, **kwargs: P.kwargs
+    ) -> None:
+        """Call ``callback(*args, **kwargs)`` after the commit."""
+        self._callbacks.append(lambda: callback(*args, **kwargs))
+
+    def cancel(self) -> None:
+        """Roll the transaction back when the route returns (it answered a failure without raising)."""
+        self.cancelled = True
+
+    async def run(self) -> None:
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            result = callback()
+            if inspect.isawaitable(result):
+                await result
+
+
+def after_commit() -> AfterCommit:
+    """Dependency: the request's :class:`AfterCommit` (one per request, shared with ``write_connection``)."""
+    return AfterCommit()
+
+
+async def write_connection(
+    request: Request, after: Annotated[AfterCommit, Depends(after_commit)]
+) -> AsyncIterator[AsyncConnection]:
+    """Dependency: a connection in a transaction that commits when the route returns, rolls back when it
+    raises (or called ``after.cancel()``); after a commit, the route's :class:`AfterCommit` callbacks run."""
+    async with state_of(request.app).engine.connect() as conn:
+        await conn.begin()
+        try:
+            yield conn
+        except BaseException:
+            await conn.rollback()
+            raise
+        if after.cancelled:
+            await conn.rollback()
+            return
+        await conn.commit()
+    await after.run()
 
 
 async def read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
@@ -124,3 +185,4 @@ AppStateDep = Annotated[AppState, Depends(app_state)]
 # is sent (FastAPI >= 0.121); with the default scope it would run after the client already has a 2xx.
 WriteConn = Annotated[AsyncConnection, Depends(write_connection, scope="function")]
 ReadConn = Annotated[AsyncConnection, Depends(read_connection, scope="function")]
+AfterCommitDep = Annotated[AfterCommit, Depends(after_commit)]

@@ -27,7 +27,7 @@ from leadflow.leads.schemas import (
     LeadUpdate,
     Status,
 )
-from leadflow.security.audit import Actor, record
+from leadflow.security.audit import Actor, Change, change_dependency, record
 from leadflow.security.auth import require
 from leadflow.security.tokens import Principal
 
@@ -285,31 +285,25 @@ async def lead_detail(
     },
 )
 async def update_lead(
-    request: Request,
-    state: AppStateDep,
     lead_id: LeadId,
     body: LeadUpdate,
-    principal: Principal = Depends(require("leads:write")),
+    change: Change = Depends(change_dependency("leads:write")),
 ) -> LeadDetail:
     _check_lead_id(lead_id)
-    scope = _scope(principal)
-    actor = Actor.from_request(request, principal)
-    # Its own transaction rather than WriteConn: the worker is woken after the commit, not before.
-    async with state.engine.begin() as conn:
-        crm = await service.update(
-            conn,
-            state.cipher,
-            lead_id,
-            body,
-            actor,
-            only_assigned_to=scope,
-            settings=state.settings,
-            analytics=state.analytics,
-        )
+    state, scope = change.state, _scope(change.principal)
+    crm = await service.update(
+        change.conn,
+        state.cipher,
+        lead_id,
+        body,
+        change.actor,
+        only_assigned_to=scope,
+        settings=state.settings,
+        analytics=state.analytics,
+    )
     if crm or body.do_not_sell:
-        state.wake_worker()
-    async with state.engine.connect() as conn:
-        return await service.detail(conn, state.cipher, lead_id, only_assigned_to=scope)
+        change.after.add(state.wake_worker)  # once the change is committed
+    return await service.detail(change.conn, state.cipher, lead_id, only_assigned_to=scope)
 
 
 def extra_schemas() -> dict[str, Any]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -139,6 +139,24 @@ class Audit:
     details: Mapping[str, Any] | None = None
 
 
+class LeadRef(Protocol):
+    """What a change needs of the lead it writes (a full lead row, or a repository's typed row)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def public_id(self) -> str: ...
+    @property
+    def campaign_id(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def email_hash(self) -> str: ...
+
+
+Lead: TypeAlias = "AnyRow | LeadRef"  # a string: AnyRow is one too (no runtime union of the two)
+
+
 @dataclass(frozen=True, slots=True)
 class Write:
     """What to write on one lead.
@@ -148,7 +166,7 @@ class Write:
     follows a new e-mail and the tools that synced the lead get it again.
     """
 
-    lead: AnyRow
+    lead: Lead
     values: Mapping[str, Any]
     activities: Sequence[Activity] = ()
     rectification: bool = False
@@ -325,7 +343,7 @@ async def apply(
     """
     now = utcnow()
     activity_rows: list[dict[str, Any]] = []
-    changed_days: list[AnyRow] = []
+    changed_days: list[Lead] = []
     for write in writes:
         if write.values:
             await repo.update_lead(conn, write.lead.id, dict(write.values))
@@ -355,12 +373,12 @@ async def apply(
     return queued
 
 
-async def deleted(conn: AsyncConnection, rows: Iterable[AnyRow]) -> None:
+async def deleted(conn: AsyncConnection, rows: Iterable[Lead]) -> None:
     """Leads deleted in the caller's transaction (erasure, retention): their days' stored sums go."""
     await rollup.invalidate(conn, _days_of(rows))
 
 
-def _days_of(rows: Iterable[AnyRow]) -> dict[str, list[datetime]]:
+def _days_of(rows: Iterable[Lead]) -> dict[str, list[datetime]]:
     """The (campaign, creation time) of changed or deleted leads, for the analytics sums to forget."""
     days: dict[str, list[datetime]] = {}
     for row in rows:
@@ -380,7 +398,7 @@ async def _follow_email(conn: AsyncConnection, write: Write) -> None:
     await privacy_repo.follow_email_change(conn, old_hash, new_hash, copy=others > 0)
 
 
-async def _queue_resync(conn: AsyncConnection, settings: Settings, row: AnyRow, now: datetime) -> list[str]:
+async def _queue_resync(conn: AsyncConnection, settings: Settings, row: Lead, now: datetime) -> list[str]:
     """Deliver the corrected lead again to each tool that syncs corrections and already has it."""
     from leadflow.integrations import registry
     from leadflow.integrations.tasks import delivery

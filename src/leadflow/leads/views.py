@@ -26,7 +26,7 @@ class Loaders:
     """Per-worker batch loaders: the jobs of one claim read their rows with one query per table."""
 
     leads: BatchLoader[int, AnyRow]
-    members: BatchLoader[int, AnyRow]
+    members: BatchLoader[int, routing_repo.MemberRow]
     campaigns: BatchLoader[str, AnyRow]
 
 
@@ -39,7 +39,7 @@ def loaders(ctx: WorkerContext) -> Loaders:
         async with ctx.engine.connect() as conn:
             return await leads_repo.get_many(conn, ids)
 
-    async def fetch_members(ids: list[int]) -> dict[int, AnyRow]:
+    async def fetch_members(ids: list[int]) -> dict[int, routing_repo.MemberRow]:
         async with ctx.engine.connect() as conn:
             return await routing_repo.get_members(conn, ids)
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow.config import Settings
 from leadflow.errors import json_response
-from leadflow.kit.state import state_of
+from leadflow.kit.state import AppStateDep
+from leadflow.observability.repository import database_answers
 
 router = APIRouter(tags=["operations"])
 
@@ -37,16 +37,11 @@ class Health(BaseModel):
     "so that a load balancer keeps sending captures; 503 otherwise.",
     responses={503: {"model": Health, "description": "The database does not answer and nothing can spool"}},
 )
-async def healthz(request: Request) -> Response:
+async def healthz(state: AppStateDep) -> Response:
     from leadflow import __version__
 
-    database = "ok"
-    try:
-        async with state_of(request.app).engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-    except Exception:
-        database = "unavailable"
-    spool = state_of(request.app).writer.spool
+    database = "ok" if await database_answers(state.engine) else "unavailable"
+    spool = state.writer.spool
     body = Health(
         status="ok" if database == "ok" else "degraded",
         database=database,

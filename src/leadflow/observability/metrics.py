@@ -26,7 +26,7 @@ import socket
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -41,9 +41,9 @@ from leadflow import __version__
 from leadflow.config import Settings
 from leadflow.errors import ApiError, responses
 from leadflow.kit.clock import utcnow
-from leadflow.kit.state import CoreState, core_of
+from leadflow.kit.state import CoreState, CoreStateDep
 from leadflow.kit.state import install as install_state
-from leadflow.security.auth import bearer, optional_principal
+from leadflow.security.auth import authenticate, bearer
 from leadflow.security.clientip import Network, parse_networks
 
 log = structlog.get_logger("leadflow.metrics")
@@ -431,10 +431,11 @@ leadflow_jobs_oldest_due_age_seconds 0.4
     },
 )
 async def metrics_endpoint(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+    request: Request,
+    state: CoreStateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Response:
-    state = core_of(request.app)
-    principal = await optional_principal(request, credentials)
+    principal = await authenticate(request, state, credentials)
     if principal is None:
         if not open_without_token(request, state.metrics_open_networks, state.metrics_trusted):
             raise ApiError(

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from leadflow.kit.models import table_of
+from leadflow.kit.models import columns_of, rows_as, table_of
 from leadflow.leads.models import Lead
 from leadflow.observability.models import AlertState
 from leadflow.pipeline.models import Job, JobAttempt
@@ -21,6 +21,16 @@ leads = table_of(Lead)
 alert_state = table_of(AlertState)
 
 OPEN_STATUSES = ("pending", "running", "dead")  # "done" grows without bound and is not a queue
+
+
+async def database_answers(engine: AsyncEngine) -> bool:
+    """Whether the database answers a trivial query (the health check)."""
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,18 +82,23 @@ async def outcomes_since(conn: AsyncConnection, since: datetime) -> dict[str, in
     return {str(r[0]): int(r[1]) for r in rows}
 
 
-async def dead_between(conn: AsyncConnection, since: datetime, until: datetime) -> list[Any]:
+@dataclass(frozen=True, slots=True)
+class DeadJob:
+    """A lead's job that was dead-lettered (the digest's line)."""
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    lead_id: int
+    attempts: int
+    last_error: str | None
+    finished_at: datetime
+
+
+async def dead_between(conn: AsyncConnection, since: datetime, until: datetime) -> list[DeadJob]:
     """Jobs of a lead that were dead-lettered in ``[since, until)`` and are still dead."""
-    rows = await conn.execute(
-        select(
-            jobs.c.id,
-            jobs.c.kind,
-            jobs.c.payload,
-            jobs.c.lead_id,
-            jobs.c.attempts,
-            jobs.c.last_error,
-            jobs.c.finished_at,
-        )
+    query = (
+        select(*columns_of(DeadJob, jobs))
         .where(
             jobs.c.status == "dead",
             jobs.c.lead_id.is_not(None),
@@ -92,7 +107,7 @@ async def dead_between(conn: AsyncConnection, since: datetime, until: datetime) 
         )
         .order_by(jobs.c.finished_at, jobs.c.id)
     )
-    return list(rows)
+    return rows_as(DeadJob, await conn.execute(query))
 
 
 # --- alert state -------------------------------------------------------------------------------------

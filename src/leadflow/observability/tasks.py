@@ -23,7 +23,7 @@ def _line(label: str, value: Any) -> str | None:
     return f"  {label}: {value}" if value not in (None, "") else None
 
 
-async def _entries(job: AnyRow, ctx: WorkerContext, rows: list[Any]) -> tuple[list[str], list[str]]:
+async def _entries(job: AnyRow, ctx: WorkerContext, rows: list[repo.DeadJob]) -> tuple[list[str], list[str]]:
     """Per dead job: the public lines (ids, connector, links) and the private ones (the lead's data)."""
     from leadflow.integrations.notify import lead_url
 

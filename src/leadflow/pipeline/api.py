@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 
 from leadflow.errors import responses
 from leadflow.kit.clock import utcnow
 from leadflow.kit.pagination import CursorParam, decode_cursor
-from leadflow.kit.state import state_of
+from leadflow.kit.state import ReadConn
 from leadflow.pipeline import repository as repo
 from leadflow.pipeline import service
 from leadflow.pipeline.schemas import JobDetail, JobPage, RetryResult
-from leadflow.security.audit import Actor, record
+from leadflow.security.audit import AdminChange
 from leadflow.security.auth import require
 from leadflow.security.tokens import Principal
 
@@ -29,16 +29,15 @@ JobId = Annotated[int, Path(ge=1, le=2**62, description="Job id")]
     responses=responses(400, 401, 403),
 )
 async def list_jobs(
-    request: Request,
-    _: Principal = Depends(require("admin")),
+    _: Annotated[Principal, Depends(require("admin"))],
+    conn: ReadConn,
     status: Literal["pending", "running", "done", "dead"] | None = None,
     kind: Annotated[str | None, Query(max_length=50, examples=["deliver"])] = None,
     cursor: CursorParam = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobPage:
     before = decode_cursor(cursor)
-    async with state_of(request.app).engine.connect() as conn:
-        return await service.page(conn, status, kind, before, limit)
+    return await service.page(conn, status, kind, before, limit)
 
 
 @router.get(
@@ -48,9 +47,10 @@ async def list_jobs(
     description="The job with every attempt (status code, trimmed response, duration). Scope `admin`.",
     responses=responses(401, 403, 404),
 )
-async def get_job(request: Request, job_id: JobId, _: Principal = Depends(require("admin"))) -> JobDetail:
-    async with state_of(request.app).engine.connect() as conn:
-        return await service.detail(conn, job_id)
+async def get_job(
+    _: Annotated[Principal, Depends(require("admin"))], job_id: JobId, conn: ReadConn
+) -> JobDetail:
+    return await service.detail(conn, job_id)
 
 
 @router.post(
@@ -60,13 +60,10 @@ async def get_job(request: Request, job_id: JobId, _: Principal = Depends(requir
     description="Puts a dead job back in the queue with a fresh set of attempts. Scope `admin`.",
     responses=responses(401, 403, 404, 409),
 )
-async def retry_job(
-    request: Request, job_id: JobId, principal: Principal = Depends(require("admin"))
-) -> JobDetail:
-    async with state_of(request.app).engine.begin() as conn:
-        result = await service.retry(conn, job_id)
-        await record(conn, Actor.from_request(request, principal), "job.retry", "job", str(job_id))
-    state_of(request.app).wake_worker()
+async def retry_job(job_id: JobId, change: AdminChange) -> JobDetail:
+    result = await service.retry(change.conn, job_id)
+    await change.record("job.retry", "job", str(job_id))
+    change.after.add(change.state.wake_worker)
     return result
 
 
@@ -78,19 +75,14 @@ async def retry_job(
     responses=responses(400, 401, 403),
 )
 async def retry_dead(
-    request: Request,
-    principal: Principal = Depends(require("admin")),
-    kind: Annotated[str | None, Query(max_length=50)] = None,
+    change: AdminChange, kind: Annotated[str | None, Query(max_length=50)] = None
 ) -> RetryResult:
-    async with state_of(request.app).engine.begin() as conn:
-        count = await repo.retry_dead(conn, kind, utcnow())
-        await record(
-            conn,
-            Actor.from_request(request, principal),
-            "job.retry_dead",
-            "job",
-            None,
-            {"kind": kind, "count": count},
-        )
-    state_of(request.app).wake_worker()
+    count = await repo.retry_dead(change.conn, kind, utcnow())
+    await change.record(
+        "job.retry_dead",
+        "job",
+        None,
+        {"kind": kind, "count": count},
+    )
+    change.after.add(change.state.wake_worker)
     return RetryResult(requeued=count)

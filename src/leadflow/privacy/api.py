@@ -14,13 +14,11 @@ from starlette.responses import Response
 from leadflow.db import scrub_after_erase
 from leadflow.errors import ApiError, json_response, responses
 from leadflow.kit.ids import LEAD_ID_RE
-from leadflow.kit.state import state_of
+from leadflow.kit.state import AfterCommitDep, AppStateDep, ReadConn, WriteConn
 from leadflow.leads.schemas import LeadDetail
 from leadflow.privacy import consent, service
 from leadflow.privacy.unsubscribe import ONE_CLICK_BODY, LinkError, page
-from leadflow.security.audit import Actor, record
-from leadflow.security.auth import require
-from leadflow.security.tokens import Principal
+from leadflow.security.audit import Actor, AdminChange, Change, change_dependency, record
 
 router = APIRouter(prefix="/v1/api", tags=["privacy"])
 public_router = APIRouter(prefix="/v1", tags=["privacy"])
@@ -83,21 +81,15 @@ class ConsentResponse(BaseModel):
     responses=responses(400, 401, 403),
 )
 async def export(
-    request: Request,
-    email: Annotated[str, Query(max_length=320, examples=["john.doe@company.com"])],
-    principal: Principal = Depends(require("admin")),
+    email: Annotated[str, Query(max_length=320, examples=["john.doe@company.com"])], change: AdminChange
 ) -> dict[str, Any]:
-    state = state_of(request.app)
-    async with state.engine.begin() as conn:
-        data = await service.export(conn, state.cipher, email)
-        await record(
-            conn,
-            Actor.from_request(request, principal),
-            "privacy.export",
-            "person",
-            None,
-            {"lead_ids": [lead["lead_id"] for lead in data["leads"]]},
-        )
+    data = await service.export(change.conn, change.state.cipher, email)
+    await change.record(
+        "privacy.export",
+        "person",
+        None,
+        {"lead_ids": [lead["lead_id"] for lead in data["leads"]]},
+    )
     return data
 
 
@@ -110,29 +102,23 @@ async def export(
     "tombstone with only the blind index. Scope `admin`; audited.",
     responses=responses(400, 401, 403),
 )
-async def erase(
-    request: Request, body: ErasureRequest, principal: Principal = Depends(require("admin"))
-) -> ErasureResponse:
-    state = state_of(request.app)
-    actor = Actor.from_request(request, principal)
-    async with state.engine.begin() as conn:
-        result = await service.erase(
-            conn, state.cipher, state.settings, body.email, body.reason, actor.request_id
-        )
-        await record(
-            conn,
-            actor,
-            "privacy.erase",
-            "person",
-            None,
-            {
-                "leads_deleted": result.leads_deleted,
-                "remote": result.remote_deletions_queued,
-                "reason": body.reason,
-            },
-        )
-    await scrub_after_erase(state.engine)
-    state.wake_worker()
+async def erase(body: ErasureRequest, change: AdminChange) -> ErasureResponse:
+    state = change.state
+    result = await service.erase(
+        change.conn, state.cipher, state.settings, body.email, body.reason, change.actor.request_id
+    )
+    await change.record(
+        "privacy.erase",
+        "person",
+        None,
+        {
+            "leads_deleted": result.leads_deleted,
+            "remote": result.remote_deletions_queued,
+            "reason": body.reason,
+        },
+    )
+    change.after.add(scrub_after_erase, state.engine)
+    change.after.add(state.wake_worker)
     return ErasureResponse(
         leads_deleted=result.leads_deleted,
         remote_deletions_queued=result.remote_deletions_queued,
@@ -170,33 +156,29 @@ async def erase(
     },
 )
 async def change_consent(
-    request: Request, body: ConsentRequest, principal: Principal = Depends(require("privacy:write"))
+    body: ConsentRequest, change: Annotated[Change, Depends(change_dependency("privacy:write"))]
 ) -> ConsentResponse:
-    state = state_of(request.app)
-    actor = Actor.from_request(request, principal)
+    state = change.state
     digest = service.email_hash(state.cipher, body.email)
-    async with state.engine.begin() as conn:
-        result = await consent.change(
-            conn,
-            state.cipher,
-            state.settings,
-            digest=digest,
-            action=body.action,
-            channel="api",
-            actor=principal.actor,
-            email=body.email.strip().lower(),
-            request_id=actor.request_id,
-            details={"note": body.note} if body.note else None,
-        )
-        await record(
-            conn,
-            actor,
-            f"privacy.consent.{body.action}",
-            "person",
-            None,
-            {"lead_ids": result.lead_ids, "remote": result.remote_unsubscribes_queued},
-        )
-    state.wake_worker()
+    result = await consent.change(
+        change.conn,
+        state.cipher,
+        state.settings,
+        digest=digest,
+        action=body.action,
+        channel="api",
+        actor=change.principal.actor,
+        email=body.email.strip().lower(),
+        request_id=change.actor.request_id,
+        details={"note": body.note} if body.note else None,
+    )
+    await change.record(
+        f"privacy.consent.{body.action}",
+        "person",
+        None,
+        {"lead_ids": result.lead_ids, "remote": result.remote_unsubscribes_queued},
+    )
+    change.after.add(state.wake_worker)
     return ConsentResponse(
         action=result.action,
         lead_ids=result.lead_ids,
@@ -254,17 +236,21 @@ def _link_failure(request: Request, reason: str) -> Response:
     return ApiError(LINK_STATUS[reason], LINK_ERROR[reason], LINK_MESSAGE[reason], field="token").response()
 
 
-async def _guard(request: Request) -> str:
-    """Per-IP rate limit; forged links count as failures towards the lock-out, like bad tokens."""
+async def _guard(request: Request, state: AppStateDep) -> str:
+    """Dependency: the client's address, past the per-IP rate limit (checked before a connection is
+    taken); forged links count as failures towards the lock-out, like bad tokens."""
     from leadflow.security.ratelimit import rate_limited
 
     ip = request.scope.get("state", {}).get("client_ip") or "unknown"
-    guard = state_of(request.app).guard
+    guard = state.guard
     await guard.raise_if_locked(ip)
     verdict = await guard.check_ip(ip)
     if not verdict.allowed:
         raise rate_limited(verdict, "requests from this address")
     return str(ip)
+
+
+ClientIp = Annotated[str, Depends(_guard)]
 
 
 @public_router.get(
@@ -276,22 +262,21 @@ async def _guard(request: Request) -> str:
     "or already used one (HTML pages, or the JSON error shape without `Accept: text/html`).",
     responses=_page_responses({"content": {"text/html": {}}, "description": "Confirmation page"}),
 )
-async def unsubscribe_page(request: Request, token: TokenPath) -> Response:
+async def unsubscribe_page(
+    request: Request, ip: ClientIp, token: TokenPath, state: AppStateDep, conn: ReadConn
+) -> Response:
     from leadflow.kit.clock import utcnow
     from leadflow.privacy.repository import link_used
     from leadflow.privacy.unsubscribe import read_token
 
-    ip = await _guard(request)
-    state = state_of(request.app)
     try:
         link = read_token(state.settings.encryption_keys, token, utcnow())
     except LinkError as exc:
         if exc.reason == "invalid":
             await state.guard.record_failure(ip)
         return _link_failure(request, exc.reason)
-    async with state.engine.connect() as conn:
-        if await link_used(conn, link.token_hash):
-            return _link_failure(request, "used")
+    if await link_used(conn, link.token_hash):
+        return _link_failure(request, "used")
     return HTMLResponse(page("confirm", action=str(request.url.path)), headers=PAGE_HEADERS)
 
 
@@ -312,30 +297,36 @@ async def unsubscribe_page(request: Request, token: TokenPath) -> Response:
         }
     ),
 )
-async def unsubscribe_post(request: Request, token: TokenPath) -> Response:
-    ip = await _guard(request)
-    state = state_of(request.app)
+async def unsubscribe_post(
+    request: Request,
+    ip: ClientIp,
+    token: TokenPath,
+    state: AppStateDep,
+    conn: WriteConn,
+    after: AfterCommitDep,
+) -> Response:
     body = (await _head_of_body(request)).decode("utf-8", "replace")
     channel: consent.Channel = "one_click" if ONE_CLICK_BODY in body else "unsubscribe_link"
     request_id = request.scope.get("state", {}).get("request_id")
     try:
-        async with state.engine.begin() as conn:
-            result = await consent.unsubscribe(conn, state.cipher, state.settings, token, channel, request_id)
-            await record(
-                conn,
-                Actor("data subject", None, "api", ip, request_id),
-                "privacy.unsubscribe",
-                "person",
-                None,
-                {"via": channel, "lead_ids": result.lead_ids, "remote": result.remote_unsubscribes_queued},
-            )
+        result = await consent.unsubscribe(conn, state.cipher, state.settings, token, channel, request_id)
+        await record(
+            conn,
+            Actor("data subject", None, "api", ip, request_id),
+            "privacy.unsubscribe",
+            "person",
+            None,
+            {"via": channel, "lead_ids": result.lead_ids, "remote": result.remote_unsubscribes_queued},
+        )
     except LinkError as exc:
+        after.cancel()  # answered with a page, not raised: nothing of this request is kept
         if exc.reason == "invalid":
             await state.guard.record_failure(ip)
         return _link_failure(request, exc.reason)
     except IntegrityError:  # the same link used at the same moment by another request: that one won
+        after.cancel()
         return _link_failure(request, "used")
-    state.wake_worker()
+    after.add(state.wake_worker)
     if _wants_html(request):
         return HTMLResponse(page("done"), headers=PAGE_HEADERS)
     return json_response({"success": True, "unsubscribed": True})
@@ -350,19 +341,15 @@ async def unsubscribe_post(request: Request, token: TokenPath) -> Response:
     responses=responses(401, 403, 404, 409),
 )
 async def anonymize(
-    request: Request,
-    lead_id: Annotated[str, Path(examples=["lead_abc123def456"])],
-    principal: Principal = Depends(require("admin")),
+    lead_id: Annotated[str, Path(examples=["lead_abc123def456"])], change: AdminChange
 ) -> LeadDetail:
     from leadflow.errors import ApiError
     from leadflow.leads import service as leads_service
 
     if not LEAD_ID_RE.match(lead_id):
         raise ApiError(404, "LEAD_NOT_FOUND", "Lead not found", field="lead_id")
-    state = state_of(request.app)
-    async with state.engine.begin() as conn:
-        await service.anonymize(conn, state.cipher, lead_id, principal.actor)
-        await record(conn, Actor.from_request(request, principal), "lead.anonymize", "lead", lead_id)
-    await scrub_after_erase(state.engine)
-    async with state.engine.connect() as conn:
-        return await leads_service.detail(conn, state.cipher, lead_id)
+    await service.anonymize(change.conn, change.state.cipher, lead_id, change.principal.actor)
+    await change.record("lead.anonymize", "lead", lead_id)
+    change.after.add(scrub_after_erase, change.state.engine)
+    # Read in the same transaction: the answer is the anonymised lead this request commits.
+    return await leads_service.detail(change.conn, change.state.cipher, lead_id)

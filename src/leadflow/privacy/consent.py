@@ -15,22 +15,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.config import Settings
 from leadflow.kit.clock import utcnow
-from leadflow.kit.models import AnyRow, table_of
 from leadflow.leads import changes
 from leadflow.leads import repository as leads_repo
 from leadflow.leads.activities import Activity
-from leadflow.leads.models import Lead
 from leadflow.pipeline import repository as jobs_repo
 from leadflow.privacy import repository as repo
+from leadflow.privacy.repository import ConsentEventRow, PersonLead
 from leadflow.privacy.tasks import UNSUBSCRIBE_JOB, remote_jobs
 from leadflow.security.crypto import FieldCipher
-
-leads = table_of(Lead)
 
 Action = Literal["grant", "withdraw", "do_not_sell", "allow_sale"]
 Channel = Literal["api", "cli", "unsubscribe_link", "one_click", "lead_update"]
@@ -57,15 +53,6 @@ class ConsentChange:
     at: datetime
 
 
-async def person_rows(conn: AsyncConnection, digest: str) -> list[AnyRow]:
-    query = (
-        select(leads)
-        .where(leads.c.email_hash == digest, leads.c.anonymized_at.is_(None))
-        .order_by(leads.c.created_at)
-    )
-    return list((await conn.execute(query)).all())
-
-
 async def change(
     conn: AsyncConnection,
     cipher: FieldCipher,
@@ -82,7 +69,7 @@ async def change(
     """Apply ``action`` to every lead of the person whose e-mail blind index is ``digest``."""
     values, stops_marketing = EFFECT[action]
     now = utcnow()
-    rows = await person_rows(conn, digest)
+    rows = await repo.person_leads(conn, digest, anonymised=False)
     ids = [r.id for r in rows]
     # consent_at stays the form's evidence (set only when the form gave consent); later grants are
     # consent_events rows.
@@ -139,7 +126,7 @@ async def change(
     return ConsentChange(action, [r.public_id for r in rows], queued, now)
 
 
-def history(rows: list[AnyRow], events: list[AnyRow]) -> list[dict[str, Any]]:
+def history(rows: list[PersonLead], events: list[ConsentEventRow]) -> list[dict[str, Any]]:
     """The person's consent history, oldest first: what each form recorded, then every later change."""
     out: list[dict[str, Any]] = []
     for row in rows:

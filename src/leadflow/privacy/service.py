@@ -6,28 +6,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.config import Settings
 from leadflow.errors import ApiError
 from leadflow.kit.clock import utcnow
-from leadflow.kit.models import AnyRow, table_of
 from leadflow.kit.text import email_index_form, normalise_email
 from leadflow.leads import changes
-from leadflow.leads import repository as leads_repo
 from leadflow.leads import service as leads_service
 from leadflow.leads.activities import Activity
-from leadflow.leads.models import Lead, LeadActivity
 from leadflow.pipeline import repository as jobs_repo
 from leadflow.privacy import consent
 from leadflow.privacy import repository as privacy_repo
-from leadflow.privacy.repository import tombstones
+from leadflow.privacy.repository import PersonLead
 from leadflow.privacy.tasks import ERASE_JOB, UNSUBSCRIBE_JOB, remote_jobs
 from leadflow.security.crypto import FieldCipher
-
-leads = table_of(Lead)
-activities = table_of(LeadActivity)
 
 __all__ = ["ERASE_JOB", "ErasureResult", "anonymize", "enforce_retention", "erase", "export"]
 
@@ -40,16 +33,12 @@ def email_hash(cipher: FieldCipher, email: str) -> str:
     return cipher.blind_index(email_index_form(normal))
 
 
-async def _rows_for(conn: AsyncConnection, digest: str) -> list[AnyRow]:
-    query = select(leads).where(leads.c.email_hash == digest).order_by(leads.c.created_at)
-    return list((await conn.execute(query)).all())
-
-
 async def export(conn: AsyncConnection, cipher: FieldCipher, email: str) -> dict[str, Any]:
     """Right of access: every record about the person (their leads with activities, consents, erasures)."""
     digest = email_hash(cipher, email)
     records = []
-    for row in await _rows_for(conn, digest):
+    rows = await privacy_repo.person_leads(conn, digest)
+    for row in rows:
         detail = await leads_service.detail(conn, cipher, row.public_id)
         data = detail.model_dump(mode="json")
         data["consent"] = {
@@ -62,15 +51,14 @@ async def export(conn: AsyncConnection, cipher: FieldCipher, email: str) -> dict
         data["privacy"] = {"regime": row.privacy_regime, "do_not_sell": bool(row.do_not_sell)}
         data["enrichment"] = row.enrichment
         records.append(data)
-    tomb = (await conn.execute(select(tombstones).where(tombstones.c.email_hash == digest))).first()
-    rows = await _rows_for(conn, digest)
+    erased_before = await privacy_repo.erased_at(conn, digest)
     events = await privacy_repo.consent_events(conn, digest)
     return {
         "email": email,
         "generated_at": utcnow().isoformat(),
         "leads": records,
         "consent_history": consent.history(rows, events),
-        "erased_before": tomb.erased_at.isoformat() if tomb else None,
+        "erased_before": erased_before.isoformat() if erased_before else None,
     }
 
 
@@ -98,26 +86,16 @@ async def erase(
     from leadflow.integrations.base import Erases
 
     digest = email_hash(cipher, email)
-    rows = await _rows_for(conn, digest)
+    rows = await privacy_repo.person_leads(conn, digest)
     now = utcnow()
     ids = [r.id for r in rows]
     await privacy_repo.delete_consent_events(conn, digest)
     # Queued unsubscribes of the person (no lead id): the erasure supersedes them.
     await privacy_repo.drop_person_jobs(conn, UNSUBSCRIBE_JOB, digest)
     if ids:
-        await conn.execute(delete(activities).where(activities.c.lead_id.in_(ids)))
-        await conn.execute(delete(jobs_repo.jobs).where(jobs_repo.jobs.c.lead_id.in_(ids)))
-        await conn.execute(delete(leads).where(leads.c.id.in_(ids)))
+        await privacy_repo.delete_leads(conn, ids)
         await changes.deleted(conn, rows)
-    existing = (await conn.execute(select(tombstones.c.id).where(tombstones.c.email_hash == digest))).first()
-    if existing is None:
-        await conn.execute(
-            insert(tombstones).values(
-                email_hash=digest, erased_at=now, reason=reason[:50], request_id=request_id
-            )
-        )
-    else:
-        await conn.execute(update(tombstones).where(tombstones.c.id == existing.id).values(erased_at=now))
+    await privacy_repo.mark_erased(conn, digest, now, reason, request_id)
     # The address is needed to delete it elsewhere: encrypted in the job, and scrubbed once done.
     queued, new_jobs = remote_jobs(
         ERASE_JOB,
@@ -139,7 +117,7 @@ async def erase(
     return ErasureResult(leads_deleted=len(ids), remote_deletions_queued=queued, notes=notes)
 
 
-def _anonymous_values(cipher: FieldCipher, row: AnyRow, now: datetime) -> dict[str, Any]:
+def _anonymous_values(cipher: FieldCipher, row: PersonLead, now: datetime) -> dict[str, Any]:
     placeholder = f"anonymised+{row.public_id}@invalid.invalid"
     return {
         "first_name": cipher.encrypt("Anonymised", "first_name"),
@@ -168,7 +146,9 @@ def _anonymous_values(cipher: FieldCipher, row: AnyRow, now: datetime) -> dict[s
     }
 
 
-async def anonymize_rows(conn: AsyncConnection, cipher: FieldCipher, rows: list[AnyRow], actor: str) -> int:
+async def anonymize_rows(
+    conn: AsyncConnection, cipher: FieldCipher, rows: list[PersonLead], actor: str
+) -> int:
     """Wipe personal fields; keep campaign, score, grade, status, source and dates for analytics."""
     now = utcnow()
     for row in rows:
@@ -177,16 +157,12 @@ async def anonymize_rows(conn: AsyncConnection, cipher: FieldCipher, rows: list[
         )
         await changes.apply(conn, [changes.Write(row, _anonymous_values(cipher, row, now), (done,))])
         # Notes and activity texts may quote the person: keep the event, drop the words.
-        await conn.execute(
-            update(activities)
-            .where(activities.c.lead_id == row.id, activities.c.activity_type == "note_added")
-            .values(description="Note removed (anonymised)", metadata=None)
-        )
+        await privacy_repo.scrub_notes(conn, row.id)
     return len(rows)
 
 
 async def anonymize(conn: AsyncConnection, cipher: FieldCipher, public_id: str, actor: str) -> None:
-    row = await leads_repo.lock_for_update(conn, public_id)
+    row = await privacy_repo.lock_lead(conn, public_id)
     if row is None:
         raise ApiError(404, "LEAD_NOT_FOUND", "Lead not found", field="lead_id")
     if row.anonymized_at is not None:
@@ -214,10 +190,8 @@ async def enforce_retention(
 ) -> RetentionReport:
     """Leads older than the retention period are anonymised or deleted (``RETENTION_ACTION``)."""
     cutoff = utcnow() - timedelta(days=settings.retention_days)
-    query = select(leads).where(leads.c.created_at < cutoff)
-    if settings.retention_action == "anonymize":
-        query = query.where(leads.c.anonymized_at.is_(None))
-    rows = list((await conn.execute(query.order_by(leads.c.id).limit(limit))).all())
+    anonymising = settings.retention_action == "anonymize"
+    rows = await privacy_repo.leads_created_before(conn, cutoff, anonymised=not anonymising, limit=limit)
     if dry_run:
         return RetentionReport(cutoff, settings.retention_action, len(rows), 0)
     # The audit log and consent history are kept within the same retention period as the leads.
@@ -228,9 +202,7 @@ async def enforce_retention(
         return RetentionReport(cutoff, settings.retention_action, 0, 0, purged)
     if settings.retention_action == "delete":
         ids = [r.id for r in rows]
-        await conn.execute(delete(activities).where(activities.c.lead_id.in_(ids)))
-        await conn.execute(delete(jobs_repo.jobs).where(jobs_repo.jobs.c.lead_id.in_(ids)))
-        await conn.execute(delete(leads).where(leads.c.id.in_(ids)))
+        await privacy_repo.delete_leads(conn, ids)
         await changes.deleted(conn, rows)
         return RetentionReport(cutoff, "delete", len(rows), len(ids), purged)
     done = await anonymize_rows(conn, cipher, rows, "retention")

@@ -2,16 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadflow.kit.models import AnyRow, table_of
+from leadflow.kit.models import columns_of, rows_as, table_of
 from leadflow.leads.models import Lead
 
 leads = table_of(Lead)
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """An assigned lead: to whom, captured when, first contacted when."""
+
+    assigned_to: str
+    created_at: datetime
+    contacted_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingRow:
+    """A lead nobody has contacted yet."""
+
+    public_id: str
+    lead_grade: str
+    lead_score: int
+    assigned_to: str | None
+    created_at: datetime
+
+
+ASSIGNMENT = columns_of(Assignment, leads)
+WAITING = columns_of(WaitingRow, leads)
 
 
 def _in_period(campaign_id: str, start: datetime, end: datetime) -> list[ColumnElement[bool]]:
@@ -28,12 +52,10 @@ async def grade_counts(
 
 async def assignments(
     conn: AsyncConnection, campaign_id: str, start: datetime, end: datetime
-) -> Sequence[AnyRow]:
+) -> list[Assignment]:
     """Assigned leads captured in [start, end): assignee, capture and first-contact times."""
-    query = select(leads.c.assigned_to, leads.c.created_at, leads.c.contacted_at).where(
-        *_in_period(campaign_id, start, end), leads.c.assigned_to.is_not(None)
-    )
-    return (await conn.execute(query)).all()
+    query = select(*ASSIGNMENT).where(*_in_period(campaign_id, start, end), leads.c.assigned_to.is_not(None))
+    return rows_as(Assignment, await conn.execute(query))
 
 
 def _waiting(campaign_id: str) -> list[ColumnElement[bool]]:
@@ -45,21 +67,9 @@ def _waiting(campaign_id: str) -> list[ColumnElement[bool]]:
     ]
 
 
-async def waiting(conn: AsyncConnection, campaign_id: str, limit: int) -> tuple[int, Sequence[AnyRow]]:
+async def waiting(conn: AsyncConnection, campaign_id: str, limit: int) -> tuple[int, list[WaitingRow]]:
     """Leads nobody has contacted yet (status ``new``): how many, and the ``limit`` oldest."""
     count = (await conn.execute(select(func.count()).where(*_waiting(campaign_id)))).scalar() or 0
-    oldest = (
-        await conn.execute(
-            select(
-                leads.c.public_id,
-                leads.c.lead_grade,
-                leads.c.lead_score,
-                leads.c.assigned_to,
-                leads.c.created_at,
-            )
-            .where(*_waiting(campaign_id))
-            .order_by(leads.c.created_at, leads.c.id)
-            .limit(limit)
-        )
-    ).all()
+    query = select(*WAITING).where(*_waiting(campaign_id)).order_by(leads.c.created_at, leads.c.id)
+    oldest = rows_as(WaitingRow, await conn.execute(query.limit(limit)))
     return int(count), oldest

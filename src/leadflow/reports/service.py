@@ -27,14 +27,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from leadflow.campaigns import repository as campaigns_repo
 from leadflow.campaigns import rollup
 from leadflow.campaigns.analytics import campaign_analytics, summarise
+from leadflow.campaigns.repository import CampaignRow
 from leadflow.campaigns.schemas import CampaignAnalytics
 from leadflow.campaigns.service import get_or_404
 from leadflow.config import Settings
 from leadflow.integrations.csv_export import safe_cell
 from leadflow.integrations.mailer import Attachment, OutgoingEmail, render
 from leadflow.integrations.smtp import AUTOMATED_HEADERS
-from leadflow.kit.models import AnyRow
 from leadflow.reports import repository as repo
+from leadflow.reports.repository import Assignment
 
 PeriodKind = Literal["daily", "weekly"]
 KINDS: tuple[PeriodKind, ...] = ("daily", "weekly")
@@ -176,13 +177,13 @@ class Report:
         return round((now - before) / before, 4)
 
 
-async def _figures(conn: AsyncConnection, campaign: AnyRow, period: Period) -> CampaignAnalytics:
+async def _figures(conn: AsyncConnection, campaign: CampaignRow, period: Period) -> CampaignAnalytics:
     groups = await rollup.groups_between(conn, campaign.id, period.start, period.end)
     return summarise(campaign, groups, period.first, period.last)
 
 
-def _speed(rows: Sequence[AnyRow]) -> list[RepSpeed]:
-    by_rep: dict[str, list[AnyRow]] = {}
+def _speed(rows: Sequence[Assignment]) -> list[RepSpeed]:
+    by_rep: dict[str, list[Assignment]] = {}
     for row in rows:
         by_rep.setdefault(str(row.assigned_to), []).append(row)
     reps = []
@@ -209,7 +210,7 @@ def _aware(value: datetime) -> datetime:
 
 
 async def campaign_report(
-    conn: AsyncConnection, settings: Settings, campaign: AnyRow, period: Period, now: datetime
+    conn: AsyncConnection, settings: Settings, campaign: CampaignRow, period: Period, now: datetime
 ) -> CampaignReport:
     previous = period.previous()
     to_date = await campaign_analytics(conn, campaign.id, None, None)

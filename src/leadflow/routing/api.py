@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from leadflow.errors import responses
-from leadflow.kit.state import state_of
+from leadflow.kit.state import ReadConn
 from leadflow.routing import service
 from leadflow.routing.schemas import (
     MemberCreate,
@@ -24,7 +24,7 @@ from leadflow.routing.schemas import (
     RuleOut,
     RuleUpdate,
 )
-from leadflow.security.audit import Actor, record
+from leadflow.security.audit import AdminChange
 from leadflow.security.auth import require
 from leadflow.security.tokens import Principal
 
@@ -67,14 +67,13 @@ def _examples(**examples: dict[str, Any]) -> dict[str, Any]:
     responses=responses(400, 401, 403),
 )
 async def list_members(
-    request: Request,
-    _: Principal = Depends(require("admin")),
+    _: Annotated[Principal, Depends(require("admin"))],
+    conn: ReadConn,
     active: Annotated[
         bool | None, Query(description="Only active (true) or inactive (false) members")
     ] = None,
 ) -> MemberList:
-    async with state_of(request.app).engine.connect() as conn:
-        return await service.list_members(conn, active)
+    return await service.list_members(conn, active)
 
 
 @router.post(
@@ -96,13 +95,11 @@ async def list_members(
     ),
 )
 async def create_member(
-    request: Request, body: MemberCreate, principal: Principal = Depends(require("admin"))
+    body: MemberCreate,
+    change: AdminChange,
 ) -> MemberOut:
-    async with state_of(request.app).engine.begin() as conn:
-        created = await service.create_member(conn, body)
-        await record(
-            conn, Actor.from_request(request, principal), "team_member.create", "team_member", str(created.id)
-        )
+    created = await service.create_member(change.conn, body)
+    await change.record("team_member.create", "team_member", str(created.id))
     return created
 
 
@@ -114,10 +111,11 @@ async def create_member(
     responses=responses(400, 401, 403, 404),
 )
 async def get_member(
-    request: Request, member_id: MemberId, _: Principal = Depends(require("admin"))
+    _: Annotated[Principal, Depends(require("admin"))],
+    member_id: MemberId,
+    conn: ReadConn,
 ) -> MemberOut:
-    async with state_of(request.app).engine.connect() as conn:
-        return await service.get_member(conn, member_id)
+    return await service.get_member(conn, member_id)
 
 
 @router.patch(
@@ -144,21 +142,17 @@ async def get_member(
     ),
 )
 async def update_member(
-    request: Request,
     member_id: MemberId,
     body: MemberUpdate,
-    principal: Principal = Depends(require("admin")),
+    change: AdminChange,
 ) -> MemberOut:
-    async with state_of(request.app).engine.begin() as conn:
-        updated = await service.update_member(conn, member_id, body)
-        await record(
-            conn,
-            Actor.from_request(request, principal),
-            "team_member.update",
-            "team_member",
-            str(member_id),
-            {"fields": sorted(body.model_fields_set)},
-        )
+    updated = await service.update_member(change.conn, member_id, body)
+    await change.record(
+        "team_member.update",
+        "team_member",
+        str(member_id),
+        {"fields": sorted(body.model_fields_set)},
+    )
     return updated
 
 
@@ -175,13 +169,11 @@ async def update_member(
     responses=responses(400, 401, 403, 404, 409),
 )
 async def delete_member(
-    request: Request, member_id: MemberId, principal: Principal = Depends(require("admin"))
+    member_id: MemberId,
+    change: AdminChange,
 ) -> Response:
-    async with state_of(request.app).engine.begin() as conn:
-        await service.delete_member(conn, member_id)
-        await record(
-            conn, Actor.from_request(request, principal), "team_member.delete", "team_member", str(member_id)
-        )
+    await service.delete_member(change.conn, member_id)
+    await change.record("team_member.delete", "team_member", str(member_id))
     return Response(status_code=204)
 
 
@@ -196,12 +188,11 @@ async def delete_member(
     responses=responses(400, 401, 403),
 )
 async def list_rules(
-    request: Request,
-    _: Principal = Depends(require("admin")),
+    _: Annotated[Principal, Depends(require("admin"))],
+    conn: ReadConn,
     active: Annotated[bool | None, Query(description="Only active (true) or inactive (false) rules")] = None,
 ) -> RuleList:
-    async with state_of(request.app).engine.connect() as conn:
-        return await service.list_rules(conn, active)
+    return await service.list_rules(conn, active)
 
 
 @router.post(
@@ -234,17 +225,15 @@ async def list_rules(
     ),
 )
 async def create_rule(
-    request: Request, body: RuleCreate, principal: Principal = Depends(require("admin"))
+    body: RuleCreate,
+    change: AdminChange,
 ) -> RuleOut:
-    async with state_of(request.app).engine.begin() as conn:
-        created = await service.create_rule(conn, body)
-        await record(
-            conn,
-            Actor.from_request(request, principal),
-            "routing_rule.create",
-            "routing_rule",
-            str(created.id),
-        )
+    created = await service.create_rule(change.conn, body)
+    await change.record(
+        "routing_rule.create",
+        "routing_rule",
+        str(created.id),
+    )
     return created
 
 
@@ -255,9 +244,12 @@ async def create_rule(
     description="Scope `admin`.",
     responses=responses(400, 401, 403, 404),
 )
-async def get_rule(request: Request, rule_id: RuleId, _: Principal = Depends(require("admin"))) -> RuleOut:
-    async with state_of(request.app).engine.connect() as conn:
-        return await service.get_rule(conn, rule_id)
+async def get_rule(
+    _: Annotated[Principal, Depends(require("admin"))],
+    rule_id: RuleId,
+    conn: ReadConn,
+) -> RuleOut:
+    return await service.get_rule(conn, rule_id)
 
 
 @router.patch(
@@ -273,18 +265,17 @@ async def get_rule(request: Request, rule_id: RuleId, _: Principal = Depends(req
     ),
 )
 async def update_rule(
-    request: Request, rule_id: RuleId, body: RuleUpdate, principal: Principal = Depends(require("admin"))
+    rule_id: RuleId,
+    body: RuleUpdate,
+    change: AdminChange,
 ) -> RuleOut:
-    async with state_of(request.app).engine.begin() as conn:
-        updated = await service.update_rule(conn, rule_id, body)
-        await record(
-            conn,
-            Actor.from_request(request, principal),
-            "routing_rule.update",
-            "routing_rule",
-            str(rule_id),
-            {"fields": sorted(body.model_fields_set)},
-        )
+    updated = await service.update_rule(change.conn, rule_id, body)
+    await change.record(
+        "routing_rule.update",
+        "routing_rule",
+        str(rule_id),
+        {"fields": sorted(body.model_fields_set)},
+    )
     return updated
 
 
@@ -296,11 +287,9 @@ async def update_rule(
     responses=responses(400, 401, 403, 404),
 )
 async def delete_rule(
-    request: Request, rule_id: RuleId, principal: Principal = Depends(require("admin"))
+    rule_id: RuleId,
+    change: AdminChange,
 ) -> Response:
-    async with state_of(request.app).engine.begin() as conn:
-        await service.delete_rule(conn, rule_id)
-        await record(
-            conn, Actor.from_request(request, principal), "routing_rule.delete", "routing_rule", str(rule_id)
-        )
+    await service.delete_rule(change.conn, rule_id)
+    await change.record("routing_rule.delete", "routing_rule", str(rule_id))
     return Response(status_code=204)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadflow.kit.models import AnyRow, table_of
+from leadflow.kit.models import columns_of, rows_as, table_of
 from leadflow.leads.models import Lead
 from leadflow.routing.models import RoutingRule, TeamMember
 from leadflow.routing.rules import CLOSED_STATUSES
@@ -18,48 +19,90 @@ members = table_of(TeamMember)
 rules = table_of(RoutingRule)
 leads = table_of(Lead)
 
+
+@dataclass(frozen=True, slots=True)
+class MemberRow:
+    id: int
+    name: str
+    email: str
+    phone: str | None
+    active: bool
+    services: list[str] | None
+    regions: list[str] | None
+    capacity: int
+    working_hours: dict[str, Any] | None
+    weight: int
+    last_assigned_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRow:
+    """A routing rule with its member's e-mail (None when the member is gone)."""
+
+    id: int
+    name: str
+    position: int
+    active: bool
+    conditions: dict[str, Any]
+    member_id: int
+    created_at: datetime
+    member_email: str | None
+
+
+MEMBER = columns_of(MemberRow, members)
+RULE = [rules.c[f.name] for f in fields(RuleRow) if f.name != "member_email"]
+
 # --- team members -----------------------------------------------------------------------------------
 
 
-async def list_members(conn: AsyncConnection, active: bool | None = None) -> Sequence[AnyRow]:
-    query = select(members).order_by(members.c.id)
+def _one(rows: list[Any]) -> Any:
+    return rows[0] if rows else None
+
+
+async def list_members(conn: AsyncConnection, active: bool | None = None) -> list[MemberRow]:
+    query = select(*MEMBER).order_by(members.c.id)
     if active is not None:
         query = query.where(members.c.active == active)
-    return (await conn.execute(query)).all()
+    return rows_as(MemberRow, await conn.execute(query))
 
 
-async def lock_active_members(conn: AsyncConnection) -> Sequence[AnyRow]:
+async def lock_active_members(conn: AsyncConnection) -> list[MemberRow]:
     """The active members, ordered by id; on PostgreSQL and MySQL locked ``FOR UPDATE`` until commit.
 
     Every assignment locks the same rows in the same order, so concurrent assignments queue behind one
     another (no deadlock) and each sees the load the previous one committed. SQLite has no row locks;
     its single writer serialises transactions instead.
     """
-    query = select(members).where(members.c.active.is_(True)).order_by(members.c.id)
+    query = select(*MEMBER).where(members.c.active.is_(True)).order_by(members.c.id)
     if conn.dialect.name in ("postgresql", "mysql"):
         query = query.with_for_update()
-    return (await conn.execute(query)).all()
+    return rows_as(MemberRow, await conn.execute(query))
 
 
-async def get_member(conn: AsyncConnection, member_id: int, lock: bool = False) -> AnyRow | None:
+async def get_member(conn: AsyncConnection, member_id: int, lock: bool = False) -> MemberRow | None:
     """One member; ``lock`` takes the row lock assignments take (PostgreSQL and MySQL)."""
-    query = select(members).where(members.c.id == member_id)
+    query = select(*MEMBER).where(members.c.id == member_id)
     if lock and conn.dialect.name in ("postgresql", "mysql"):
         query = query.with_for_update()
-    return (await conn.execute(query)).first()
+    found: MemberRow | None = _one(rows_as(MemberRow, await conn.execute(query)))
+    return found
 
 
-async def get_members(conn: AsyncConnection, member_ids: Iterable[int]) -> dict[int, AnyRow]:
+async def get_members(conn: AsyncConnection, member_ids: Iterable[int]) -> dict[int, MemberRow]:
     """Members by id (the worker reads a batch's assignees at once)."""
     ids = list(member_ids)
     if not ids:
         return {}
-    return {int(r.id): r for r in await conn.execute(select(members).where(members.c.id.in_(ids)))}
+    found = rows_as(MemberRow, await conn.execute(select(*MEMBER).where(members.c.id.in_(ids))))
+    return {r.id: r for r in found}
 
 
-async def get_member_by_email(conn: AsyncConnection, email: str) -> AnyRow | None:
-    query = select(members).where(members.c.email == email.lower())  # stored lower-cased
-    return (await conn.execute(query)).first()
+async def get_member_by_email(conn: AsyncConnection, email: str) -> MemberRow | None:
+    query = select(*MEMBER).where(members.c.email == email.lower())  # stored lower-cased
+    found: MemberRow | None = _one(rows_as(MemberRow, await conn.execute(query)))
+    return found
 
 
 async def create_member(conn: AsyncConnection, values: dict[str, Any]) -> int:
@@ -120,24 +163,25 @@ async def has_open_leads(conn: AsyncConnection, member_id: int) -> bool:
 
 def _rules_query() -> Select[Any]:
     return (
-        select(rules, members.c.email.label("member_email"))
+        select(*RULE, members.c.email.label("member_email"))
         .select_from(rules.outerjoin(members, members.c.id == rules.c.member_id))
         .order_by(rules.c.position, rules.c.id)
     )
 
 
-async def list_rules(conn: AsyncConnection, active: bool | None = None) -> Sequence[AnyRow]:
+async def list_rules(conn: AsyncConnection, active: bool | None = None) -> list[RuleRow]:
     """Rules in evaluation order (position, then id), each with its member's e-mail."""
     query = _rules_query()
     if active is not None:
         query = query.where(rules.c.active == active)
-    return list((await conn.execute(query)).all())
+    return rows_as(RuleRow, await conn.execute(query))
 
 
-async def get_rule(conn: AsyncConnection, rule_id: int) -> AnyRow | None:
-    result = await conn.execute(_rules_query().where(rules.c.id == rule_id))
-    row: AnyRow | None = result.first()
-    return row
+async def get_rule(conn: AsyncConnection, rule_id: int) -> RuleRow | None:
+    found: RuleRow | None = _one(
+        rows_as(RuleRow, await conn.execute(_rules_query().where(rules.c.id == rule_id)))
+    )
+    return found
 
 
 async def rule_name_taken(conn: AsyncConnection, name: str, except_id: int | None = None) -> bool:

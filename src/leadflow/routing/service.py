@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from leadflow.config import Settings
 from leadflow.errors import ApiError
 from leadflow.kit.clock import utcnow
-from leadflow.kit.models import AnyRow
 from leadflow.routing import repository as repo
+from leadflow.routing.repository import MemberRow, RuleRow
 from leadflow.routing.rules import CampaignRouting, Decision, MemberState, RoutingLead, Rule, decide
 from leadflow.routing.schemas import (
     MemberCreate,
@@ -29,7 +29,7 @@ from leadflow.routing.schemas import (
 # --- assignment -------------------------------------------------------------------------------------
 
 
-def to_state(row: AnyRow, open_leads: int) -> MemberState:
+def to_state(row: MemberRow, open_leads: int) -> MemberState:
     return MemberState(
         id=int(row.id),
         name=row.name,
@@ -46,7 +46,7 @@ def to_state(row: AnyRow, open_leads: int) -> MemberState:
     )
 
 
-def to_rule(row: AnyRow) -> Rule:
+def to_rule(row: RuleRow) -> Rule:
     return Rule(
         id=int(row.id),
         name=row.name,
@@ -128,15 +128,15 @@ async def assign_many(
 # --- team members -----------------------------------------------------------------------------------
 
 
-def member_out(row: AnyRow, open_leads: int) -> MemberOut:
-    data = dict(row._mapping)
+def member_out(row: MemberRow, open_leads: int) -> MemberOut:
+    data = asdict(row)
     data["services"] = data.get("services") or []
     data["regions"] = data.get("regions") or []
     data["open_leads"] = open_leads
     return MemberOut.model_validate(data)
 
 
-async def get_member_row_or_404(conn: AsyncConnection, member_id: int, lock: bool = False) -> AnyRow:
+async def get_member_row_or_404(conn: AsyncConnection, member_id: int, lock: bool = False) -> MemberRow:
     row = await repo.get_member(conn, member_id, lock=lock)
     if row is None:
         raise ApiError(404, "MEMBER_NOT_FOUND", "Team member not found", field="member_id")
@@ -149,7 +149,7 @@ async def get_member(conn: AsyncConnection, member_id: int) -> MemberOut:
     return member_out(row, counts.get(member_id, 0))
 
 
-async def member_by_email_or_404(conn: AsyncConnection, email: str) -> AnyRow:
+async def member_by_email_or_404(conn: AsyncConnection, email: str) -> MemberRow:
     row = await repo.get_member_by_email(conn, email.strip())
     if row is None:
         raise ApiError(404, "MEMBER_NOT_FOUND", "No team member has this e-mail", field="email")
@@ -229,13 +229,13 @@ async def deactivate_member(conn: AsyncConnection, email: str) -> MemberOut:
 # --- routing rules ----------------------------------------------------------------------------------
 
 
-def rule_out(row: AnyRow) -> RuleOut:
-    data = dict(row._mapping)
+def rule_out(row: RuleRow) -> RuleOut:
+    data = asdict(row)
     data["conditions"] = data.get("conditions") or {}
     return RuleOut.model_validate(data)
 
 
-async def get_rule_row_or_404(conn: AsyncConnection, rule_id: int) -> AnyRow:
+async def get_rule_row_or_404(conn: AsyncConnection, rule_id: int) -> RuleRow:
     row = await repo.get_rule(conn, rule_id)
     if row is None:
         raise ApiError(404, "RULE_NOT_FOUND", "Routing rule not found", field="rule_id")

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from leadflow.errors import responses
 from leadflow.kit.clock import UtcDateTime
 from leadflow.kit.pagination import CursorParam, decode_cursor, encode_cursor
-from leadflow.kit.state import state_of
+from leadflow.kit.state import ReadConn
 from leadflow.security import audit
 from leadflow.security.auth import require
 from leadflow.security.tokens import Principal
@@ -53,8 +53,8 @@ def _aware(value: datetime | None) -> datetime | None:
     responses=responses(400, 401, 403),
 )
 async def list_audit(
-    request: Request,
-    _: Principal = Depends(require("admin")),
+    _: Annotated[Principal, Depends(require("admin"))],
+    conn: ReadConn,
     actor: Annotated[str | None, Query(max_length=100)] = None,
     action: Annotated[str | None, Query(max_length=50, examples=["lead.read"])] = None,
     target_type: Annotated[str | None, Query(max_length=50)] = None,
@@ -65,11 +65,10 @@ async def list_audit(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditPage:
     flt = audit.AuditFilter(actor, action, target_type, target_id, _aware(since), _aware(until))
-    async with state_of(request.app).engine.connect() as conn:
-        rows = await audit.page(conn, flt, decode_cursor(cursor), limit + 1)
+    rows = await audit.page(conn, flt, decode_cursor(cursor), limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return AuditPage(
-        items=[AuditEntryOut.model_validate(dict(r._mapping)) for r in rows],
+        items=[AuditEntryOut.model_validate(r, from_attributes=True) for r in rows],
         next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
     )

@@ -13,22 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
-from fastapi import Request
-from sqlalchemy import insert, select
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from leadflow.kit.clock import utcnow
-from leadflow.kit.models import AnyRow, table_of
-from leadflow.security.audit_models import AuditEntry
+from leadflow.kit.state import AfterCommit, AfterCommitDep, AppState, AppStateDep, WriteConn
+from leadflow.security import repository as repo
+from leadflow.security.repository import AuditRow
+from leadflow.security.repository import audit as audit  # the table (the SQL is in the repository)
 from leadflow.security.tokens import Principal
 
-audit = table_of(AuditEntry)
 log = structlog.get_logger("leadflow.audit")
 
 
@@ -81,7 +81,7 @@ async def record(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Write one entry in the caller's transaction (a change and its audit entry commit together)."""
-    await conn.execute(insert(audit).values(**_row(actor, action, target_type, target_id, details)))
+    await repo.insert_audit(conn, [_row(actor, action, target_type, target_id, details)])
 
 
 async def record_now(
@@ -98,6 +98,50 @@ async def record_now(
 
 
 @dataclass(frozen=True, slots=True)
+class Change:
+    """What a route that changes something receives (``change_dependency(scope)``): the connection whose
+    transaction the boundary commits, who acts, the application state and the after-commit hook."""
+
+    conn: AsyncConnection
+    actor: Actor
+    principal: Principal
+    state: AppState
+    after: AfterCommit
+
+    async def record(
+        self,
+        action: str,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """The audit entry of the change, in the same transaction."""
+        await record(self.conn, self.actor, action, target_type, target_id, details)
+
+
+def change_dependency(scope: str) -> Callable[..., Awaitable[Change]]:
+    """Dependency: a :class:`Change` for a principal whose role grants ``scope`` (authenticated before
+    the connection is taken)."""
+    from leadflow.security.auth import require
+
+    async def dependency(
+        request: Request,
+        *,
+        principal: Principal = Depends(require(scope)),
+        state: AppStateDep,
+        conn: WriteConn,
+        after: AfterCommitDep,
+    ) -> Change:
+        return Change(conn, Actor.from_request(request, principal), principal, state, after)
+
+    dependency.__name__ = f"change_{scope.replace(':', '_')}"
+    return dependency
+
+
+AdminChange = Annotated[Change, Depends(change_dependency("admin"))]
+
+
+@dataclass(frozen=True, slots=True)
 class AuditFilter:
     actor: str | None = None
     action: str | None = None
@@ -107,25 +151,14 @@ class AuditFilter:
     until: datetime | None = None
 
 
-async def page(
-    conn: AsyncConnection, flt: AuditFilter, before_id: int | None, limit: int
-) -> Sequence[AnyRow]:
-    query = select(audit).order_by(audit.c.id.desc()).limit(limit)
-    for column, value in (
-        (audit.c.actor, flt.actor),
-        (audit.c.action, flt.action),
-        (audit.c.target_type, flt.target_type),
-        (audit.c.target_id, flt.target_id),
-    ):
-        if value:
-            query = query.where(column == value)
-    if flt.since:
-        query = query.where(audit.c.created_at >= flt.since)
-    if flt.until:
-        query = query.where(audit.c.created_at < flt.until)
-    if before_id is not None:
-        query = query.where(audit.c.id < before_id)
-    return (await conn.execute(query)).all()
+async def page(conn: AsyncConnection, flt: AuditFilter, before_id: int | None, limit: int) -> list[AuditRow]:
+    equal = (
+        ("actor", flt.actor),
+        ("action", flt.action),
+        ("target_type", flt.target_type),
+        ("target_id", flt.target_id),
+    )
+    return await repo.audit_page(conn, equal, flt.since, flt.until, before_id, limit)
 
 
 # -- aggregated entries ------------------------------------------------------------------------------
@@ -227,7 +260,7 @@ class AuditBuffer:
             )
         try:
             async with engine.begin() as conn:
-                await conn.execute(insert(audit), rows)
+                await repo.insert_audit(conn, rows)
         except BaseException:
             for key, bucket in taken.items():
                 self._put_back(key, bucket)

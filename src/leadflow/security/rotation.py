@@ -9,21 +9,14 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow.config import KeyFile, Settings, decode_key, generate_key
 from leadflow.kit.clock import utcnow
-from leadflow.kit.models import table_of
-from leadflow.leads.models import PII_FIELDS, Lead, LeadActivity
-from leadflow.pipeline.models import MaintenanceState
+from leadflow.security import repository as repo
 from leadflow.security.crypto import FieldCipher, derive_blind_index_key
 
-leads = table_of(Lead)
-activities = table_of(LeadActivity)
-state = table_of(MaintenanceState)
 STATE = "reencrypt"
 
 
@@ -51,20 +44,6 @@ def rotate(settings: Settings) -> Rotation:
     return Rotation(new, base64.b64encode(blind).decode(), False)
 
 
-async def _progress(conn: AsyncConnection) -> dict[str, Any]:
-    row = (await conn.execute(select(state.c.value).where(state.c.name == STATE))).first()
-    return dict(row[0]) if row else {}
-
-
-async def _save(conn: AsyncConnection, value: dict[str, Any]) -> None:
-    now = utcnow()
-    changed = await conn.execute(
-        update(state).where(state.c.name == STATE).values(value=value, updated_at=now)
-    )
-    if not changed.rowcount:
-        await conn.execute(state.insert().values(name=STATE, value=value, updated_at=now))
-
-
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     scanned: int
@@ -76,44 +55,26 @@ async def reencrypt_batch(engine: AsyncEngine, cipher: FieldCipher, batch: int =
     """Move one batch of rows to the primary key; call until ``finished``."""
     primary = cipher.primary_key_id
     async with engine.begin() as conn:
-        progress = await _progress(conn)
+        progress = await repo.maintenance_value(conn, STATE)
         if progress.get("key_id") != primary:  # a new rotation starts from the beginning
             progress = {"key_id": primary, "last_lead_id": 0, "last_activity_id": 0, "finished": False}
         if progress.get("finished"):
             return BatchResult(0, 0, True)
         rewritten = 0
-        rows = (
-            await conn.execute(
-                select(leads.c.id, *(leads.c[f] for f in PII_FIELDS))
-                .where(leads.c.id > progress["last_lead_id"])
-                .order_by(leads.c.id)
-                .limit(batch)
-            )
-        ).all()
+        rows = await repo.sealed_leads_after(conn, progress["last_lead_id"], batch)
         for row in rows:
             values = {}
-            for name in PII_FIELDS:
-                blob = getattr(row, name)
+            for name, blob in row.fields.items():
                 if blob is not None and FieldCipher.key_id_of(blob) != primary:
                     values[name] = cipher.encrypt(cipher.decrypt(blob, name), name)
             if values:
-                await conn.execute(update(leads).where(leads.c.id == row.id).values(**values))
+                await repo.set_lead_fields(conn, row.id, values)
                 rewritten += 1
         scanned = len(rows)
         if rows:
             progress["last_lead_id"] = rows[-1].id
         else:
-            notes = (
-                await conn.execute(
-                    select(activities.c.id, activities.c.metadata)
-                    .where(
-                        activities.c.id > progress["last_activity_id"],
-                        activities.c.activity_type == "note_added",
-                    )
-                    .order_by(activities.c.id)
-                    .limit(batch)
-                )
-            ).all()
+            notes = await repo.notes_after(conn, progress["last_activity_id"], batch)
             for note in notes:
                 meta = dict(note.metadata or {})
                 if "note" in meta:
@@ -122,16 +83,14 @@ async def reencrypt_batch(engine: AsyncEngine, cipher: FieldCipher, batch: int =
                         sealed = cipher.encrypt(cipher.decrypt(blob, "note"), "note")
                         assert sealed is not None
                         meta["note"] = base64.b64encode(sealed).decode()
-                        await conn.execute(
-                            update(activities).where(activities.c.id == note.id).values(metadata=meta)
-                        )
+                        await repo.set_activity_metadata(conn, note.id, meta)
                         rewritten += 1
             scanned = len(notes)
             if notes:
                 progress["last_activity_id"] = notes[-1].id
             else:
                 progress["finished"] = True
-        await _save(conn, progress)
+        await repo.save_maintenance_value(conn, STATE, progress, utcnow())
     return BatchResult(scanned, rewritten, bool(progress["finished"]))
 
 

@@ -8,13 +8,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from leadflow.kit.cache import SingleFlightCache
 from leadflow.kit.clock import utcnow
-from leadflow.kit.models import table_of
-from leadflow.security.models import ROLES, ApiToken
+from leadflow.security import repository as repo
+from leadflow.security.models import ROLES
+from leadflow.security.repository import tokens as tokens  # the table (the SQL is in the repository)
 
 TOKEN_PREFIX = "lf_"  # noqa: S105 - a prefix, not a secret
 
@@ -51,8 +51,6 @@ SCOPES: dict[str, frozenset[str]] = {
     "monitoring": frozenset({"metrics"}),  # a Prometheus server scraping /metrics from elsewhere
 }
 assert set(SCOPES) == set(ROLES)
-
-tokens = table_of(ApiToken)
 
 
 def hash_token(token: str) -> str:
@@ -96,20 +94,19 @@ async def create_token(
         raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
-    result = await conn.execute(
-        insert(tokens).values(
-            name=name,
-            role=role,
-            subject=subject,
-            token_hash=hash_token(secret),
-            prefix=secret[:10],
-            created_at=now,
-            expires_at=now + expires_in if expires_in else None,
-        )
+    pk = await repo.insert_token(
+        conn,
+        {
+            "name": name,
+            "role": role,
+            "subject": subject,
+            "token_hash": hash_token(secret),
+            "prefix": secret[:10],
+            "created_at": now,
+            "expires_at": now + expires_in if expires_in else None,
+        },
     )
-    pk = result.inserted_primary_key
-    assert pk is not None
-    return NewToken(token=secret, id=int(pk[0]), name=name, role=role)
+    return NewToken(token=secret, id=pk, name=name, role=role)
 
 
 class TokenStore:
@@ -136,25 +133,12 @@ class TokenStore:
         if now_mono - self._last_touch.get(principal.token_id, 0.0) > 60:
             self._last_touch[principal.token_id] = now_mono
             async with self._engine.begin() as conn:
-                await conn.execute(
-                    update(tokens).where(tokens.c.id == principal.token_id).values(last_used_at=utcnow())
-                )
+                await repo.touch_token(conn, principal.token_id, utcnow())
         return principal
 
     async def _load(self, digest: str) -> Principal | None:
         async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        tokens.c.id,
-                        tokens.c.name,
-                        tokens.c.role,
-                        tokens.c.subject,
-                        tokens.c.expires_at,
-                        tokens.c.revoked_at,
-                    ).where(tokens.c.token_hash == digest)
-                )
-            ).first()
+            row = await repo.token_by_hash(conn, digest)
         if row is None or row.revoked_at is not None:
             return None
         return Principal(row.id, row.name, row.role, row.subject, row.expires_at)
@@ -162,16 +146,4 @@ class TokenStore:
 
 async def active_token_exists(conn: AsyncConnection, name: str) -> bool:
     """Whether a token of this name is neither revoked nor expired (``quickstart`` mints one only once)."""
-    now = utcnow()
-    row = (
-        await conn.execute(
-            select(tokens.c.id)
-            .where(
-                tokens.c.name == name,
-                tokens.c.revoked_at.is_(None),
-                (tokens.c.expires_at.is_(None)) | (tokens.c.expires_at > now),
-            )
-            .limit(1)
-        )
-    ).first()
-    return row is not None
+    return await repo.active_token_exists(conn, name, utcnow())

@@ -95,6 +95,7 @@ class SignIn:
 
     user: UserRow | None
     reason: str  # ok | unknown | wrong_password | inactive
+    account_id: int | None = None  # the account the e-mail belongs to, also when the sign-in failed
 
 
 async def create_user(
@@ -152,14 +153,14 @@ async def authenticate(conn: AsyncConnection, email: str, password: str) -> Sign
     if user is None:
         return SignIn(None, "unknown")
     if not matched:
-        return SignIn(None, "wrong_password")
+        return SignIn(None, "wrong_password", user.id)
     if not user.active:
-        return SignIn(None, "inactive")
+        return SignIn(None, "inactive", user.id)
     assert stored is not None
     if _hasher.check_needs_rehash(stored):
         await repository.set_password_hash(conn, user.id, hash_password(password))
     await repository.touch_sign_in(conn, user.id, utcnow())
-    return SignIn(user, "ok")
+    return SignIn(user, "ok", user.id)
 
 
 async def set_password(conn: AsyncConnection, user: UserRow, password: str) -> None:

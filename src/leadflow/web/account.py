@@ -55,14 +55,9 @@ async def login(
     outcome = await users.authenticate(conn, email, password)
     if outcome.user is None:
         await state.guard.record_failure(ip)
-        known = await repository.user_by_email(conn, email.strip().lower()) if "@" in email else None
+        account = str(outcome.account_id) if outcome.account_id is not None else None
         await record(
-            conn,
-            actor(request, None),
-            "auth.sign_in_failed",
-            "user",
-            str(known.id) if known else None,
-            {"reason": outcome.reason},
+            conn, actor(request, None), "auth.sign_in_failed", "user", account, {"reason": outcome.reason}
         )
         context["error"] = FAILED
         return render(request, "login.html", context, status_code=401)
