@@ -294,7 +294,7 @@ def _corrections(
     """Put the rectified contact fields in ``values``: re-encrypted (and, for the e-mail, its blind index,
     domain and kind, so de-duplication and look-ups follow the new address); return the names changed."""
     from leadflow.enrichment.email_domain import classify_domain
-    from leadflow.kit.text import email_index_form
+    from leadflow.kit.text import email_index_form, phone_index_form
 
     changed: list[str] = []
     for name in CONTACT_FIELDS:
@@ -305,6 +305,8 @@ def _corrections(
             continue
         values[name] = cipher.encrypt(value, name)
         changed.append(name)
+        if name == "phone":
+            values["phone_hash"] = cipher.blind_index(phone_index_form(value)) if value else None
         if name == "email" and value is not None:
             domain = value.rsplit("@", 1)[1]
             kind = classify_domain(domain)

@@ -243,3 +243,29 @@ def _mapping(parsed: Any, pairs: list[str]) -> dict[str, int]:
             )
         found[name] = parsed.header.index(column)
     return found
+
+
+@leads_app.command("index-phones")
+def index_phones(
+    batch: Annotated[int, typer.Option(min=1, max=10_000, help="Leads per transaction")] = 500,
+) -> None:
+    """Give leads stored before the phone blind index theirs (so the workspace finds them by phone).
+    Safe to run again and while the API runs: only leads without one are touched."""
+    from leadflow.cli import _run, _settings
+    from leadflow.leads import service
+    from leadflow.security.crypto import FieldCipher
+
+    settings = _settings()
+    cipher = FieldCipher(settings.encryption_keys, settings.blind_key)
+
+    async def work(engine: AsyncEngine) -> int:
+        done, after = 0, 0
+        while True:
+            async with engine.begin() as conn:
+                last = await service.index_phones(conn, cipher, after, batch)
+            if last is None:
+                return done
+            done, after = done + 1, last
+
+    batches = _run(settings, work)
+    typer.echo(f"phone numbers indexed ({batches} batches of up to {batch} leads)")

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow.campaigns.service import CaptureCampaign
 from leadflow.kit.clock import utcnow
+from leadflow.kit.text import phone_index_form
 from leadflow.leads import changes
 from leadflow.leads import repository as repo
 from leadflow.leads.activities import Activity
@@ -158,7 +159,7 @@ def prepared(
     if entry.phone_only:
         phone = entry.body.contact.phone or ""
         item.values.update(email=cipher.encrypt("", "email"), email_domain=None, email_kind=NO_EMAIL_KIND)
-        item.email_hash = cipher.blind_index(f"phone:{phone}")
+        item.email_hash = cipher.blind_index(phone_index_form(phone))  # = its phone_hash
         item.score_input = replace(item.score_input, email_kind=NO_EMAIL_KIND)
     return item
 

@@ -79,6 +79,7 @@ class LeadFilter:
     source: str | None = None
     channel: str | None = None
     public_id: str | None = None  # an exact lead id
+    phone_hash: str | None = None  # blind index of an exact phone number
     oldest_first: bool = False  # ``before_id`` then pages upwards (ids greater than it)
 
 
@@ -108,6 +109,8 @@ async def list_page(
         conditions.append(leads.c.channel == flt.channel)
     if flt.public_id is not None:
         conditions.append(leads.c.public_id == flt.public_id)
+    if flt.phone_hash is not None:
+        conditions.append(leads.c.phone_hash == flt.phone_hash)
     if before_id is not None:
         conditions.append(leads.c.id > before_id if flt.oldest_first else leads.c.id < before_id)
     order = leads.c.id.asc() if flt.oldest_first else leads.c.id.desc()
@@ -220,3 +223,22 @@ async def due_follow_ups(conn: AsyncConnection, now: datetime, limit: int = 500)
         .limit(limit)
     )
     return (await conn.execute(query)).all()
+
+
+async def phones_without_index(conn: AsyncConnection, after_id: int, limit: int) -> Sequence[AnyRow]:
+    """Leads with a phone number and no phone blind index yet (stored before it existed), by id."""
+    query = (
+        select(leads.c.id, leads.c.phone)
+        .where(leads.c.id > after_id, leads.c.phone.is_not(None), leads.c.phone_hash.is_(None))
+        .order_by(leads.c.id)
+        .limit(limit)
+    )
+    return (await conn.execute(query)).all()
+
+
+async def set_phone_hashes(conn: AsyncConnection, hashes: dict[int, str]) -> None:
+    if hashes:
+        statement = (
+            update(leads).where(leads.c.id == bindparam("lead")).values(phone_hash=bindparam("digest"))
+        )
+        await conn.execute(statement, [{"lead": k, "digest": v} for k, v in hashes.items()])

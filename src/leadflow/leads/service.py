@@ -33,8 +33,11 @@ from leadflow.security.crypto import FieldCipher
 from leadflow.security.tokens import Principal
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from leadflow.campaigns.analytics import AnalyticsCache
     from leadflow.config import Settings
+    from leadflow.routing.repository import MemberRow
 
 NEXT_ACTION = {
     "new": "Awaiting first contact",
@@ -226,7 +229,7 @@ async def change(
     fields: list[str],
     settings: Settings | None = None,
     analytics: AnalyticsCache | None = None,
-    owner: AnyRow | None = None,
+    owner: MemberRow | None = None,
 ) -> tuple[list[str], changes.Write]:
     """Plan and apply a person's change to a locked lead (audited as ``lead.update`` with ``fields``).
 
@@ -242,7 +245,7 @@ async def change(
         write = replace(write, values={**write.values, "assigned_member_id": owner.id})
     queued = (await changes.apply(conn, [write], settings=settings, analytics=analytics)).get(row.id, [])
     if reassigned and owner is not None and settings is not None:
-        await notify_owner(conn, cipher, settings, write, owner, now)
+        await notify_owner(conn, cipher, settings, row, write.values, owner, now)
     return queued, write
 
 
@@ -250,8 +253,9 @@ async def notify_owner(
     conn: AsyncConnection,
     cipher: FieldCipher,
     settings: Settings,
-    write: changes.Write,
-    owner: AnyRow,
+    row: AnyRow,
+    values: Mapping[str, Any],
+    owner: MemberRow,
     now: datetime,
 ) -> list[str]:
     """Queue, for a reassigned lead, the notifications a fresh assignment sends: one ``deliver`` job per
@@ -265,10 +269,10 @@ async def notify_owner(
     from leadflow.pipeline.repository import enqueue
     from leadflow.privacy.policy import allowed
 
-    row = write.lead
-    fresh = SimpleNamespace(**{**row._mapping, **write.values})
+    fresh = SimpleNamespace(**{**row._mapping, **values})  # the lead as the change leaves it
     assignee = Assignee(name=owner.name, email=owner.email, phone=owner.phone)
-    view = build_view(cipher, fresh, assignee, await campaigns_repo.get(conn, row.campaign_id))
+    campaign = next(iter(await campaigns_repo.get_many(conn, [row.campaign_id])), None)
+    view = build_view(cipher, fresh, assignee, campaign)
     stamp = int(now.timestamp() * 1000)
     chosen = [
         c for c in registry.configured(settings) if c.notifies_owner and allowed(c, view) and c.wants(view)
@@ -350,3 +354,18 @@ async def deliveries(conn: AsyncConnection, lead_id: str) -> list[Delivery]:
         )
         for j in await repo.jobs_of_lead(conn, row.id)
     ]
+
+
+async def index_phones(conn: AsyncConnection, cipher: FieldCipher, after_id: int, limit: int) -> int | None:
+    """Give up to ``limit`` leads stored before the phone blind index (``phone_hash``) theirs, in id
+    order after ``after_id``; returns the last id done (None: nothing left)."""
+    from leadflow.kit.text import phone_index_form
+
+    rows = await repo.phones_without_index(conn, after_id, limit)
+    hashes = {}
+    for row in rows:
+        phone = cipher.decrypt(row.phone, "phone")
+        if phone:
+            hashes[int(row.id)] = cipher.blind_index(phone_index_form(phone))
+    await repo.set_phone_hashes(conn, hashes)
+    return int(rows[-1].id) if rows else None

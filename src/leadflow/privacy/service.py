@@ -128,6 +128,7 @@ def _anonymous_values(cipher: FieldCipher, row: PersonLead, now: datetime) -> di
         "company_domain": None,
         "email_kind": "anonymized",
         "phone": None,
+        "phone_hash": None,
         "company": None,
         "message": None,
         "ip_address": None,

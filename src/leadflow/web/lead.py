@@ -30,7 +30,6 @@ from starlette.responses import RedirectResponse, Response
 from leadflow.db import scrub_after_erase
 from leadflow.errors import ApiError
 from leadflow.kit.ids import LEAD_ID_RE
-from leadflow.kit.models import AnyRow
 from leadflow.kit.state import AppState, AppStateDep, WriteConn
 from leadflow.leads import changes, service
 from leadflow.leads.changes import LOGGED, TRANSITIONS, LeadChange
@@ -112,7 +111,7 @@ class Action:
     change: LeadChange
     fields: list[str]
     done: str
-    owner: AnyRow | None = None  # assign: the team member who gets the lead
+    owner: routing_repo.MemberRow | None = None  # assign: the team member who gets the lead
 
 
 def _text(form: FormData, name: str, limit: int = 200) -> str:

@@ -4,7 +4,8 @@ the CSV export of the filtered list.
 Thin like the API's ``GET /v1/api/leads``: the same filter (:class:`~leadflow.leads.repository.
 LeadFilter`), the same list service and cursor, the same scoping (a sales user sees only their own
 leads) and the same audit entry (``lead.list`` with the ids shown). Names are encrypted, so they are
-not searchable; an e-mail address or lead id is matched exactly (the e-mail by its blind index).
+not searchable; an e-mail address, phone number or lead id is matched exactly (e-mail and phone by
+their blind indexes).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class ListQuery:
             return None
 
     def lead_filter(self, state: AppState, user: SessionPrincipal) -> LeadFilter:
-        email_hash = public_id = None
+        email_hash = public_id = phone_hash = None
         q = self.values["q"]
         if q:
             if LEAD_ID_RE.match(q):
@@ -92,7 +93,13 @@ class ListQuery:
                 except ApiError:
                     self.errors["q"] = "This is not a valid e-mail address."
             else:
-                self.errors["q"] = "Search by a whole e-mail address or a lead id (lead_…)."
+                from leadflow.kit.text import normalise_phone, phone_index_form
+
+                try:
+                    phone = normalise_phone(q, state.settings.default_phone_region)
+                    phone_hash = state.cipher.blind_index(phone_index_form(phone))
+                except ValueError:
+                    self.errors["q"] = "Search by a whole e-mail address, phone number or lead id (lead_…)."
         return LeadFilter(
             campaign_id=self.values["campaign"] or None,
             status=self._choice("status", STATUSES),
@@ -105,6 +112,7 @@ class ListQuery:
             source=self._choice("source", SOURCE_CHOICES),
             channel=self._choice("channel", CHANNELS),
             public_id=public_id,
+            phone_hash=phone_hash,
             oldest_first=self.values["sort"] == "oldest",
         )
 
