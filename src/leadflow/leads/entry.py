@@ -248,11 +248,14 @@ class CsvFile:
             text = content.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise EntryRefused({"file": "The file is not UTF-8 text."}) from None
+        header = text.lstrip("\r\n").split("\n", 1)[0]
+        separator = max(",;\t", key=header.count)  # the header's most frequent one; a comma if none
         try:
-            dialect: Any = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
-        except csv.Error:
-            dialect = csv.excel
-        table = [row for row in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in row)]
+            table = [
+                r for r in csv.reader(io.StringIO(text), delimiter=separator) if any(c.strip() for c in r)
+            ]
+        except csv.Error as exc:
+            raise EntryRefused({"file": f"The file is not valid CSV ({exc})."}) from None
         if len(table) < 2:
             raise EntryRefused({"file": "The file needs a header row and at least one lead."})
         if len(table) - 1 > MAX_IMPORT_ROWS:

@@ -51,6 +51,7 @@ NOTE_MAX = 5000
 DONE = {
     "status": "Status changed.",
     "assigned": "Assignment saved; the new owner is notified.",
+    "unassigned": "The lead is unassigned.",
     "note": "Note added.",
     "logged": "Activity logged.",
     "follow_up": "Follow-up saved.",
@@ -201,7 +202,9 @@ async def _assign(conn: AsyncConnection, form: FormData) -> Action:
         if owner is None or not owner.active:
             raise ApiError(400, "VALIDATION_ERROR", "Choose an active team member", field="member_id")
     email = owner.email if owner is not None else None
-    return Action(LeadChange(assigned_to=email), ["assigned_to"], "assigned", owner)
+    return Action(
+        LeadChange(assigned_to=email), ["assigned_to"], "assigned" if owner else "unassigned", owner
+    )
 
 
 def follow_up_moment(local: str, offset_minutes: str) -> datetime | None:
@@ -316,4 +319,7 @@ async def change_lead(
     )
     tasks = BackgroundTasks()
     tasks.add_task(state.wake_worker)  # after the commit: jobs a change queued run now
+    scope = service.only_assigned_to(user)
+    if scope is not None and asked.change.assigned_to not in (changes.UNSET, scope):
+        return RedirectResponse("/", status_code=303, background=tasks)  # handed on: no longer theirs
     return RedirectResponse(f"/leads/{lead_id}?done={asked.done}", status_code=303, background=tasks)
