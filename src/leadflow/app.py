@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow import __version__
 from leadflow.campaigns.analytics import AnalyticsCache
+from leadflow.campaigns.api import dashboard_router
 from leadflow.campaigns.api import router as campaigns_router
 from leadflow.campaigns.service import CampaignCache
 from leadflow.config import Settings, load_settings
@@ -228,6 +229,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
     app.include_router(metrics.router)
     app.include_router(leads_router)
     app.include_router(campaigns_router)
+    app.include_router(dashboard_router)
     app.include_router(routing_router)
     app.include_router(jobs_router)
     app.include_router(security_router)

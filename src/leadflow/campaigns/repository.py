@@ -9,7 +9,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, delete, exists, func, insert, select, update
+from sqlalchemy import ColumnElement, case, delete, exists, func, insert, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.campaigns.models import AnalyticsDaily, AnalyticsDay, AnalyticsState, Campaign
@@ -173,6 +173,150 @@ async def analytics_groups_per_day(
     """:func:`analytics_groups`, also grouped by the UTC day of ``created_at``."""
     day = _day_of(conn.dialect.name, leads.c.created_at).label("day")
     return [(as_date(r.day), _group(r)) for r in await conn.execute(_scan(campaign_id, start, end, [day]))]
+
+
+# --- the analytics dashboard: grouped scans of the leads of [start, end) ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DayTotal:
+    """A campaign's leads of one UTC day."""
+
+    campaign_id: str
+    day: date
+    leads: int
+    qualified: int
+    won: int
+    revenue: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Mix:
+    """How many leads share a channel, source, grade and status."""
+
+    channel: str | None
+    source: str
+    grade: str
+    status: str
+    leads: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContentTotal:
+    utm_content: str
+    leads: int
+    qualified: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseBucket:
+    """Leads of a campaign and rep by their capture-to-first-contact time, in minutes rounded to the
+    minute (under 2 h), 15 minutes (under a day) or the hour; ``WAITING`` not contacted yet, ``LOST``
+    lost without contact."""
+
+    campaign_id: str
+    rep: str | None
+    minutes: float
+    leads: int
+
+
+WAITING, LOST = -1.0, -2.0
+
+
+def _in_period(campaign_id: str | None, start: datetime, end: datetime) -> list[ColumnElement[bool]]:
+    where = [leads.c.created_at >= start, leads.c.created_at < end]
+    if campaign_id is not None:
+        where.append(leads.c.campaign_id == campaign_id)
+    return where
+
+
+async def day_totals(
+    conn: AsyncConnection, campaign_id: str | None, start: datetime, end: datetime
+) -> list[DayTotal]:
+    """Per campaign and UTC day: leads, qualified, won and closed-won revenue (one scan)."""
+    day = _day_of(conn.dialect.name, leads.c.created_at).label("day")
+    qualified = case((leads.c.qualification_status.in_(QUALIFIED), 1), else_=0)
+    won = case((leads.c.status == "closed_won", 1), else_=0)
+    won_value = case((leads.c.status == "closed_won", leads.c.deal_value), else_=None)
+    query = (
+        select(
+            leads.c.campaign_id,
+            day,
+            func.count().label("leads"),
+            func.sum(qualified).label("qualified"),
+            func.sum(won).label("won"),
+            func.sum(won_value).label("revenue"),
+        )
+        .where(*_in_period(campaign_id, start, end))
+        .group_by(leads.c.campaign_id, day)
+    )
+    return [
+        DayTotal(
+            campaign_id=r.campaign_id,
+            day=as_date(r.day),
+            leads=int(r.leads),
+            qualified=int(r.qualified or 0),
+            won=int(r.won or 0),
+            revenue=Decimal(r.revenue or 0),
+        )
+        for r in await conn.execute(query)
+    ]
+
+
+async def mix(conn: AsyncConnection, campaign_id: str | None, start: datetime, end: datetime) -> list[Mix]:
+    """Leads by channel, source, grade and status (one scan; a few dozen groups)."""
+    keys = (leads.c.channel, leads.c.source, leads.c.lead_grade, leads.c.status)
+    query = (
+        select(*keys, func.count().label("leads")).where(*_in_period(campaign_id, start, end)).group_by(*keys)
+    )
+    return [Mix(r.channel, r.source, r.lead_grade, r.status, int(r.leads)) for r in await conn.execute(query)]
+
+
+async def content_totals(
+    conn: AsyncConnection, campaign_id: str | None, start: datetime, end: datetime
+) -> list[ContentTotal]:
+    """Leads and qualified leads per ``utm_content`` (leads without one left out)."""
+    qualified = case((leads.c.qualification_status.in_(QUALIFIED), 1), else_=0)
+    query = (
+        select(leads.c.utm_content, func.count().label("leads"), func.sum(qualified).label("qualified"))
+        .where(*_in_period(campaign_id, start, end), leads.c.utm_content.is_not(None))
+        .group_by(leads.c.utm_content)
+    )
+    return [
+        ContentTotal(r.utm_content, int(r.leads), int(r.qualified or 0)) for r in await conn.execute(query)
+    ]
+
+
+def _seconds_to_contact(dialect: str) -> Any:
+    """``contacted_at - created_at`` in seconds, in SQL (each backend its own way)."""
+    first, contacted = leads.c.created_at, leads.c.contacted_at
+    if dialect == "postgresql":
+        return func.extract("epoch", contacted - first)
+    if dialect == "sqlite":
+        return (func.julianday(contacted) - func.julianday(first)) * 86400.0
+    return func.timestampdiff(literal_column("SECOND"), first, contacted)
+
+
+async def response_buckets(
+    conn: AsyncConnection, campaign_id: str | None, start: datetime, end: datetime
+) -> list[ResponseBucket]:
+    """Leads per campaign, rep (``assigned_to``) and first-contact time bucket (:class:`ResponseBucket`)."""
+    seconds = _seconds_to_contact(conn.dialect.name)
+    bucket = case(
+        (leads.c.contacted_at.is_(None), case((leads.c.status == "closed_lost", LOST), else_=WAITING)),
+        (seconds < 7200, func.round(seconds / 60.0)),
+        (seconds < 86400, func.round(seconds / 900.0) * 15),
+        else_=func.round(seconds / 3600.0) * 60,
+    ).label("minutes")
+    query = (
+        select(leads.c.campaign_id, leads.c.assigned_to, bucket, func.count().label("leads"))
+        .where(*_in_period(campaign_id, start, end))
+        .group_by(leads.c.campaign_id, leads.c.assigned_to, bucket)
+    )
+    return [
+        ResponseBucket(r.campaign_id, r.assigned_to, float(r.minutes), int(r.leads))
+        for r in await conn.execute(query)
+    ]
 
 
 # --- stored daily sums (``rollup``) ----------------------------------------------------------------

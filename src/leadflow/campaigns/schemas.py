@@ -291,3 +291,93 @@ class CampaignAnalytics(BaseModel):
     metrics: Metrics
     lead_sources: dict[str, int] = Field(examples=[{"landing-page": 38, "modal": 7}])
     top_performing_content: list[ContentPerformance]
+
+
+# --- the analytics dashboard (GET /v1/api/analytics) ------------------------------------------------
+
+
+class DayCount(BaseModel):
+    day: date = Field(examples=["2025-10-01"])
+    leads: int = Field(examples=[12])
+
+
+class FunnelStage(BaseModel):
+    stage: Literal["new", "contacted", "qualified", "proposal", "won"] = Field(examples=["contacted"])
+    leads: int = Field(examples=[30], description="Leads whose status reached this stage or a later one")
+    rate: float = Field(examples=[0.6667], description="leads / leads at `new` (all leads of the period)")
+
+
+class Speed(BaseModel):
+    """Capture to first contact (the lead's first status change: `contacted_at`), in minutes."""
+
+    contacted: int = Field(examples=[40], description="Leads of the period contacted so far")
+    waiting: int = Field(examples=[5], description="Leads of the period not contacted yet (not lost)")
+    median_minutes: float | None = Field(examples=[42.0])
+    p90_minutes: float | None = Field(examples=[180.0])
+
+
+class RepSpeedOut(Speed):
+    rep: str = Field(examples=["sales@nexlink.website"], description="`assigned_to`; `(unassigned)` if none")
+
+
+class CampaignSpeed(Speed):
+    campaign_id: str = Field(examples=["nextcloud-installation-2025"])
+
+
+class CampaignKpis(BaseModel):
+    campaign_id: str = Field(examples=["nextcloud-installation-2025"])
+    name: str = Field(examples=["Nextcloud Installation Q4"])
+    status: str = Field(examples=["active"])
+    leads: int = Field(examples=[45])
+    qualified: int = Field(examples=[18])
+    won: int = Field(examples=[3])
+    conversion_rate: float = Field(examples=[0.4], description="qualified / leads")
+    cost_per_lead: float | None = Field(examples=[25.5], description="budget / leads")
+    revenue: float = Field(examples=[15000.0])
+    roi: float | None = Field(examples=[12.07], description="(revenue − budget) / budget")
+
+
+class VariantOut(BaseModel):
+    utm_content: str = Field(examples=["ad-variant-a"])
+    leads: int = Field(examples=[120])
+    converted: int = Field(examples=[30], description="qualified (marketing/sales qualified or customer)")
+    conversion_rate: float = Field(examples=[0.25])
+
+
+class AbTest(BaseModel):
+    a: str = Field(examples=["ad-variant-a"])
+    b: str = Field(examples=["ad-variant-b"])
+    test: Literal["two_proportion_z", "fisher_exact", "none"] = Field(
+        examples=["two_proportion_z"],
+        description="Fisher's exact test when an expected count is below 5, else the two-proportion z-test",
+    )
+    p_value: float | None = Field(examples=[0.0123])
+    significant: bool = Field(examples=[True], description="p < 0.05")
+    summary: str = Field(
+        examples=[
+            "ad-variant-b converts better than ad-variant-a (31.0% vs 22.0%); the difference is "
+            "unlikely to be chance (p = 0.012)."
+        ]
+    )
+
+
+class Dashboard(BaseModel):
+    """Every figure of the analytics page, for one campaign or all of them, over [start, end]."""
+
+    campaign_id: str | None = Field(examples=[None], description="null: all campaigns")
+    period: Period
+    totals: CampaignKpis = Field(description="The period's figures (campaign_id `*` for all campaigns)")
+    leads_per_day: list[DayCount] = Field(description="Every day of the period, zeros included")
+    by_channel: dict[str, int] = Field(examples=[{"paid_search": 20, "organic_search": 12}])
+    by_source: dict[str, int] = Field(examples=[{"landing-page": 38, "modal": 7}])
+    grades: dict[str, int] = Field(examples=[{"A": 5, "B": 12, "C": 20, "D": 8}])
+    funnel: list[FunnelStage]
+    speed_to_lead: Speed
+    speed_by_rep: list[RepSpeedOut]
+    speed_by_campaign: list[CampaignSpeed]
+    campaigns: list[CampaignKpis] = Field(description="Per campaign, most leads first")
+    top_content: list[VariantOut] = Field(description="utm_content with the most leads (up to 5)")
+    variants: list[VariantOut] = Field(description="Every utm_content of the period, most leads first")
+    ab_test: AbTest | None = Field(
+        description="The two variants with the most leads compared; null with fewer than two"
+    )

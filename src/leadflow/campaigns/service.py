@@ -7,6 +7,7 @@ import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import date
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -41,6 +42,7 @@ class CaptureCampaign:
     token_hash: str | None
     allowed_origins: frozenset[str]
     services: tuple[str, ...]
+    end_date: date | None = None  # the last day (UTC) it takes leads (capture.policy.campaign_closed)
 
     def token_ok(self, presented: str | None) -> bool:
         if self.token_hash is None:
@@ -63,6 +65,7 @@ def to_capture(row: CampaignRow) -> CaptureCampaign:
         token_hash=row.token_hash,
         allowed_origins=frozenset(row.allowed_origins or ()),
         services=tuple(row.services or ()),
+        end_date=row.end_date,
     )
 
 

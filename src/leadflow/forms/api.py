@@ -28,6 +28,7 @@ from leadflow.forms.embed import Asset, embed_script
 from leadflow.kit.clock import utcnow
 from leadflow.kit.state import AppState, AppStateDep, ReadConn
 from leadflow.leads.capture.http import capture_lead
+from leadflow.leads.capture.policy import campaign_closed
 from leadflow.leads.capture.service import read_body
 
 router = APIRouter(tags=["forms"])
@@ -306,6 +307,8 @@ async def _form_error(state: AppState, campaign_id: str, exc: ApiError) -> HTMLR
     if exc.status in (429, 503):
         lines = ["We could not take your request right now. Please try again in a minute."]
         return _message(exc.status, "Please try again", lines, form, headers=headers)
+    if exc.error == "CAMPAIGN_INACTIVE":
+        return _message(exc.status, "This form is closed", [exc.message], form)
     if exc.error == "INVALID_CAMPAIGN_TOKEN":
         lines = ["This form is missing its campaign token. Please tell the site's owner."]
         return _message(exc.status, "This form cannot be sent", lines, form)
@@ -334,8 +337,9 @@ async def hosted_form(request: Request, conn: ReadConn, campaign_id: CampaignId)
     form = await service.hosted_form(conn, campaign_id)
     if form is None or form.status == "draft":
         return _message(404, "Form not found", ["There is no form at this address."])
-    if form.status != "active":
-        return _message(409, "This form is closed", [f"{form.name} no longer takes requests."], form)
+    closed = campaign_closed(form.status, form.end_date, utcnow().date())
+    if closed is not None:
+        return _message(409, "This form is closed", [closed], form)
     if form.has_token:
         lines = ["This campaign requires a campaign token, so it has no hosted form. Use embed.js instead."]
         return _message(409, "Form not available", lines, form)

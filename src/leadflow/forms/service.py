@@ -10,7 +10,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -139,6 +139,7 @@ class HostedForm:
     privacy_notice_url: str | None
     privacy_notice_version: str | None
     frame_ancestors: tuple[str, ...]
+    end_date: date | None = None  # the last day (UTC) the form takes requests
 
     def frame_ancestors_csp(self) -> str:
         return " ".join(("'self'", *(o for o in self.frame_ancestors if _CSP_ORIGIN.fullmatch(o))))
@@ -165,6 +166,7 @@ async def hosted_form(conn: AsyncConnection, campaign_id: str) -> HostedForm | N
         campaign_id=row.id,
         name=row.name,
         status=row.status,
+        end_date=row.end_date,
         has_token=row.token_hash is not None,
         title=row.form_title or row.name,
         intro=row.form_intro,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
-from leadflow.errors import ApiError, json_response, responses
+from leadflow.errors import ApiError, ErrorBody, json_response, responses
 from leadflow.kit.clock import UtcDateTime
 from leadflow.kit.ids import LEAD_ID_RE
 from leadflow.kit.pagination import CursorParam, decode_cursor
@@ -89,10 +89,27 @@ async def capture_preflight(request: Request, state: AppStateDep) -> Response:
         "stored under that id, in order, once the database is back (until then its status answers 503). "
         "Send `Idempotency-Key` to make retries safe: a retry with the same key returns the original "
         "response. Campaigns with a token require `X-Campaign-Token` (or a bearer token with the ingest "
-        "role); campaigns with allowed origins reject other browser `Origin`s."
+        "role); campaigns with allowed origins reject other browser `Origin`s. A campaign that is not "
+        "`active`, or whose `end_date` (UTC, inclusive) has passed, takes no leads: 409 `CAMPAIGN_INACTIVE`."
     ),
     responses={
         **responses(400, 401, 403, 404, 409, 413, 415, 429, 503),
+        409: {
+            "model": ErrorBody,
+            "description": "DUPLICATE_SUBMISSION (with the existing `lead_id`), IDEMPOTENCY_KEY_REUSED, or "
+            "CAMPAIGN_INACTIVE (the campaign is paused, draft or completed, or past its end date)",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "success": False,
+                        "error": "CAMPAIGN_INACTIVE",
+                        "message": "This campaign ended on 2025-12-31 and no longer takes requests.",
+                        "field": "campaign_id",
+                        "code": 409,
+                    }
+                }
+            },
+        },
         201: {
             "description": "Stored (or the original answer to a retried Idempotency-Key)",
             "headers": {"Access-Control-Allow-Origin": {"schema": {"type": "string"}}},

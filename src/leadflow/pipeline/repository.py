@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -290,3 +290,29 @@ async def retry_dead(conn: AsyncConnection, kind: str | None, now: datetime) -> 
         )
     )
     return int(result.rowcount or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorActivity:
+    """A connector's recent deliveries (the workspace's integrations page)."""
+
+    last_success: datetime | None
+    failures_since: int  # failed attempts (retry, dead, permanent) since the given time
+    dead: int
+
+
+async def connector_activity(conn: AsyncConnection, connector: str, since: datetime) -> ConnectorActivity:
+    """Its ``deliver`` jobs are those whose dedup key starts ``deliver:<connector>:``."""
+    mine = (jobs.c.kind == "deliver", jobs.c.dedup_key.like(f"deliver:{connector}:%"))
+    last = select(func.max(jobs.c.finished_at)).where(jobs.c.status == "done", *mine)
+    dead = select(func.count()).select_from(jobs).where(jobs.c.status == "dead", *mine)
+    failures = (
+        select(func.count())
+        .select_from(attempts.join(jobs, attempts.c.job_id == jobs.c.id))
+        .where(attempts.c.started_at >= since, attempts.c.outcome != "success", *mine)
+    )
+    return ConnectorActivity(
+        last_success=(await conn.execute(last)).scalar(),
+        failures_since=int((await conn.execute(failures)).scalar() or 0),
+        dead=int((await conn.execute(dead)).scalar() or 0),
+    )

@@ -8,7 +8,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from leadflow.web import account, assets, docs, imports, inbox, lead, leads, new_lead
+from leadflow.web import (
+    account,
+    analytics,
+    assets,
+    audit,
+    campaigns,
+    docs,
+    imports,
+    inbox,
+    integrations,
+    lead,
+    leads,
+    new_lead,
+    team,
+)
 from leadflow.web.auth import PageAnswer, answer_page
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -17,7 +31,12 @@ ROUTERS: tuple[APIRouter, ...] = (
     leads.router,
     new_lead.router,
     imports.router,
-    lead.router,  # last: /leads/{lead_id} after /leads/new, /leads/import, /leads/export.csv
+    lead.router,  # after /leads/new, /leads/import, /leads/export.csv: its /leads/{lead_id} matches them
+    campaigns.router,
+    analytics.router,
+    team.router,
+    integrations.router,
+    audit.router,
 )
 
 

@@ -3,8 +3,8 @@
 Everything that decides what happens to a submitted lead lives here, so that a change to a capture
 rule is a change to this file:
 
-* the request checks that need no database: bot signals (:func:`bot_reason`), the campaign's state,
-  origin and token (:func:`campaign_refusal`);
+* the request checks that need no database: bot signals (:func:`bot_reason`), the campaign's state
+  and dates (:func:`campaign_closed`), origin and token (:func:`campaign_refusal`);
 * :func:`prepare`: the lead's stored values (normal forms, channel, encryption) and its score input;
 * :func:`plan_batch`: for a batch of prepared leads and what the store read about them (earlier leads
   of the same people, visitors seen before, leads holding the same idempotency keys), each one's
@@ -23,7 +23,7 @@ import functools
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
 from leadflow.campaigns.service import CaptureCampaign
@@ -99,16 +99,34 @@ def same_origin(headers: Mapping[str, str]) -> bool:
 TOKEN_REFUSED = "INVALID_CAMPAIGN_TOKEN"  # noqa: S105 - an error code, not a secret
 
 
-def campaign_refusal(campaign: CaptureCampaign | None, headers: Mapping[str, str]) -> ApiError | None:
-    """Why this campaign does not take this request (unknown, inactive, origin, token), or None.
+def campaign_closed(status: str, end_date: date | None, today: date) -> str | None:
+    """Why a campaign takes no leads, in words a visitor can read, or None when it takes them.
 
+    A campaign takes leads while its status is ``active`` and up to and including its end date
+    (calendar days in UTC, the same days analytics count in). The API answers such a refusal with
+    409 ``CAMPAIGN_INACTIVE``; the hosted form and the no-JS form show the words.
+    """
+    if status != "active":
+        return f"This campaign is {status} and does not take requests."
+    if end_date is not None and today > end_date:
+        return f"This campaign ended on {end_date.isoformat()} and no longer takes requests."
+    return None
+
+
+def campaign_refusal(
+    campaign: CaptureCampaign | None, headers: Mapping[str, str], today: date | None = None
+) -> ApiError | None:
+    """Why this campaign does not take this request (unknown, inactive or ended, origin, token), or None.
+
+    ``today`` is the UTC date the end date is compared with (default: the clock's today).
     A wrong or missing campaign token is :data:`TOKEN_REFUSED`: the caller may still accept a bearer
     token with the ingest scope instead (that look-up needs the token store).
     """
     if campaign is None:
         return ApiError(404, "CAMPAIGN_NOT_FOUND", "Unknown campaign", field="campaign_id")
-    if campaign.status != "active":
-        return ApiError(409, "CAMPAIGN_INACTIVE", f"The campaign is {campaign.status}", field="campaign_id")
+    closed = campaign_closed(campaign.status, campaign.end_date, today or utcnow().date())
+    if closed is not None:
+        return ApiError(409, "CAMPAIGN_INACTIVE", closed, field="campaign_id")
     if not campaign.origin_ok(headers.get("origin")) and not same_origin(headers):
         return ApiError(403, "ORIGIN_NOT_ALLOWED", "This origin may not submit to this campaign")
     if not campaign.token_ok(headers.get("x-campaign-token")):

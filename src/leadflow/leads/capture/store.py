@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import JSON, LargeBinary, Table, delete, insert, select
@@ -562,7 +562,9 @@ class SqliteStore:
 
 # -- Point reads on SQLite (the capture path's campaign, the status endpoint) ---------------------------
 
-_CAMPAIGN = "SELECT id, name, status, token_hash, allowed_origins, services FROM campaigns WHERE id = ?"
+_CAMPAIGN = (
+    "SELECT id, name, status, token_hash, allowed_origins, services, end_date FROM campaigns WHERE id = ?"
+)
 _STATUS = (
     "SELECT public_id, status, updated_at, assigned_to, follow_up_date, lead_grade FROM leads"
     " WHERE public_id = ?"
@@ -578,7 +580,7 @@ def capture_campaign(reader: PointReader, campaign_id: str) -> CaptureCampaign |
     found = reader.one(_CAMPAIGN, (campaign_id,))
     if found is None:
         return None
-    pk, name, status, token_hash, origins, services = found
+    pk, name, status, token_hash, origins, services, end_date = found
     return CaptureCampaign(
         id=pk,
         name=name,
@@ -586,6 +588,7 @@ def capture_campaign(reader: PointReader, campaign_id: str) -> CaptureCampaign |
         token_hash=token_hash,
         allowed_origins=frozenset(_json_list(origins)),
         services=tuple(_json_list(services)),
+        end_date=date.fromisoformat(str(end_date)[:10]) if end_date else None,
     )
 
 
