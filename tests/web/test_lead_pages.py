@@ -296,39 +296,3 @@ async def test_search_by_phone_through_its_blind_index(harness: Harness, campaig
     assert fixed.status_code == 200
     assert second not in (await client.get("/leads", params={"q": "+14155550142"})).text
     assert second in (await client.get("/leads", params={"q": "+14155550199"})).text
-
-
-async def test_reassignment_notifies_the_new_owner(settings_factory: Any) -> None:
-    from leadflow.app import create_app
-    from leadflow.kit.state import state_of
-
-    settings = settings_factory(slack_webhook_url="https://hooks.example.test/services/T/B/x")
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            harness = Harness(app, client, state_of(app).engine, settings)
-            admin = await harness.token("admin")
-            made = await client.post(
-                "/v1/api/campaigns",
-                headers=admin,
-                json={"id": "nextcloud-installation-2025", "name": "N", "campaign_type": "service"},
-            )
-            assert made.status_code == 201
-            member = await _member(harness, "rep@example.com", "Rep One")
-            lead_id = await _lead(harness)
-            manager = await make_user(harness, "manager")
-            page_client = await _signed_in(harness, manager)
-            token = csrf_of((await page_client.get(f"/leads/{lead_id}")).text)
-            done = await page_client.post(
-                f"/leads/{lead_id}/assign", data={"csrf_token": token, "member_id": str(member)}
-            )
-            assert done.status_code == 303
-            keys = await harness.scalar(
-                "SELECT count(*) FROM jobs WHERE dedup_key LIKE 'reassign:slack:%' AND kind = 'deliver'"
-            )
-            assert keys == 1
-            linked = await harness.scalar(
-                "SELECT assigned_member_id FROM leads WHERE public_id = :p", p=lead_id
-            )
-            assert linked == member

@@ -243,6 +243,8 @@ async def change(
     reassigned = owner is not None and write.values.get("assigned_to") == owner.email
     if reassigned and owner is not None:
         write = replace(write, values={**write.values, "assigned_member_id": owner.id})
+    elif "assigned_to" in write.values and write.values["assigned_to"] is None:
+        write = replace(write, values={**write.values, "assigned_member_id": None})  # nobody's now
     queued = (await changes.apply(conn, [write], settings=settings, analytics=analytics)).get(row.id, [])
     if reassigned and owner is not None and settings is not None:
         await notify_owner(conn, cipher, settings, row, write.values, owner, now)
