@@ -25,7 +25,7 @@ from tests.integrations.factories import (
     with_campaign_integration,
 )
 
-LINK = "https://leads.example.test/v1/api/leads/lead_0123456789ab"
+LINK = "https://leads.example.test/leads/lead_0123456789ab"
 
 
 @pytest.fixture

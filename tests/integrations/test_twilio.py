@@ -26,7 +26,7 @@ from tests.integrations.factories import (
 )
 
 FROM = "+15005550006"
-LINK = "https://leads.example.test/v1/api/leads/lead_0123456789ab"
+LINK = "https://leads.example.test/leads/lead_0123456789ab"
 
 
 @pytest.fixture

@@ -329,7 +329,7 @@ async def test_dead_crm_sync_mails_the_lead_for_entry_by_hand(
     body = message.get_body(("plain",)).get_content()
     # Everything needed to enter the lead by hand, and the link to it.
     for expected in (
-        f"https://leads.example.test/v1/api/leads/{lead_id}",
+        f"https://leads.example.test/leads/{lead_id}",
         "hubspot delivery",
         "backup.person@company.com",
         "+15559876543",
@@ -379,7 +379,7 @@ async def test_dead_letters_of_one_period_share_one_digest_and_a_failed_send_is_
     # One digest per period in which deliveries died (the three die within one or two periods).
     assert 1 <= len(rows) <= 2
     assert len(ops_mail(smtp)) == len(rows)
-    assert all(bodies().count(f"Lead: https://leads.example.test/v1/api/leads/{i}") == 1 for i in ids)
+    assert all(bodies().count(f"Lead: https://leads.example.test/leads/{i}") == 1 for i in ids)
     # The first send was refused by the mail server, so that digest ran twice.
     assert [r[0] for r in rows] == ["done"] * len(rows)
     assert rows[0][1] == 2

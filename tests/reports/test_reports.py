@@ -183,7 +183,7 @@ async def test_report_figures_match_the_analytics_api(
     text = message.get_body(("plain",)).get_content()
     html = message.get_body(("html",)).get_content()
     assert "Waiting for first contact: 5" in text  # every status-new lead, whenever captured
-    assert f"https://leads.example.com/v1/api/leads/{ids['untouched']}" in html
+    assert f"https://leads.example.com/leads/{ids['untouched']}" in html
     for pii in (
         "a1@company.com",
         "John",

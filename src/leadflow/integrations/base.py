@@ -171,6 +171,9 @@ class Connector(ABC):
     # A delivery keeps a record in another system in step ("synced" activity) rather than notifying
     # someone ("notification_sent").
     counts_as_sync: ClassVar[bool] = False
+    # A delivery tells the team about the lead and who owns it (a chat message, an e-mail or SMS to
+    # the assignee): sent again, to the new owner, when a person reassigns the lead.
+    notifies_owner: ClassVar[bool] = False
     # A corrected lead (rectification) is delivered again so the tool updates its record.
     resyncs_corrections: ClassVar[bool] = False
     # For a tool that cannot delete (no :class:`Erases`): what the erasure answer says it still holds.

@@ -133,6 +133,14 @@ async def iter_leads(
 ) -> AsyncIterator[dict[str, Any]]:
     """Matching leads, decrypted, newest first, fetched ``page`` rows at a time (keyset pagination)."""
     query = repo.LeadFilter(campaign_id=flt.campaign_id, created_from=flt.since, created_to=flt.until)
+    async for record in iter_filtered(conn, cipher, query, page):
+        yield record
+
+
+async def iter_filtered(
+    conn: AsyncConnection, cipher: FieldCipher, query: repo.LeadFilter, page: int = EXPORT_PAGE
+) -> AsyncIterator[dict[str, Any]]:
+    """The leads of a list filter (the workspace's list), decrypted, in its order, page by page."""
     before: int | None = None
     while True:
         rows = await repo.list_page(conn, query, before, page)

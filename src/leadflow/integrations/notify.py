@@ -22,8 +22,8 @@ class Fact:
 
 
 def lead_url(settings: Settings, lead: LeadView) -> str:
-    """Where a team member opens the lead (authenticated API; reads are audited)."""
-    return f"{settings.public_base_url.rstrip('/')}/v1/api/leads/{lead.lead_id}"
+    """Where a team member opens the lead: its workspace page (sign-in required; reads are audited)."""
+    return f"{settings.public_base_url.rstrip('/')}/leads/{lead.lead_id}"
 
 
 def clip(value: str, limit: int = FIELD_LIMIT) -> str:

@@ -41,6 +41,7 @@ def message_key(lead: LeadView, dedup_key: str) -> str:
 
 
 class EmailNotificationConnector(Connector):
+    notifies_owner: ClassVar[bool] = True
     name: ClassVar[str] = "email"
     max_attempts: ClassVar[int] = 8
     # Staff notification: no consent needed, nothing handed to a third party for its own use.

@@ -90,6 +90,7 @@ def twilio_excerpt(text: str | None) -> str | None:
 
 
 class TwilioSmsConnector(Connector):
+    notifies_owner: ClassVar[bool] = True
     name: ClassVar[str] = "sms"
     max_attempts: ClassVar[int] = 4  # an alert that arrives hours late is no longer worth a retry
     # Staff notification: no consent needed, nothing handed to a third party for its own use.

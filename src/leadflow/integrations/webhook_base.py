@@ -20,6 +20,7 @@ from leadflow.integrations.notify import grade_rule, lead_url
 
 
 class ChatWebhookConnector(Connector):
+    notifies_owner: ClassVar[bool] = True
     max_attempts: ClassVar[int] = 6
     # Staff notification: no consent needed, nothing handed to a third party for its own use.
     needs_consent: ClassVar[bool] = False

@@ -165,6 +165,11 @@ def email_index_form(email: str) -> str:
     return email.strip().casefold()
 
 
+def phone_index_form(phone: str) -> str:
+    """The form of an E.164 phone number for its blind index (prefixed: never equal to an e-mail's)."""
+    return "phone:" + phone
+
+
 def normalise_phone(value: str, default_region: str) -> str:
     """E.164 form of a possible phone number; numbers without +country use ``default_region``."""
     try:

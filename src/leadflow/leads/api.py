@@ -39,11 +39,7 @@ LeadReader = Annotated[Principal, Depends(require("leads:read"))]
 LeadId = Annotated[str, Path(description="The public lead id", examples=["lead_abc123def456"])]
 
 
-def _scope(principal: Principal) -> str | None:
-    """Sales users see only the leads assigned to them (their token's subject); others see all."""
-    if principal.role == "sales":
-        return principal.subject or ""  # no subject: matches no lead (assignees are never empty)
-    return None
+_scope = service.only_assigned_to  # sales users see only the leads assigned to them; others all
 
 
 def _email_hash(state: AppState, email: str) -> str:

@@ -31,6 +31,7 @@ from leadflow.kit.clock import utcnow
 from leadflow.kit.models import AnyRow
 from leadflow.leads import repository as repo
 from leadflow.leads.activities import Activity
+from leadflow.leads.models import ActivityType
 from leadflow.leads.schemas import CONTACT_FIELDS, LeadUpdate
 from leadflow.security.audit import Actor, record
 
@@ -55,6 +56,13 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 # What a status change implies for qualification_status.
 QUALIFICATION_ON = {"qualified": "sales_qualified", "closed_won": "customer", "closed_lost": "lost"}
 NOT_NULL_CONTACT = ("first_name", "last_name", "email")
+# The spec's activity types a salesperson logs by hand (what happened outside Leadflow), and their text.
+LOGGED: dict[ActivityType, str] = {
+    "call_made": "Call logged",
+    "meeting_scheduled": "Meeting logged",
+    "email_sent": "E-mail logged",
+    "proposal_sent": "Proposal sent",
+}
 
 
 def can_transition(current: str, target: str) -> bool:
@@ -82,6 +90,7 @@ class LeadChange:
     # Rectified contact fields (names from ``CONTACT_FIELDS``), the phone already in E.164.
     contact: Mapping[str, str | None] = field(default_factory=dict)
     note: str | None = None
+    logged: ActivityType | None = None  # one of ``LOGGED``: a call, meeting, e-mail or proposal
 
     @classmethod
     def from_update(cls, body: LeadUpdate, phone_region: str) -> LeadChange:
@@ -266,6 +275,11 @@ def plan(
             )
         )
 
+    if change.logged is not None:
+        if change.logged not in LOGGED:
+            raise ApiError(400, "VALIDATION_ERROR", "Not an activity to log", field="activity_type")
+        acts.append(Activity(row.id, change.logged, LOGGED[change.logged], now, actor))
+
     if change.note:
         acts.append(Activity.note(cipher, row.id, change.note, actor, now))
 
@@ -280,7 +294,7 @@ def _corrections(
     """Put the rectified contact fields in ``values``: re-encrypted (and, for the e-mail, its blind index,
     domain and kind, so de-duplication and look-ups follow the new address); return the names changed."""
     from leadflow.enrichment.email_domain import classify_domain
-    from leadflow.kit.text import email_index_form
+    from leadflow.kit.text import email_index_form, phone_index_form
 
     changed: list[str] = []
     for name in CONTACT_FIELDS:
@@ -291,6 +305,8 @@ def _corrections(
             continue
         values[name] = cipher.encrypt(value, name)
         changed.append(name)
+        if name == "phone":
+            values["phone_hash"] = cipher.blind_index(phone_index_form(value)) if value else None
         if name == "email" and value is not None:
             domain = value.rsplit("@", 1)[1]
             kind = classify_domain(domain)

@@ -50,6 +50,7 @@ class Lead(Base):
         Index("idx_lead_score", "lead_score"),
         Index("idx_created", "created_at"),
         Index("idx_visitor", "visitor_id"),
+        Index("idx_phone", "phone_hash"),
         Index("idx_assigned", "assigned_to", "status"),
         Index("idx_assigned_member", "assigned_member_id", "status"),
         # Covering index for analytics: a campaign's days are one range of it (live scans, daily sums).
@@ -78,6 +79,7 @@ class Lead(Base):
     email_hash: Mapped[str] = mapped_column(String(64))
     email_domain: Mapped[str | None] = mapped_column(String(255))
     phone: Mapped[bytes | None] = mapped_column(LargeBinary)
+    phone_hash: Mapped[str | None] = mapped_column(String(64))  # blind index of the E.164 number
     company: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     # Campaign attribution

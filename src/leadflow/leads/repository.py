@@ -76,6 +76,11 @@ class LeadFilter:
     created_to: datetime | None = None
     only_assigned_to: str | None = None  # a sales user's own leads
     email_hash: str | None = None  # blind index of an exact e-mail address
+    source: str | None = None
+    channel: str | None = None
+    public_id: str | None = None  # an exact lead id
+    phone_hash: str | None = None  # blind index of an exact phone number
+    oldest_first: bool = False  # ``before_id`` then pages upwards (ids greater than it)
 
 
 async def list_page(
@@ -98,9 +103,69 @@ async def list_page(
         conditions.append(leads.c.assigned_to == flt.only_assigned_to)
     if flt.email_hash is not None:
         conditions.append(leads.c.email_hash == flt.email_hash)
+    if flt.source:
+        conditions.append(leads.c.source == flt.source)
+    if flt.channel:
+        conditions.append(leads.c.channel == flt.channel)
+    if flt.public_id is not None:
+        conditions.append(leads.c.public_id == flt.public_id)
+    if flt.phone_hash is not None:
+        conditions.append(leads.c.phone_hash == flt.phone_hash)
     if before_id is not None:
-        conditions.append(leads.c.id < before_id)
-    query = select(leads).where(and_(True, *conditions)).order_by(leads.c.id.desc()).limit(limit)
+        conditions.append(leads.c.id > before_id if flt.oldest_first else leads.c.id < before_id)
+    order = leads.c.id.asc() if flt.oldest_first else leads.c.id.desc()
+    query = select(leads).where(and_(True, *conditions)).order_by(order).limit(limit)
+    return (await conn.execute(query)).all()
+
+
+OPEN_STATUSES = ("new", "contacted", "qualified", "proposal")
+
+
+def _owner(assigned_to: str | None) -> list[Any]:
+    return [] if assigned_to is None else [leads.c.assigned_to == assigned_to]
+
+
+async def open_leads(conn: AsyncConnection, assigned_to: str | None, limit: int) -> Sequence[AnyRow]:
+    """Open leads (``assigned_to`` None: everyone's), best grade first, then oldest first."""
+    query = (
+        select(leads)
+        .where(leads.c.status.in_(OPEN_STATUSES), *_owner(assigned_to))
+        .order_by(leads.c.lead_grade, leads.c.created_at, leads.c.id)
+        .limit(limit)
+    )
+    return (await conn.execute(query)).all()
+
+
+async def follow_ups_until(
+    conn: AsyncConnection, assigned_to: str | None, until: datetime, limit: int
+) -> Sequence[AnyRow]:
+    """Open leads whose follow-up date is before ``until`` (overdue and due today), earliest first."""
+    query = (
+        select(leads)
+        .where(
+            leads.c.follow_up_date.is_not(None),
+            leads.c.follow_up_date < until,
+            leads.c.status.in_(OPEN_STATUSES),
+            *_owner(assigned_to),
+        )
+        .order_by(leads.c.follow_up_date, leads.c.id)
+        .limit(limit)
+    )
+    return (await conn.execute(query)).all()
+
+
+async def open_mark(conn: AsyncConnection, assigned_to: str | None) -> tuple[int, int, datetime | None]:
+    """(count, highest id, latest update) of the open leads: changes whenever the inbox would."""
+    query = select(func.count(), func.max(leads.c.id), func.max(leads.c.updated_at)).where(
+        leads.c.status.in_(OPEN_STATUSES), *_owner(assigned_to)
+    )
+    count, top, updated = (await conn.execute(query)).one()
+    return int(count or 0), int(top or 0), updated
+
+
+async def jobs_of_lead(conn: AsyncConnection, lead_id: int) -> Sequence[AnyRow]:
+    """A lead's jobs (deliveries and processing), oldest first."""
+    query = select(jobs).where(jobs.c.lead_id == lead_id).order_by(jobs.c.id)
     return (await conn.execute(query)).all()
 
 
@@ -158,3 +223,22 @@ async def due_follow_ups(conn: AsyncConnection, now: datetime, limit: int = 500)
         .limit(limit)
     )
     return (await conn.execute(query)).all()
+
+
+async def phones_without_index(conn: AsyncConnection, after_id: int, limit: int) -> Sequence[AnyRow]:
+    """Leads with a phone number and no phone blind index yet (stored before it existed), by id."""
+    query = (
+        select(leads.c.id, leads.c.phone)
+        .where(leads.c.id > after_id, leads.c.phone.is_not(None), leads.c.phone_hash.is_(None))
+        .order_by(leads.c.id)
+        .limit(limit)
+    )
+    return (await conn.execute(query)).all()
+
+
+async def set_phone_hashes(conn: AsyncConnection, hashes: dict[int, str]) -> None:
+    if hashes:
+        statement = (
+            update(leads).where(leads.c.id == bindparam("lead")).values(phone_hash=bindparam("digest"))
+        )
+        await conn.execute(statement, [{"lead": k, "digest": v} for k, v in hashes.items()])

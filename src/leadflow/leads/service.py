@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, time, timedelta
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -28,10 +30,14 @@ from leadflow.leads.schemas import (
 )
 from leadflow.security.audit import Actor
 from leadflow.security.crypto import FieldCipher
+from leadflow.security.tokens import Principal
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from leadflow.campaigns.analytics import AnalyticsCache
     from leadflow.config import Settings
+    from leadflow.routing.repository import MemberRow
 
 NEXT_ACTION = {
     "new": "Awaiting first contact",
@@ -165,20 +171,18 @@ async def update(
     the lead get it again; a ``do_not_sell`` change applies to the person (all leads with the e-mail)
     through the consent service. Returns the names of the tools a correction was queued for.
     """
-    row = await repo.lock_for_update(conn, public_id)
-    if row is None or not _visible(row, only_assigned_to):
-        raise ApiError(404, "LEAD_NOT_FOUND", "Lead not found", field="lead_id")
+    row = await locked(conn, public_id, only_assigned_to)
     region = settings.default_phone_region if settings is not None else "US"
-    audit = changes.Audit(actor, "lead.update", {"fields": sorted(body.model_fields_set)})
-    write = changes.plan(
+    queued, write = await change(
+        conn,
+        cipher,
         row,
         changes.LeadChange.from_update(body, region),
-        cipher=cipher,
-        actor=actor.name,
-        now=utcnow(),
-        audit=audit,
+        actor,
+        fields=sorted(body.model_fields_set),
+        settings=settings,
+        analytics=analytics,
     )
-    queued = (await changes.apply(conn, [write], settings=settings, analytics=analytics)).get(row.id, [])
     if "do_not_sell" in body.model_fields_set and body.do_not_sell is None:
         raise ApiError(400, "VALIDATION_ERROR", "do_not_sell cannot be null", field="do_not_sell")
     dns = body.do_not_sell
@@ -197,3 +201,173 @@ async def update(
             details={"lead_id": row.public_id},
         )
     return queued
+
+
+def only_assigned_to(principal: Principal) -> str | None:
+    """The leads a caller may see: a sales user only those assigned to them (their token's or
+    session's subject); every other role all of them (None)."""
+    if principal.role == "sales":
+        return principal.subject or ""  # no subject: matches no lead (assignees are never empty)
+    return None
+
+
+async def locked(conn: AsyncConnection, public_id: str, only_assigned_to: str | None) -> AnyRow:
+    """The lead, locked for a change, if the caller may see it (else 404 LEAD_NOT_FOUND)."""
+    row = await repo.lock_for_update(conn, public_id)
+    if row is None or not _visible(row, only_assigned_to):
+        raise ApiError(404, "LEAD_NOT_FOUND", "Lead not found", field="lead_id")
+    return row
+
+
+async def change(
+    conn: AsyncConnection,
+    cipher: FieldCipher,
+    row: AnyRow,
+    lead_change: changes.LeadChange,
+    actor: Actor,
+    *,
+    fields: list[str],
+    settings: Settings | None = None,
+    analytics: AnalyticsCache | None = None,
+    owner: MemberRow | None = None,
+) -> tuple[list[str], changes.Write]:
+    """Plan and apply a person's change to a locked lead (audited as ``lead.update`` with ``fields``).
+
+    ``owner``: the routing team member the change assigns the lead to; the lead is then linked to them
+    and they are notified like a fresh assignment (:func:`notify_owner`). Returns the tools a
+    correction was queued for, and the write.
+    """
+    now = utcnow()
+    audit = changes.Audit(actor, "lead.update", {"fields": fields})
+    write = changes.plan(row, lead_change, cipher=cipher, actor=actor.name, now=now, audit=audit)
+    reassigned = owner is not None and write.values.get("assigned_to") == owner.email
+    if reassigned and owner is not None:
+        write = replace(write, values={**write.values, "assigned_member_id": owner.id})
+    elif "assigned_to" in write.values and write.values["assigned_to"] is None:
+        write = replace(write, values={**write.values, "assigned_member_id": None})  # nobody's now
+    queued = (await changes.apply(conn, [write], settings=settings, analytics=analytics)).get(row.id, [])
+    if reassigned and owner is not None and settings is not None:
+        await notify_owner(conn, cipher, settings, row, write.values, owner, now)
+    return queued, write
+
+
+async def notify_owner(
+    conn: AsyncConnection,
+    cipher: FieldCipher,
+    settings: Settings,
+    row: AnyRow,
+    values: Mapping[str, Any],
+    owner: MemberRow,
+    now: datetime,
+) -> list[str]:
+    """Queue, for a reassigned lead, the notifications a fresh assignment sends: one ``deliver`` job per
+    configured connector that notifies the owner (``notifies_owner``), is allowed by the lead's privacy
+    choices and wants the lead (the same rules as routing's fan-out). Returns the connector names."""
+    from leadflow.campaigns import repository as campaigns_repo
+    from leadflow.integrations import registry
+    from leadflow.integrations.base import Assignee
+    from leadflow.integrations.tasks import delivery
+    from leadflow.leads.views import build_view
+    from leadflow.pipeline.repository import enqueue
+    from leadflow.privacy.policy import allowed
+
+    fresh = SimpleNamespace(**{**row._mapping, **values})  # the lead as the change leaves it
+    assignee = Assignee(name=owner.name, email=owner.email, phone=owner.phone)
+    campaign = next(iter(await campaigns_repo.get_many(conn, [row.campaign_id])), None)
+    view = build_view(cipher, fresh, assignee, campaign)
+    stamp = int(now.timestamp() * 1000)
+    chosen = [
+        c for c in registry.configured(settings) if c.notifies_owner and allowed(c, view) and c.wants(view)
+    ]
+    await enqueue(
+        conn,
+        [
+            delivery(c.name, c, row.id, run_at=now, dedup_key=f"reassign:{c.name}:{row.id}:{stamp}")
+            for c in chosen
+        ],
+        now,
+    )
+    return [c.name for c in chosen]
+
+
+# -- the workspace's inbox ---------------------------------------------------------------------------
+INBOX_LIMIT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Inbox:
+    """A person's open leads (best grade first, then oldest) and follow-ups due by the end of today."""
+
+    leads: list[LeadSummary]
+    follow_ups: list[LeadSummary]
+    mark: str
+
+
+async def inbox(
+    conn: AsyncConnection, cipher: FieldCipher, owner: str | None, now: datetime, limit: int = INBOX_LIMIT
+) -> Inbox:
+    """``owner``: the assignee whose leads to show (None: everyone's)."""
+    end_of_day = datetime.combine(now.date() + timedelta(days=1), time.min, tzinfo=UTC)
+    rows = await repo.open_leads(conn, owner, limit)
+    due = await repo.follow_ups_until(conn, owner, end_of_day, limit)
+    return Inbox(
+        [LeadSummary.model_validate(decrypt_row(cipher, r)) for r in rows],
+        [LeadSummary.model_validate(decrypt_row(cipher, r)) for r in due],
+        await inbox_mark(conn, owner),
+    )
+
+
+async def inbox_mark(conn: AsyncConnection, owner: str | None) -> str:
+    """A short text that changes whenever the inbox of ``owner`` would (new, changed or closed leads):
+    the live refresh compares it, reading the database, so it works across API processes."""
+    count, top, updated = await repo.open_mark(conn, owner)
+    return f"{count}-{top}-{int(updated.timestamp()) if updated else 0}"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One job of a lead as its page shows it: a connector's delivery (or the lead's processing)."""
+
+    job_id: int
+    kind: str
+    connector: str | None
+    status: str
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    updated_at: datetime
+
+
+async def deliveries(conn: AsyncConnection, lead_id: str) -> list[Delivery]:
+    """The jobs of a lead (by public id), oldest first."""
+    row = await repo.get_by_public_id(conn, lead_id)
+    if row is None:
+        return []
+    return [
+        Delivery(
+            j.id,
+            j.kind,
+            (j.payload or {}).get("connector"),
+            j.status,
+            j.attempts,
+            j.max_attempts,
+            j.last_error,
+            j.updated_at,
+        )
+        for j in await repo.jobs_of_lead(conn, row.id)
+    ]
+
+
+async def index_phones(conn: AsyncConnection, cipher: FieldCipher, after_id: int, limit: int) -> int | None:
+    """Give up to ``limit`` leads stored before the phone blind index (``phone_hash``) theirs, in id
+    order after ``after_id``; returns the last id done (None: nothing left)."""
+    from leadflow.kit.text import phone_index_form
+
+    rows = await repo.phones_without_index(conn, after_id, limit)
+    hashes = {}
+    for row in rows:
+        phone = cipher.decrypt(row.phone, "phone")
+        if phone:
+            hashes[int(row.id)] = cipher.blind_index(phone_index_form(phone))
+    await repo.set_phone_hashes(conn, hashes)
+    return int(rows[-1].id) if rows else None

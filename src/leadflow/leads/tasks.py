@@ -255,7 +255,7 @@ async def commit_routing(conn: AsyncConnection, plans: list[RoutePlan], ctx: Wor
         written = values[plan.lead_id]
         writes.append(changes.Write(row, written, acts[plan.lead_id]))
         fresh = SimpleNamespace(**{**row._mapping, **written})
-        view = build_view(ctx, fresh, assignees.get(plan.lead_id), plan.campaign)
+        view = build_view(ctx.cipher, fresh, assignees.get(plan.lead_id), plan.campaign)
         new_jobs += fan_out(ctx, view, now)
         metrics.STAGE_LATENCY.labels("processed").observe((now - row.created_at).total_seconds())
     await changes.apply(conn, writes)  # analytics: only days before today (a re-run on an old lead)

@@ -18,6 +18,7 @@ from leadflow.leads.models import PII_FIELDS
 from leadflow.pipeline.worker import WorkerContext
 from leadflow.routing import repository as routing_repo
 from leadflow.scoring import rules
+from leadflow.security.crypto import FieldCipher
 
 
 @dataclass(slots=True)
@@ -51,9 +52,9 @@ def loaders(ctx: WorkerContext) -> Loaders:
     return made
 
 
-def build_view(ctx: WorkerContext, row: Any, assignee: Assignee | None, campaign: AnyRow | None) -> LeadView:
+def build_view(cipher: FieldCipher, row: Any, assignee: Assignee | None, campaign: AnyRow | None) -> LeadView:
     """The decrypted lead as connectors see it, with its assignee and the campaign's settings."""
-    data = {name: ctx.cipher.decrypt(getattr(row, name), name) for name in PII_FIELDS}
+    data = {name: cipher.decrypt(getattr(row, name), name) for name in PII_FIELDS}
     if assignee is None and row.assigned_to:
         assignee = Assignee(name=row.assigned_to, email=row.assigned_to)
     return LeadView(
@@ -110,4 +111,4 @@ async def lead_view(ctx: WorkerContext, row: AnyRow) -> LeadView:
         member = await load.members.load(int(row.assigned_member_id))
         if member is not None:
             assignee = Assignee(name=member.name, email=member.email, phone=member.phone)
-    return build_view(ctx, row, assignee, await load.campaigns.load(row.campaign_id))
+    return build_view(ctx.cipher, row, assignee, await load.campaigns.load(row.campaign_id))

@@ -120,6 +120,7 @@ async def erase(
 
 # Columns that are not personal fields themselves but identify or locate the person: wiped as well.
 TRACES = (
+    "phone_hash",
     "email_domain",
     "company_domain",
     "visitor_id",

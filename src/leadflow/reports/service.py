@@ -234,7 +234,7 @@ async def campaign_report(
                 assigned_to=r.assigned_to,
                 created_at=_aware(r.created_at),
                 hours_waiting=round((now - _aware(r.created_at)).total_seconds() / 3600, 1),
-                url=f"{base}/v1/api/leads/{r.public_id}",
+                url=f"{base}/leads/{r.public_id}",  # the workspace page
             )
             for r in oldest
         ],

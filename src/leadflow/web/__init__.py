@@ -8,12 +8,30 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from leadflow.web import account, analytics, assets, audit, campaigns, docs, inbox, integrations, team
+from leadflow.web import (
+    account,
+    analytics,
+    assets,
+    audit,
+    campaigns,
+    docs,
+    imports,
+    inbox,
+    integrations,
+    lead,
+    leads,
+    new_lead,
+    team,
+)
 from leadflow.web.auth import PageAnswer, answer_page
 
 ROUTERS: tuple[APIRouter, ...] = (
     account.router,
     inbox.router,
+    leads.router,
+    new_lead.router,
+    imports.router,
+    lead.router,  # after /leads/new, /leads/import, /leads/export.csv: its /leads/{lead_id} matches them
     campaigns.router,
     analytics.router,
     team.router,

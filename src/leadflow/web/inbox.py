@@ -1,25 +1,109 @@
-"""The inbox (``/``): the signed-in user's open leads first (placeholder until the inbox page lands)."""
+"""The inbox (``/``): the signed-in salesperson's open leads — best grade first, then oldest — and the
+follow-ups due today or overdue. New leads appear without a reload: a tiny fragment polls
+``/inbox/poll`` every few seconds, which compares a mark of the open leads read from the database
+(so it works whichever API process answers) and, when it changed, makes the list reload itself
+(``HX-Trigger: inbox-changed``). The poll shows no personal data; each list shown is audited like the
+API's ``lead.list``. Managers and admins switch between "mine", one rep's and all leads.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import RedirectResponse, Response
 
+from leadflow.kit.clock import utcnow
+from leadflow.kit.state import AppStateDep, ReadConn
+from leadflow.leads import service
+from leadflow.routing import service as routing
 from leadflow.security.sessions import SessionPrincipal
-from leadflow.web.auth import SignInRequired, current_user, page_router
+from leadflow.web.auth import SignInRequired, audit_view, current_user, page_router, require_page
 from leadflow.web.render import nav_for, render
 
 router = page_router()
+Reader = Annotated[SessionPrincipal, Depends(require_page("leads:read"))]
+POLL_SECONDS = 5
+ViewParam = Annotated[str, Query(max_length=200)]
+
+
+@dataclass(frozen=True, slots=True)
+class InboxView:
+    """Whose leads the inbox shows: ``key`` as in the URL (``mine``, ``all``, ``rep:<e-mail>``)."""
+
+    key: str
+    owner: str | None  # the assignee filter (None: everyone's)
+    label: str
+
+
+async def choose(
+    conn: AsyncConnection, user: SessionPrincipal, view: str
+) -> tuple[InboxView, list[InboxView]]:
+    """The view asked for (a sales user always gets their own leads) and the views the user may pick."""
+    mine = InboxView("mine", service.only_assigned_to(user) or user.subject, "My leads")
+    if user.role == "sales":
+        return mine, []
+    members = (await routing.list_members(conn, active=True)).items
+    options = [mine, InboxView("all", None, "All leads")] + [
+        InboxView(f"rep:{m.email}", m.email, m.name) for m in members if m.email != user.subject
+    ]
+    default = "mine" if user.member_id is not None else "all"
+    chosen = next((o for o in options if o.key == (view or default)), None)
+    return chosen or next(o for o in options if o.key == default), options
 
 
 @router.get("/")
 async def inbox(
-    request: Request, user: Annotated[SessionPrincipal | None, Depends(current_user)]
+    request: Request,
+    state: AppStateDep,
+    user: Annotated[SessionPrincipal | None, Depends(current_user)],
+    view: ViewParam = "",
 ) -> Response:
     if user is None:
         raise SignInRequired
     if "leads:read" not in user.scopes:  # an analyst: the first page the role may open
         return RedirectResponse(nav_for(user)[0].href, status_code=303)
-    return render(request, "inbox.html", {"title": "Inbox"})
+    async with state.engine.connect() as conn:  # closed before the audit entry (SQLite: one connection)
+        chosen, options = await choose(conn, user, view)
+        box = await service.inbox(conn, state.cipher, chosen.owner, utcnow())
+    await _audit(request, user, box)
+    return render(
+        request,
+        "inbox.html",
+        {"title": "Inbox", "box": box, "view": chosen, "options": options, "poll": POLL_SECONDS},
+    )
+
+
+@router.get("/inbox/list")
+async def inbox_list(request: Request, state: AppStateDep, user: Reader, view: ViewParam = "") -> Response:
+    """The list fragment (htmx swaps it in when the poll says the inbox changed)."""
+    async with state.engine.connect() as conn:
+        chosen, _ = await choose(conn, user, view)
+        box = await service.inbox(conn, state.cipher, chosen.owner, utcnow())
+    await _audit(request, user, box)
+    return render(request, "_inbox_list.html", {"box": box, "view": chosen, "poll": POLL_SECONDS})
+
+
+@router.get("/inbox/poll")
+async def inbox_poll(
+    request: Request,
+    user: Reader,
+    conn: ReadConn,
+    view: ViewParam = "",
+    mark: Annotated[str, Query(max_length=100)] = "",
+) -> Response:
+    """No personal data: the mark of the open leads; ``HX-Trigger: inbox-changed`` when it moved."""
+    chosen, _ = await choose(conn, user, view)
+    now = await service.inbox_mark(conn, chosen.owner)
+    headers = {"HX-Trigger": "inbox-changed"} if now != mark else None
+    return render(
+        request, "_inbox_poll.html", {"view": chosen, "mark": now, "poll": POLL_SECONDS}, headers=headers
+    )
+
+
+async def _audit(request: Request, user: SessionPrincipal, box: service.Inbox) -> None:
+    shown = sorted({lead.lead_id for lead in (*box.leads, *box.follow_ups)})
+    if shown:  # an empty inbox shows no personal data
+        await audit_view(request, user, "lead.list", "lead", None, {"lead_ids": shown, "page": "inbox"})

@@ -31,7 +31,7 @@ from leadflow.enrichment.email_domain import classify_domain
 from leadflow.errors import ApiError
 from leadflow.kit.clock import utcnow
 from leadflow.kit.ids import new_lead_ids
-from leadflow.kit.text import email_index_form
+from leadflow.kit.text import email_index_form, phone_index_form
 from leadflow.leads.activities import Activity
 from leadflow.leads.models import OPTIONAL_FIELDS
 from leadflow.leads.schemas import CaptureRequest
@@ -221,6 +221,7 @@ def prepare(
         "email": enc(contact.email, "email"),
         "email_domain": contact.email.rsplit("@", 1)[1],
         "phone": enc(contact.phone, "phone"),
+        "phone_hash": cipher.blind_index(phone_index_form(contact.phone)) if contact.phone else None,
         "company": enc(contact.company, "company"),
         "campaign_id": campaign.id,
         "campaign_name": campaign.name,
