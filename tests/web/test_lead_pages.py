@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from leadflow.pipeline.runtime import build_worker, worker_context
 from tests.conftest import Harness, example_lead
 from tests.web.conftest import Staff, csrf_of, make_user, sign_in
 
@@ -195,6 +196,32 @@ async def test_manual_entry_and_duplicate(harness: Harness, campaign: dict[str, 
     sales = await make_user(harness, "sales", "s@example.com")
     await sign_in(client, sales)
     assert (await client.get("/leads/new")).status_code == 403
+
+
+async def test_a_phone_only_lead_keeps_its_email_kind_when_processed(
+    harness: Harness, campaign: dict[str, Any]
+) -> None:
+    """Enrichment of a lead without an e-mail address must not classify an empty domain."""
+    manager = await make_user(harness, "manager")
+    client = await _signed_in(harness, manager)
+    page = await client.get("/leads/new")
+    caller = {
+        **_form(page.text),
+        "campaign_id": campaign["id"],
+        "source": "phone",
+        "first_name": "Pat",
+        "last_name": "Phone",
+        "phone": "+1 415 555 0107",
+    }
+    made = await client.post("/leads/new", data=caller)
+    assert made.status_code == 303, made.text
+    lead_id = made.headers["location"].split("/leads/")[1].split("?")[0]
+    async with worker_context(harness.engine, harness.settings) as ctx:
+        assert await build_worker(ctx).run_until_idle(60) >= 1
+    row = await harness.scalar(
+        "SELECT email_kind || '|' || (enriched_at IS NOT NULL) FROM leads WHERE public_id = :p", p=lead_id
+    )
+    assert row == "none|1"
 
 
 CSV = (

@@ -109,8 +109,10 @@ async def process_lead(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
     acts: list[Activity] = []
     geo = enrichment.geo if enrichment else None
     if enrichment is not None:
+        # A lead without an e-mail address (a phone caller entered by staff) keeps its stored kind.
+        email_kind = enrichment.email_kind if row.email_domain else row.email_kind
         values.update(
-            email_kind=enrichment.email_kind,
+            email_kind=email_kind,
             company_domain=enrichment.company_domain,
             geo_country=geo.country_code if geo else None,
             geo_region=geo.region_name if geo else None,
@@ -134,7 +136,7 @@ async def process_lead(job: AnyRow, ctx: WorkerContext) -> HandlerResult:
             )
         )
         # Re-score when enrichment changed an input (an undeliverable domain is not a business address).
-        kind = "undeliverable" if enrichment.mx == "invalid" else enrichment.email_kind
+        kind = "undeliverable" if row.email_domain and enrichment.mx == "invalid" else email_kind
         catalog = ctx.services["catalog"] | rules.normalise_catalog(campaign.services or ())
         result = rules.score(score_input(row, kind, catalog))
         if result.total != row.lead_score:
