@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from leadflow.web import account, analytics, assets, audit, campaigns, docs, inbox, integrations, team
+from leadflow.web import account, analytics, assets, audit, campaigns, docs, inbox, integrations, team, tokens
 from leadflow.web.auth import PageAnswer, answer_page
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -19,6 +19,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     team.router,
     integrations.router,
     audit.router,
+    tokens.router,
 )
 
 
