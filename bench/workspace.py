@@ -214,7 +214,9 @@ def measure(
                 print(f"{name}: 404, skipped", flush=True)
                 continue
             if status != 200:
-                raise SystemExit(f"{name}: GET {paths[0]} answered {status} {location}")
+                notes.append(f"{name}: GET {paths[0]} answered {status} {location}: skipped")
+                print(f"{name}: {status}, skipped", flush=True)
+                continue
             path_file = workdir / f"{name}.paths"
             path_file.write_text("".join(p + "\n" for p in paths))
             script = compose_script("paths.lua", workdir)
