@@ -11,7 +11,7 @@ PORT   ?= 8000
 HOST   ?= 127.0.0.1
 PYTEST_ARGS ?= -n 2
 
-.PHONY: venv runtime run test lint typecheck pytest bench bench-pipeline bench-metrics fuzz fmt migrate clean cluster-smoke
+.PHONY: venv runtime run test lint typecheck pytest bench bench-pipeline bench-workspace bench-metrics fuzz fmt migrate clean cluster-smoke
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,11 @@ endif
 ## Pipeline benchmark: capture-to-deliveries latency and worker throughput against local fakes.
 bench-pipeline: venv
 	$(BIN)/python bench/pipeline.py
+
+## Workspace pages (inbox, lead list, lead page, analytics) signed in, 100k leads (bench/workspace.py;
+## `BENCH_ARGS="--analytics-leads 1000000"` seeds a million for the analytics target: slow).
+bench-workspace: venv
+	$(BIN)/python bench/workspace.py $(BENCH_ARGS)
 
 ## CPU that metrics add to one capture request (micro-benchmark, a few seconds).
 bench-metrics: venv

@@ -44,9 +44,11 @@ from leadflow.leads import service as leads
 from leadflow.leads.capture import CaptureOutcome, CaptureWriter, PreparedLead, prepare
 from leadflow.leads.schemas import CaptureRequest, LeadUpdate
 from leadflow.scoring.rules import normalise_catalog
+from leadflow.security.audit import Actor
 from leadflow.security.crypto import FieldCipher
 
 CHUNK = 1000  # leads prepared per task; the writer commits them in batches of up to capture_batch_max
+BENCH_ACTOR = Actor(name="bench@example.org", role="admin", channel="cli")
 WORKFLOWS = [["contacted"], ["contacted", "qualified"], ["contacted", "proposal", "closed_won"]]
 
 _settings: Settings | None = None
@@ -123,7 +125,7 @@ async def _workflow(public_ids: list[str], rng: random.Random) -> int:
                 deal = Decimal(rng.choice([2500, 5000, 7500])) if step == "closed_won" else None
                 async with engine.begin() as conn:
                     await leads.update(
-                        conn, cipher, public_id, LeadUpdate(status=step, deal_value=deal), "bench@example.org"
+                        conn, cipher, public_id, LeadUpdate(status=step, deal_value=deal), BENCH_ACTOR
                     )
                 changes += 1
     finally:

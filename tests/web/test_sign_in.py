@@ -214,6 +214,7 @@ async def test_navigation_follows_the_role(harness: Harness) -> None:
             "Team",
             "Integrations",
             "Audit",
+            "API tokens",
         ],
         "manager": ["Inbox", "Leads", "New lead", "Import", "Campaigns", "Analytics"],
         "sales": ["Inbox", "Leads", "Campaigns"],

@@ -144,6 +144,46 @@ class TokenStore:
         return Principal(row.id, row.name, row.role, row.subject, row.expires_at)
 
 
+ROLE_HINTS: dict[str, str] = {
+    "admin": "everything, including tokens, team and audit",
+    "manager": "leads, campaigns, analytics, privacy requests",
+    "sales": "the leads of one salesperson (set the subject to their e-mail)",
+    "analyst": "analytics and campaign figures, no contact data",
+    "ingest": "only posting leads (a server-side form handler)",
+    "monitoring": "only /metrics",
+}
+assert set(ROLE_HINTS) == set(ROLES)
+MAX_NAME = 100  # api_tokens.name
+MAX_SUBJECT = 100  # api_tokens.subject
+
+
+def check_new_token(name: str, role: str, subject: str | None, expires_days: int | None) -> dict[str, str]:
+    """What is wrong with a token request, per field (empty when it may be created)."""
+    problems: dict[str, str] = {}
+    if not name.strip():
+        problems["name"] = "Give the token a name (what it is for)."
+    elif len(name) > MAX_NAME:
+        problems["name"] = f"At most {MAX_NAME} characters."
+    if role not in ROLES:
+        problems["role"] = f"Choose one of {', '.join(ROLES)}."
+    if subject is not None and len(subject) > MAX_SUBJECT:
+        problems["subject"] = f"At most {MAX_SUBJECT} characters."
+    if expires_days is not None and not 1 <= expires_days <= 3650:
+        problems["expires_days"] = "Between 1 and 3650 days, or empty for no expiry."
+    return problems
+
+
+async def list_tokens(conn: AsyncConnection) -> list[repo.TokenRow]:
+    """Every token, oldest first, without secrets or hashes."""
+    return await repo.list_tokens(conn)
+
+
+async def revoke_token(conn: AsyncConnection, token_id: int) -> bool:
+    """Revoke an active token now; False when no active token has this id. Servers stop accepting it
+    within :class:`TokenStore`'s cache lifetime (at once in the process that calls ``forget()``)."""
+    return await repo.revoke_token(conn, token_id, utcnow())
+
+
 async def active_token_exists(conn: AsyncConnection, name: str) -> bool:
     """Whether a token of this name is neither revoked nor expired (``quickstart`` mints one only once)."""
     return await repo.active_token_exists(conn, name, utcnow())

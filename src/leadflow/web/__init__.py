@@ -22,6 +22,7 @@ from leadflow.web import (
     leads,
     new_lead,
     team,
+    tokens,
 )
 from leadflow.web.auth import PageAnswer, answer_page
 
@@ -37,6 +38,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     team.router,
     integrations.router,
     audit.router,
+    tokens.router,
 )
 
 

@@ -33,8 +33,8 @@ from fastapi.routing import APIRoute
 from starlette.responses import RedirectResponse, Response
 
 from leadflow.errors import ApiError, validation_error
-from leadflow.kit.state import state_of
-from leadflow.security.audit import Actor, note_refusal, record_now
+from leadflow.kit.state import AfterCommitDep, AppStateDep, WriteConn, state_of
+from leadflow.security.audit import Actor, Change, note_refusal, record_now
 from leadflow.security.sessions import COOKIE, SessionPolicy, SessionPrincipal, resolve
 from leadflow.web.security import (
     PRE_COOKIE,
@@ -148,6 +148,25 @@ def page_router(**kwargs: Any) -> APIRouter:
 
 def actor(request: Request, user: SessionPrincipal | None) -> Actor:
     return Actor.from_request(request, user, channel=CHANNEL)
+
+
+def page_change(scope: str) -> Callable[..., Awaitable[Change]]:
+    """Dependency: the API's :class:`Change` (write connection committed by the boundary, audit entry in
+    its transaction, after-commit hook) for a signed-in user with ``scope``; the actor's channel is
+    ``dashboard``. ``edit: Annotated[Change, Depends(page_change("admin"))]``."""
+
+    async def dependency(
+        request: Request,
+        *,
+        user: SessionPrincipal = Depends(require_page(scope)),
+        state: AppStateDep,
+        conn: WriteConn,
+        after: AfterCommitDep,
+    ) -> Change:
+        return Change(conn, actor(request, user), user, state, after)
+
+    dependency.__name__ = f"page_change_{scope.replace(':', '_')}"
+    return dependency
 
 
 async def audit_view(

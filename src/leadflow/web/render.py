@@ -56,6 +56,7 @@ NAV = (
     NavItem("Team", "/team", "admin"),
     NavItem("Integrations", "/integrations", "admin"),
     NavItem("Audit", "/audit", "admin"),
+    NavItem("API tokens", "/tokens", "admin"),
 )
 
 
