@@ -30,6 +30,12 @@ ARGS: dict[str, list[str]] = {
     "keys reencrypt": [],
     "keys rotate": [],
     "leads export": [],
+    "leads import": [
+        str(Path(__file__).resolve()),
+        "--campaign",
+        "c1",
+    ],  # any existing file: start-up fails first
+    "leads index-phones": [],
     "leads update": ["lead_0123456789ab", "--company", "Acme"],
     "members add": ["--name", "N", "--email", "member@example.com"],
     "members deactivate": ["--email", "member@example.com"],
