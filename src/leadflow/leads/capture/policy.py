@@ -34,7 +34,7 @@ from leadflow.kit.ids import new_lead_ids
 from leadflow.kit.text import email_index_form, phone_index_form
 from leadflow.leads.activities import Activity
 from leadflow.leads.models import OPTIONAL_FIELDS
-from leadflow.leads.schemas import CaptureRequest
+from leadflow.leads.schemas import CaptureRequest, Contact, LeadDetails
 from leadflow.privacy.regions import regime
 from leadflow.scoring import rules
 from leadflow.scoring.channels import Channel, classify
@@ -140,6 +140,16 @@ def campaign_refusal(
 DECIDED_AT_PLAN = frozenset({"returning_visitor"})
 
 
+# Which request model holds each optional field (a missing attribute on a pydantic model is a slow
+# exception path on the hot path, so each field is read only where it lives).
+CONTACT_OPTIONAL = tuple(f for f in OPTIONAL_FIELDS if f in Contact.model_fields)
+DETAIL_OPTIONAL = tuple(f for f in OPTIONAL_FIELDS if f in LeadDetails.model_fields)
+if set(CONTACT_OPTIONAL) | set(DETAIL_OPTIONAL) != set(
+    OPTIONAL_FIELDS
+):  # pragma: no cover - import-time check
+    raise RuntimeError("every optional lead field must be a field of Contact or LeadDetails")
+
+
 def score_fields(
     body: CaptureRequest, campaign: CaptureCampaign, catalog: frozenset[str], channel: Channel
 ) -> dict[str, Any]:
@@ -154,7 +164,8 @@ def score_fields(
         "urgency": details.urgency,
         "budget_range": details.budget_range,
         "filled_optional": frozenset(
-            f for f in OPTIONAL_FIELDS if getattr(contact, f, None) or getattr(details, f, None)
+            [f for f in CONTACT_OPTIONAL if getattr(contact, f)]
+            + [f for f in DETAIL_OPTIONAL if getattr(details, f)]
         ),
         "time_on_page_seconds": tracking.time_on_page_seconds,
         "channel": channel.name,
