@@ -51,6 +51,8 @@ class Lead(Base):
         Index("idx_created", "created_at"),
         Index("idx_visitor", "visitor_id"),
         Index("idx_phone", "phone_hash"),
+        Index("idx_grade_age", "lead_grade", "created_at", "id"),  # the inbox order
+        Index("idx_follow_up", "follow_up_date"),
         Index("idx_assigned", "assigned_to", "status"),
         Index("idx_assigned_member", "assigned_member_id", "status"),
         # Covering index for analytics: a campaign's days are one range of it (live scans, daily sums).
