@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -195,8 +196,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             landing.server_close()
 
 
-@pytest.fixture(scope="module")
-def browser(site: Site) -> Iterator[Any]:
+@contextmanager
+def launched_chromium() -> Iterator[Any]:
+    """Debian's chromium, headless, driven by Playwright (skips, or fails under CI, without it)."""
     sync_playwright = _require_browser()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -206,6 +208,12 @@ def browser(site: Site) -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser(site: Site) -> Iterator[Any]:
+    with launched_chromium() as chromium:
+        yield chromium
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from leadflow.app import create_app
 from leadflow.config import Settings
 from leadflow.migrations.runner import upgrade_async
 from tests.conftest import TEST_KEY, run_async
-from tests.forms.test_embed_browser import ARTEFACTS, CHROMIUM, CHROMIUM_ARGS, WAIT_MS, _require_browser
+from tests.forms.test_embed_browser import ARTEFACTS, WAIT_MS, _require_browser, launched_chromium
 from tests.fuzz.test_openapi_fuzz import _Server
 from tests.web.conftest import PASSWORD
 
@@ -76,15 +76,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 
 @pytest.fixture(scope="module")
 def browser(live: Live) -> Iterator[Any]:
-    sync_playwright = _require_browser()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, timeout=WAIT_MS * 2
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launched_chromium() as chromium:
+        yield chromium
 
 
 @pytest.fixture
