@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import re
 import shutil
@@ -58,6 +59,7 @@ from run import (
 EMAIL = "bench-admin@example.org"
 PASSWORD = "bench workspace password 2025"  # noqa: S105 - a throwaway account in a temporary database
 LEAD_IDS = 2000
+SAVED = "bench-seed.json"  # what a later --workdir run needs to reuse the seeded database
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,26 @@ def create_user(env: dict[str, str]) -> None:
 # -- the runs ----------------------------------------------------------------------------------------
 
 
+def seed(args: argparse.Namespace, env: dict[str, str], workdir: Path, meta: dict[str, str]) -> int:
+    """Seed ``big`` (and ``more`` for --analytics-leads); the number of leads in all."""
+    print(f"seeding campaign 'big' with {args.leads} leads ...", flush=True)
+    seconds = seed_big(env, args.leads, "fast", workdir)
+    meta["seed"] = f"{args.leads} leads in {seconds:.0f} s"
+    print(f"  {meta['seed']}", flush=True)
+    total = args.leads
+    if args.analytics_leads > args.leads:
+        extra = args.analytics_leads - args.leads
+        print(
+            f"seeding campaign 'more' with {extra} leads (for analytics at {args.analytics_leads}) ...",
+            flush=True,
+        )
+        seconds = seed_more(env, extra, workdir)
+        total += extra
+        meta["seed_more"] = f"{extra} leads in {seconds:.0f} s"
+        print(f"  {meta['seed_more']}", flush=True)
+    return total
+
+
 def seed_more(env: dict[str, str], leads: int, workdir: Path) -> float:
     started = time.monotonic()
     with (workdir / "seed-more.log").open("w") as log:
@@ -167,31 +189,41 @@ def seed_more(env: dict[str, str], leads: int, workdir: Path) -> float:
     return time.monotonic() - started
 
 
+def reused_env(workdir: Path) -> tuple[dict[str, str], str] | None:
+    """The environment and admin token of a database seeded by an earlier ``--workdir`` run, if any."""
+    saved = workdir / SAVED
+    if not saved.exists() or not (workdir / "bench.db").exists():
+        return None
+    data = json.loads(saved.read_text())
+    env = bench_env(workdir, with_worker=False)
+    env["ENCRYPTION_KEY"] = data["encryption_key"]  # the seeded fields were encrypted with it
+    return env, str(data["token"])
+
+
 def measure(
     args: argparse.Namespace, wrk: str, workdir: Path
 ) -> tuple[list[LoadResult], list[str], dict[str, str]]:
-    env = bench_env(workdir, with_worker=False)
     meta: dict[str, str] = {}
     notes: list[str] = []
     print(f"work directory {workdir}", flush=True)
-    run_cli(env, "migrate")
-    token = run_cli(env, "tokens", "create", "--role", "admin", "--name", "bench").strip().splitlines()[-1]
-    create_user(env)
-    print(f"seeding campaign 'big' with {args.leads} leads ...", flush=True)
-    seconds = seed_big(env, args.leads, "fast", workdir)
-    meta["seed"] = f"{args.leads} leads in {seconds:.0f} s"
-    print(f"  {meta['seed']}", flush=True)
-    total = args.leads
-    if args.analytics_leads > args.leads:
-        extra = args.analytics_leads - args.leads
-        print(
-            f"seeding campaign 'more' with {extra} leads (for analytics at {args.analytics_leads}) ...",
-            flush=True,
+    reused = reused_env(workdir)
+    if reused is not None:
+        # A database seeded by an earlier run (--workdir): migrate it to this branch's head and reuse it.
+        env, token = reused
+        run_cli(env, "migrate", timeout=3600)
+        meta["seed"] = f"reused the database seeded earlier in {workdir}"
+        print(f"  {meta['seed']}", flush=True)
+        total = int(json.loads((workdir / SAVED).read_text())["leads"])
+    else:
+        env = bench_env(workdir, with_worker=False)
+        run_cli(env, "migrate")
+        token = (
+            run_cli(env, "tokens", "create", "--role", "admin", "--name", "bench").strip().splitlines()[-1]
         )
-        seconds = seed_more(env, extra, workdir)
-        total += extra
-        meta["seed_more"] = f"{extra} leads in {seconds:.0f} s"
-        print(f"  {meta['seed_more']}", flush=True)
+        create_user(env)
+        total = seed(args, env, workdir, meta)
+        saved = {"encryption_key": env["ENCRYPTION_KEY"], "token": token, "leads": total}
+        (workdir / SAVED).write_text(json.dumps(saved))
     meta["leads"] = str(total)
 
     app = start_server("leadflow", [str(LEADFLOW), "serve"], env, workdir)
@@ -281,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run (10)")
     parser.add_argument("--quiet-wait", type=float, default=5.0, help="wait for a quiet machine before a run")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="work directory to keep; if it holds a database seeded by an earlier --workdir run, that "
+        "database is migrated and reused (no seeding: --leads and --analytics-leads are ignored)",
+    )
     args = parser.parse_args(argv)
     for item in args.path:
         name, _, rest = item.partition("=")
@@ -293,7 +331,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{LEADFLOW} not found: run `make venv` first")
     wrk = ensure_wrk()
     print(f"{wrk_version(wrk)}; load average {os.getloadavg()}; {git_state()}", flush=True)
-    workdir = Path(tempfile.mkdtemp(prefix="leadflow-bench-ws-"))
+    if args.workdir is not None:
+        args.keep = True
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        workdir = args.workdir.resolve()
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="leadflow-bench-ws-"))
     started = time.monotonic()
     try:
         results, notes, meta = measure(args, wrk, workdir)
