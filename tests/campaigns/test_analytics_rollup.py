@@ -40,14 +40,20 @@ async def back_date(harness: Harness, public_ids: list[str], day: date) -> None:
 
 
 async def stored_days(harness: Harness) -> list[date]:
+    """The whole days stored (hours of open days left out)."""
     async with harness.engine.connect() as conn:
-        rows = await conn.execute(select(repo.days_t.c.day).order_by(repo.days_t.c.day))
+        query = select(repo.days_t.c.day).where(repo.days_t.c.hour == repo.WHOLE_DAY)
+        rows = await conn.execute(query.order_by(repo.days_t.c.day))
         return [repo.as_date(r[0]) for r in rows]
 
 
-async def stored_rows(harness: Harness) -> int:
+async def stored_rows(harness: Harness, facet: str) -> int:
+    """Stored facet rows of whole days."""
     async with harness.engine.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(repo.daily))).scalar() or 0)
+        query = select(func.count()).where(
+            repo.facets_t.c.hour == repo.WHOLE_DAY, repo.facets_t.c.facet == facet
+        )
+        return int((await conn.execute(query)).scalar() or 0)
 
 
 async def analytics(harness: Harness, auth: dict[str, str], start: date, end: date) -> dict[str, Any]:
@@ -83,7 +89,7 @@ async def test_closed_days_are_stored_once_and_added_to_live_days(
     first_lead, closed = today - timedelta(days=9), rollup.last_closed_day(utcnow())
     expected = [first_lead + timedelta(days=i) for i in range((closed - first_lead).days + 1)]
     assert await stored_days(harness) == expected
-    assert await stored_rows(harness) == 2  # one group on each of the two days with leads
+    assert await stored_rows(harness, "content") == 2  # one content on each of the two days with leads
 
     again = await analytics(harness, admin, start, today)
     assert again["metrics"] == first["metrics"] and again["lead_sources"] == first["lead_sources"]
@@ -135,14 +141,18 @@ async def test_sums_computed_before_an_invalidation_are_not_kept(
     day = today - timedelta(days=3)
     await back_date(harness, old, day)
     async with harness.engine.connect() as conn:
-        version = (
-            await conn.execute(select(repo.state.c.version).where(repo.state.c.campaign_id == campaign["id"]))
-        ).scalar()
-        computed = await rollup._compute(conn, campaign["id"], [day])
+        versions, computed = await rollup.materialise(conn, [campaign["id"]], days=5)
         await conn.commit()
-    assert computed[day][0].total == 1
+    assert computed[campaign["id"]][(day, repo.WHOLE_DAY)].totals.leads == 1
     async with harness.engine.begin() as conn:  # a write lands while the request was computing
         await rollup.invalidate(conn, {campaign["id"]: [day]})
-    async with harness.engine.connect() as conn:
-        await rollup._store(conn, campaign["id"], int(version), computed)
+    async with harness.engine.begin() as conn:
+        assert await rollup.store(conn, versions, computed) == 0
     assert await stored_days(harness) == []
+    async with harness.engine.connect() as conn:  # computed again after the write: kept
+        versions, computed = await rollup.materialise(conn, [campaign["id"]], days=5)
+        await conn.commit()
+    async with harness.engine.begin() as conn:
+        assert await rollup.store(conn, versions, computed) > 0
+        assert await rollup.store(conn, versions, computed) == 0  # stored already: left as it is
+    assert day in await stored_days(harness)

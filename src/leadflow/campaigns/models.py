@@ -15,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     Numeric,
+    SmallInteger,
     String,
     Text,
     true,
@@ -69,36 +70,44 @@ class Campaign(Base):
 
 
 class AnalyticsDay(Base):
-    """A day (UTC) of a campaign whose analytics are materialised in ``analytics_daily``.
-
-    Only closed days are materialised (before yesterday); a write that changes a lead of such a day
-    deletes its marker and rows (``campaigns.rollup.invalidate``) and bumps the campaign's
-    ``analytics_state.version``, so the next request computes the day again from the leads.
+    """A stored slot of a campaign's analytics: a closed UTC day (``hour`` = ``WHOLE_DAY``) or a closed
+    hour of a day that is not closed yet (``hour`` 0-23), with the slot's totals; its facets are in
+    ``analytics_facets``. The row and its facets are written and deleted together
+    (``campaigns.rollup``): a slot is wholly stored or not at all.
     """
 
     __tablename__ = "analytics_days"
+    __table_args__ = (Index("idx_analytics_days_day", "day"),)
 
     campaign_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
+    hour: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    leads: Mapped[int] = mapped_column(Integer)
+    qualified: Mapped[int] = mapped_column(Integer)
+    won: Mapped[int] = mapped_column(Integer)
+    score_sum: Mapped[int] = mapped_column(BigInteger)
+    revenue: Mapped[Decimal] = mapped_column(Numeric(14, 2))
 
 
-class AnalyticsDaily(Base):
-    """Per campaign, day, source and utm_content: the sums campaign analytics are made of."""
+class AnalyticsFacet(Base):
+    """Per stored slot, its leads by one facet: ``channel``, ``source``, ``grade``, ``status``,
+    ``content`` (``utm_content``; with qualified leads) or ``speed`` (``value`` the rep, ``minutes`` the
+    capture-to-contact bucket)."""
 
-    __tablename__ = "analytics_daily"
-    __table_args__ = (Index("idx_analytics_daily", "campaign_id", "day"),)
+    __tablename__ = "analytics_facets"
+    __table_args__ = (Index("idx_analytics_facets", "day", "campaign_id", "hour"),)
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
     )
     campaign_id: Mapped[str] = mapped_column(String(100))
     day: Mapped[date] = mapped_column(Date)
-    source: Mapped[str] = mapped_column(String(100))
-    utm_content: Mapped[str | None] = mapped_column(String(255))
-    total: Mapped[int] = mapped_column(Integer)
+    hour: Mapped[int] = mapped_column(SmallInteger)
+    facet: Mapped[str] = mapped_column(String(10))
+    value: Mapped[str | None] = mapped_column(String(255))
+    minutes: Mapped[int] = mapped_column(Integer)
+    leads: Mapped[int] = mapped_column(Integer)
     qualified: Mapped[int] = mapped_column(Integer)
-    score_sum: Mapped[int] = mapped_column(BigInteger)
-    revenue: Mapped[Decimal] = mapped_column(Numeric(14, 2))
 
 
 class AnalyticsState(Base):

@@ -1,28 +1,43 @@
-"""SQL for campaigns and their analytics: the campaign rows, the grouped lead scans, and the stored
-daily sums of ``rollup`` (``analytics_days``, ``analytics_daily``, ``analytics_state``)."""
+"""SQL for campaigns and their analytics: the campaign rows, the grouped lead scan, and the stored
+slots of ``rollup`` (``analytics_days``, ``analytics_facets``, ``analytics_state``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, delete, exists, func, insert, literal_column, select, update
+from sqlalchemy import (
+    Date,
+    Numeric,
+    String,
+    and_,
+    case,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadflow.campaigns.models import AnalyticsDaily, AnalyticsDay, AnalyticsState, Campaign
+from leadflow.campaigns.models import AnalyticsDay, AnalyticsFacet, AnalyticsState, Campaign
 from leadflow.kit.models import AnyRow, columns_of, rows_as, table_of
 from leadflow.leads.models import Lead
 
 campaigns = table_of(Campaign)
 leads = table_of(Lead)
 days_t = table_of(AnalyticsDay)
-daily = table_of(AnalyticsDaily)
+facets_t = table_of(AnalyticsFacet)
 state = table_of(AnalyticsState)
-
-QUALIFIED = ("marketing_qualified", "sales_qualified", "customer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,33 +111,23 @@ async def remove(conn: AsyncConnection, campaign_id: str) -> None:
     await conn.execute(delete(campaigns).where(campaigns.c.id == campaign_id))
 
 
+async def first_leads_at(conn: AsyncConnection, campaign_ids: Sequence[str]) -> dict[str, datetime]:
+    """Each campaign's earliest lead (campaigns without leads left out): one statement of index seeks
+    on ``idx_campaign`` (a grouped MIN would read the whole index)."""
+    found: dict[str, datetime] = {}
+    ids = list(campaign_ids)
+    for chunk in (ids[i : i + 200] for i in range(0, len(ids), 200)):
+        firsts = [
+            select(func.min(leads.c.created_at)).where(leads.c.campaign_id == c).scalar_subquery()
+            for c in chunk
+        ]
+        row = (await conn.execute(select(*firsts))).one()
+        found.update({c: v for c, v in zip(chunk, row, strict=True) if isinstance(v, datetime)})
+    return found
+
+
 async def first_lead_at(conn: AsyncConnection, campaign_id: str) -> datetime | None:
-    query = select(func.min(leads.c.created_at)).where(leads.c.campaign_id == campaign_id)
-    value = (await conn.execute(query)).scalar()
-    return value if isinstance(value, datetime) else None
-
-
-@dataclass(slots=True)
-class Group:
-    """The sums of a campaign's leads for one source and ``utm_content``."""
-
-    source: str
-    utm_content: str | None
-    total: int
-    qualified: int
-    score_sum: int
-    revenue: Decimal
-
-
-def _group(row: Any) -> Group:
-    return Group(
-        source=row.source,
-        utm_content=row.utm_content,
-        total=int(row.total or 0),
-        qualified=int(row.qualified or 0),
-        score_sum=int(row.score_sum or 0),
-        revenue=Decimal(row.revenue or 0),
-    )
+    return (await first_leads_at(conn, [campaign_id])).get(campaign_id)
 
 
 def as_date(value: Any) -> date:
@@ -130,161 +135,60 @@ def as_date(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
-def _scan(campaign_id: str, start: datetime, end: datetime, keys: list[Any]) -> Any:
-    qualified = case((leads.c.qualification_status.in_(QUALIFIED), 1), else_=0)
-    won_value = case((leads.c.status == "closed_won", leads.c.deal_value), else_=None)
-    keys = [*keys, leads.c.source, leads.c.utm_content]
-    return (
-        select(
-            *keys,
-            func.count().label("total"),
-            func.sum(qualified).label("qualified"),
-            func.sum(leads.c.lead_score).label("score_sum"),
-            func.sum(won_value).label("revenue"),
-        )
-        .where(
-            leads.c.campaign_id == campaign_id,
-            leads.c.created_at >= start,
-            leads.c.created_at < end,
-        )
-        .group_by(*keys)
-    )
+# --- analytics sums: the scans of the leads, and the stored slots of ``rollup`` ----------------------
+
+QUALIFIED = ("marketing_qualified", "sales_qualified", "customer")
+WHOLE_DAY = 24  # the ``hour`` of a stored slot that is a whole (closed) day
+# First contact buckets (``minutes`` of a ``speed`` facet) of leads not contacted: waiting, or lost.
+WAITING, LOST = -1, -2
+FACETS = ("channel", "source", "grade", "status", "content", "speed")
+
+SlotKey = tuple[str, date, int]  # campaign, UTC day, hour (0-23, or WHOLE_DAY)
+FacetKey = tuple[str, str | None, int]  # facet, value, minutes (0 but for ``speed``)
 
 
-async def analytics_groups(
-    conn: AsyncConnection, campaign_id: str, start: datetime, end: datetime
-) -> list[Group]:
-    """One scan of the campaign's leads in [start, end), grouped by source and utm_content."""
-    return [_group(r) for r in await conn.execute(_scan(campaign_id, start, end, []))]
+@dataclass(slots=True)
+class Totals:
+    """What adds up over the leads of a slot (or of a campaign's day)."""
+
+    leads: int = 0
+    qualified: int = 0
+    won: int = 0
+    score_sum: int = 0
+    revenue: Decimal = Decimal(0)
+
+    def add(self, other: Totals) -> None:
+        self.leads += other.leads
+        self.qualified += other.qualified
+        self.won += other.won
+        self.score_sum += other.score_sum
+        self.revenue += other.revenue
 
 
-def _day_of(dialect: str, column: Any) -> Any:
-    """The UTC calendar day of a stored timestamp, in SQL (each backend stores UTC its own way)."""
+@dataclass(slots=True)
+class SlotSums:
+    """The sums of one slot: totals, and leads (with qualified leads) per facet value."""
+
+    totals: Totals = field(default_factory=Totals)
+    facets: dict[FacetKey, list[int]] = field(default_factory=dict)
+
+    def count(self, key: FacetKey, leads: int, qualified: int = 0) -> None:
+        have = self.facets.get(key)
+        if have is None:
+            self.facets[key] = [leads, qualified]
+        else:
+            have[0] += leads
+            have[1] += qualified
+
+
+def _slot_of(dialect: str, column: Any, hours: bool) -> Any:
+    """The UTC day ('YYYY-MM-DD') or hour ('YYYY-MM-DD HH') of a stored timestamp, as text in SQL."""
     if dialect == "postgresql":
-        return func.date(func.timezone("UTC", column))
+        pattern: Any = literal_column("'YYYY-MM-DD HH24'" if hours else "'YYYY-MM-DD'")
+        return func.to_char(func.timezone("UTC", column), pattern)
     if dialect == "sqlite":
-        return func.substr(column, 1, 10)  # 'YYYY-MM-DD HH:MM:SS.ffffff', UTC
-    return func.date(column)  # MySQL DATETIME(6), UTC
-
-
-async def analytics_groups_per_day(
-    conn: AsyncConnection, campaign_id: str, start: datetime, end: datetime
-) -> list[tuple[date, Group]]:
-    """:func:`analytics_groups`, also grouped by the UTC day of ``created_at``."""
-    day = _day_of(conn.dialect.name, leads.c.created_at).label("day")
-    return [(as_date(r.day), _group(r)) for r in await conn.execute(_scan(campaign_id, start, end, [day]))]
-
-
-# --- the analytics dashboard: grouped scans of the leads of [start, end) ---------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DayTotal:
-    """A campaign's leads of one UTC day."""
-
-    campaign_id: str
-    day: date
-    leads: int
-    qualified: int
-    won: int
-    revenue: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class Mix:
-    """How many leads share a channel, source, grade and status."""
-
-    channel: str | None
-    source: str
-    grade: str
-    status: str
-    leads: int
-
-
-@dataclass(frozen=True, slots=True)
-class ContentTotal:
-    utm_content: str
-    leads: int
-    qualified: int
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseBucket:
-    """Leads of a campaign and rep by their capture-to-first-contact time, in minutes rounded to the
-    minute (under 2 h), 15 minutes (under a day) or the hour; ``WAITING`` not contacted yet, ``LOST``
-    lost without contact."""
-
-    campaign_id: str
-    rep: str | None
-    minutes: float
-    leads: int
-
-
-WAITING, LOST = -1.0, -2.0
-
-
-def _in_period(campaign_id: str | None, start: datetime, end: datetime) -> list[ColumnElement[bool]]:
-    where = [leads.c.created_at >= start, leads.c.created_at < end]
-    if campaign_id is not None:
-        where.append(leads.c.campaign_id == campaign_id)
-    return where
-
-
-async def day_totals(
-    conn: AsyncConnection, campaign_id: str | None, start: datetime, end: datetime
-) -> list[DayTotal]:
-    """Per campaign and UTC day: leads, qualified, won and closed-won revenue (one scan)."""
-    day = _day_of(conn.dialect.name, leads.c.created_at).label("day")
-    qualified = case((leads.c.qualification_status.in_(QUALIFIED), 1), else_=0)
-    won = case((leads.c.status == "closed_won", 1), else_=0)
-    won_value = case((leads.c.status == "closed_won", leads.c.deal_value), else_=None)
-    query = (
-        select(
-            leads.c.campaign_id,
-            day,
-            func.count().label("leads"),
-            func.sum(qualified).label("qualified"),
-            func.sum(won).label("won"),
-            func.sum(won_value).label("revenue"),
-        )
-        .where(*_in_period(campaign_id, start, end))
-        .group_by(leads.c.campaign_id, day)
-    )
-    return [
-        DayTotal(
-            campaign_id=r.campaign_id,
-            day=as_date(r.day),
-            leads=int(r.leads),
-            qualified=int(r.qualified or 0),
-            won=int(r.won or 0),
-            revenue=Decimal(r.revenue or 0),
-        )
-        for r in await conn.execute(query)
-    ]
-
-
-async def mix(conn: AsyncConnection, campaign_id: str | None, start: datetime, end: datetime) -> list[Mix]:
-    """Leads by channel, source, grade and status (one scan; a few dozen groups)."""
-    keys = (leads.c.channel, leads.c.source, leads.c.lead_grade, leads.c.status)
-    query = (
-        select(*keys, func.count().label("leads")).where(*_in_period(campaign_id, start, end)).group_by(*keys)
-    )
-    return [Mix(r.channel, r.source, r.lead_grade, r.status, int(r.leads)) for r in await conn.execute(query)]
-
-
-async def content_totals(
-    conn: AsyncConnection, campaign_id: str | None, start: datetime, end: datetime
-) -> list[ContentTotal]:
-    """Leads and qualified leads per ``utm_content`` (leads without one left out)."""
-    qualified = case((leads.c.qualification_status.in_(QUALIFIED), 1), else_=0)
-    query = (
-        select(leads.c.utm_content, func.count().label("leads"), func.sum(qualified).label("qualified"))
-        .where(*_in_period(campaign_id, start, end), leads.c.utm_content.is_not(None))
-        .group_by(leads.c.utm_content)
-    )
-    return [
-        ContentTotal(r.utm_content, int(r.leads), int(r.qualified or 0)) for r in await conn.execute(query)
-    ]
+        return func.substr(column, 1, 13 if hours else 10)  # 'YYYY-MM-DD HH:MM:SS.ffffff', UTC
+    return func.date_format(column, "%Y-%m-%d %H" if hours else "%Y-%m-%d")  # MySQL DATETIME(6), UTC
 
 
 def _seconds_to_contact(dialect: str) -> Any:
@@ -297,59 +201,177 @@ def _seconds_to_contact(dialect: str) -> Any:
     return func.timestampdiff(literal_column("SECOND"), first, contacted)
 
 
-async def response_buckets(
-    conn: AsyncConnection, campaign_id: str | None, start: datetime, end: datetime
-) -> list[ResponseBucket]:
-    """Leads per campaign, rep (``assigned_to``) and first-contact time bucket (:class:`ResponseBucket`)."""
-    seconds = _seconds_to_contact(conn.dialect.name)
-    bucket = case(
-        (leads.c.contacted_at.is_(None), case((leads.c.status == "closed_lost", LOST), else_=WAITING)),
+def _minutes_bucket(dialect: str) -> Any:
+    """Capture to first contact, in minutes rounded to the minute (under 2 h), 15 minutes (under a
+    day) or the hour; ``WAITING`` not contacted yet, ``LOST`` lost without contact."""
+    seconds = _seconds_to_contact(dialect)
+    return case(
+        (
+            leads.c.contacted_at.is_(None),
+            case(
+                (leads.c.status == "closed_lost", literal_column(str(LOST))),
+                else_=literal_column(str(WAITING)),
+            ),
+        ),
         (seconds < 7200, func.round(seconds / 60.0)),
         (seconds < 86400, func.round(seconds / 900.0) * 15),
         else_=func.round(seconds / 3600.0) * 60,
-    ).label("minutes")
-    query = (
-        select(leads.c.campaign_id, leads.c.assigned_to, bucket, func.count().label("leads"))
-        .where(*_in_period(campaign_id, start, end))
-        .group_by(leads.c.campaign_id, leads.c.assigned_to, bucket)
     )
-    return [
-        ResponseBucket(r.campaign_id, r.assigned_to, float(r.minutes), int(r.leads))
-        for r in await conn.execute(query)
+
+
+async def scan(
+    conn: AsyncConnection, campaign_ids: Sequence[str], start: datetime, end: datetime, *, hours: bool
+) -> dict[SlotKey, SlotSums]:
+    """The sums of the campaigns' leads created in [start, end), per UTC day (or hour: ``hours``), in
+    one grouped index-only range scan of ``idx_analytics`` (one range per campaign). Slots without
+    leads are absent."""
+    if not campaign_ids:
+        return {}
+    dialect = conn.dialect.name
+    slot = _slot_of(dialect, leads.c.created_at, hours).label("slot")
+    minutes = _minutes_bucket(dialect).label("minutes")
+    qualified = case((leads.c.qualification_status.in_(QUALIFIED), 1), else_=0)
+    won_value = case((leads.c.status == "closed_won", leads.c.deal_value), else_=None)
+    keys = [
+        leads.c.campaign_id,
+        slot,
+        leads.c.channel,
+        leads.c.source,
+        leads.c.lead_grade,
+        leads.c.status,
+        leads.c.utm_content,
+        leads.c.assigned_to,
+        minutes,
     ]
-
-
-# --- stored daily sums (``rollup``) ----------------------------------------------------------------
-
-
-async def analytics_version(conn: AsyncConnection, campaign_id: str) -> int | None:
-    query = select(state.c.version).where(state.c.campaign_id == campaign_id)
-    version = (await conn.execute(query)).scalar()
-    return None if version is None else int(version)
-
-
-async def stored_days(conn: AsyncConnection, campaign_id: str, first: date, last: date) -> set[date]:
-    query = select(days_t.c.day).where(
-        days_t.c.campaign_id == campaign_id, days_t.c.day >= first, days_t.c.day <= last
+    which = (
+        leads.c.campaign_id == campaign_ids[0]
+        if len(campaign_ids) == 1
+        else leads.c.campaign_id.in_(list(campaign_ids))
     )
-    return {as_date(r[0]) for r in await conn.execute(query)}
-
-
-async def stored_groups(conn: AsyncConnection, campaign_id: str, first: date, last: date) -> list[Group]:
-    """The stored sums of the days [first, last], added up by source and utm_content."""
     query = (
         select(
-            daily.c.source,
-            daily.c.utm_content,
-            func.sum(daily.c.total).label("total"),
-            func.sum(daily.c.qualified).label("qualified"),
-            func.sum(daily.c.score_sum).label("score_sum"),
-            func.sum(daily.c.revenue).label("revenue"),
+            *keys,
+            func.count().label("n"),
+            func.sum(qualified).label("qualified"),
+            func.sum(leads.c.lead_score).label("score_sum"),
+            func.sum(won_value).label("revenue"),
         )
-        .where(daily.c.campaign_id == campaign_id, daily.c.day >= first, daily.c.day <= last)
-        .group_by(daily.c.source, daily.c.utm_content)
+        .where(which, leads.c.created_at >= start, leads.c.created_at < end)
+        .group_by(*keys)
     )
-    return [_group(r) for r in await conn.execute(query)]
+    found: dict[SlotKey, SlotSums] = {}
+    for r in await conn.execute(query):
+        text_slot = str(r.slot)
+        key = (
+            r.campaign_id,
+            date.fromisoformat(text_slot[:10]),
+            int(text_slot[11:13]) if hours else WHOLE_DAY,
+        )
+        sums = found.get(key)
+        if sums is None:
+            sums = found[key] = SlotSums()
+        n, q = int(r.n), int(r.qualified or 0)
+        t = sums.totals
+        t.leads += n
+        t.qualified += q
+        t.score_sum += int(r.score_sum or 0)
+        if r.status == "closed_won":
+            t.won += n
+            t.revenue += Decimal(r.revenue or 0)
+        sums.count(("channel", r.channel, 0), n)
+        sums.count(("source", r.source, 0), n, q)
+        sums.count(("grade", r.lead_grade, 0), n)
+        sums.count(("status", r.status, 0), n)
+        if r.utm_content is not None:
+            sums.count(("content", r.utm_content, 0), n, q)
+        sums.count(("speed", r.assigned_to, int(float(r.minutes))), n)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What is stored of a range of days: the slots (with their totals) and their facets added up
+    per campaign (``facets`` keys: campaign, facet, value, minutes; values: leads, qualified)."""
+
+    slots: dict[SlotKey, Totals]
+    facets: dict[tuple[str, str, str | None, int], list[int]]
+
+
+async def stored(
+    conn: AsyncConnection,
+    campaign_id: str | None,
+    first: date,
+    last: date,
+    closed: date,
+    *,
+    facets: bool = True,
+) -> Stored:
+    """The stored slots of the days [first, last] and (``facets``) the facets of their whole days up to
+    ``closed`` and of their hours after it, added up, in one statement: slots and facets are read from
+    the same snapshot, so a slot that is stored or dropped meanwhile is wholly in the answer or not at
+    all."""
+    slot_where = [days_t.c.day >= first, days_t.c.day <= last]
+    facet_where = [
+        facets_t.c.day >= first,
+        facets_t.c.day <= last,
+        or_(
+            and_(facets_t.c.day <= closed, facets_t.c.hour == WHOLE_DAY),
+            and_(facets_t.c.day > closed, facets_t.c.hour < WHOLE_DAY),
+        ),
+    ]
+    if campaign_id is not None:
+        slot_where.append(days_t.c.campaign_id == campaign_id)
+        facet_where.append(facets_t.c.campaign_id == campaign_id)
+    slots = select(
+        literal_column("1").label("kind"),
+        days_t.c.campaign_id,
+        days_t.c.day,
+        days_t.c.hour,
+        cast(null(), String(10)).label("facet"),
+        cast(null(), String(255)).label("value"),
+        literal_column("0").label("minutes"),
+        days_t.c.leads,
+        days_t.c.qualified,
+        days_t.c.won,
+        days_t.c.score_sum,
+        days_t.c.revenue,
+    ).where(*slot_where)
+    facet_keys = [facets_t.c.campaign_id, facets_t.c.facet, facets_t.c.value, facets_t.c.minutes]
+    summed = (
+        select(
+            literal_column("2").label("kind"),
+            facets_t.c.campaign_id,
+            cast(null(), Date).label("day"),
+            literal_column("0").label("hour"),
+            facets_t.c.facet,
+            facets_t.c.value,
+            facets_t.c.minutes,
+            func.sum(facets_t.c.leads).label("leads"),
+            func.sum(facets_t.c.qualified).label("qualified"),
+            literal_column("0").label("won"),
+            literal_column("0").label("score_sum"),
+            cast(literal_column("0"), Numeric(14, 2)).label("revenue"),
+        )
+        .where(*facet_where)
+        .group_by(*facet_keys)
+    )
+    found = Stored({}, {})
+    for r in await conn.execute(union_all(slots, summed) if facets else slots):
+        if int(r.kind) == 1:
+            found.slots[(r.campaign_id, as_date(r.day), int(r.hour))] = Totals(
+                int(r.leads), int(r.qualified), int(r.won), int(r.score_sum), Decimal(r.revenue or 0)
+            )
+        else:
+            found.facets[(r.campaign_id, r.facet, r.value, int(r.minutes))] = [
+                int(r.leads or 0),
+                int(r.qualified or 0),
+            ]
+    return found
+
+
+async def analytics_versions(conn: AsyncConnection, campaign_ids: Sequence[str]) -> dict[str, int]:
+    query = select(state.c.campaign_id, state.c.version).where(state.c.campaign_id.in_(list(campaign_ids)))
+    return {r.campaign_id: int(r.version) for r in await conn.execute(query)}
 
 
 async def claim_version(conn: AsyncConnection, campaign_id: str, version: int) -> bool:
@@ -363,25 +385,66 @@ async def claim_version(conn: AsyncConnection, campaign_id: str, version: int) -
     return unchanged.rowcount == 1
 
 
-async def store_days(conn: AsyncConnection, campaign_id: str, computed: dict[date, list[Group]]) -> None:
-    """The computed days' markers and sums."""
-    await conn.execute(insert(days_t), [{"campaign_id": campaign_id, "day": d} for d in computed])
+async def stored_slots(
+    conn: AsyncConnection, campaign_id: str, days: Iterable[date]
+) -> set[tuple[date, int]]:
+    """The campaign's stored slots on these days, read with a lock (the latest committed rows)."""
+    query = (
+        select(days_t.c.day, days_t.c.hour)
+        .where(days_t.c.campaign_id == campaign_id, days_t.c.day.in_(sorted(set(days))))
+        .with_for_update()
+    )
+    return {(as_date(r.day), int(r.hour)) for r in await conn.execute(query)}
+
+
+async def store_slots(
+    conn: AsyncConnection, campaign_id: str, computed: dict[tuple[date, int], SlotSums]
+) -> None:
+    """The computed slots' rows and facets; a whole day replaces the hours stored of it."""
+    whole = sorted(day for day, hour in computed if hour == WHOLE_DAY)
+    if whole:
+        await conn.execute(
+            delete(days_t).where(
+                days_t.c.campaign_id == campaign_id, days_t.c.day.in_(whole), days_t.c.hour < WHOLE_DAY
+            )
+        )
+        await conn.execute(
+            delete(facets_t).where(
+                facets_t.c.campaign_id == campaign_id, facets_t.c.day.in_(whole), facets_t.c.hour < WHOLE_DAY
+            )
+        )
+    await conn.execute(
+        insert(days_t),
+        [
+            {
+                "campaign_id": campaign_id,
+                "day": day,
+                "hour": hour,
+                "leads": s.totals.leads,
+                "qualified": s.totals.qualified,
+                "won": s.totals.won,
+                "score_sum": s.totals.score_sum,
+                "revenue": s.totals.revenue,
+            }
+            for (day, hour), s in computed.items()
+        ],
+    )
     rows = [
         {
             "campaign_id": campaign_id,
             "day": day,
-            "source": g.source,
-            "utm_content": g.utm_content,
-            "total": g.total,
-            "qualified": g.qualified,
-            "score_sum": g.score_sum,
-            "revenue": g.revenue,
+            "hour": hour,
+            "facet": facet,
+            "value": value,
+            "minutes": minutes,
+            "leads": counts[0],
+            "qualified": counts[1],
         }
-        for day, per_day in computed.items()
-        for g in per_day
+        for (day, hour), s in computed.items()
+        for (facet, value, minutes), counts in s.facets.items()
     ]
     if rows:
-        await conn.execute(insert(daily), rows)
+        await conn.execute(insert(facets_t), rows)
 
 
 async def bump_version(conn: AsyncConnection, campaign_id: str) -> None:
@@ -390,15 +453,25 @@ async def bump_version(conn: AsyncConnection, campaign_id: str) -> None:
     )
 
 
-async def forget_days(conn: AsyncConnection, campaign_id: str, days: Iterable[date] | None = None) -> None:
-    """Delete the stored markers and sums of these days of the campaign (all of them: ``None``)."""
-    marker = days_t.c.campaign_id == campaign_id
-    sums = daily.c.campaign_id == campaign_id
+async def forget_slots(
+    conn: AsyncConnection, campaign_id: str, days: Iterable[date] | None = None, hours: Iterable[int] = ()
+) -> None:
+    """Delete the campaign's stored slots: the whole days ``days`` and, on those days, the ``hours``
+    (every slot of the campaign: ``days=None``)."""
+    slot = days_t.c.campaign_id == campaign_id
+    facet = facets_t.c.campaign_id == campaign_id
     if days is not None:
-        wanted = list(days)
-        marker, sums = marker & days_t.c.day.in_(wanted), sums & daily.c.day.in_(wanted)
-    await conn.execute(delete(days_t).where(marker))
-    await conn.execute(delete(daily).where(sums))
+        wanted, which = sorted(set(days)), sorted({*hours, WHOLE_DAY})
+        slot = slot & days_t.c.day.in_(wanted) & days_t.c.hour.in_(which)
+        facet = facet & facets_t.c.day.in_(wanted) & facets_t.c.hour.in_(which)
+    await conn.execute(delete(days_t).where(slot))
+    await conn.execute(delete(facets_t).where(facet))
+
+
+async def forget_hours_before(conn: AsyncConnection, day: date) -> None:
+    """Delete the hour slots of days before ``day`` (closed days are stored whole; hours left over)."""
+    await conn.execute(delete(days_t).where(days_t.c.day < day, days_t.c.hour < WHOLE_DAY))
+    await conn.execute(delete(facets_t).where(facets_t.c.day < day, facets_t.c.hour < WHOLE_DAY))
 
 
 async def track(conn: AsyncConnection, campaign_id: str) -> None:
