@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import time as clock
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
+from leadflow.app import create_app
 from leadflow.campaigns import repository as repo
 from leadflow.campaigns import rollup
+from leadflow.config import Settings
 from leadflow.kit.clock import utcnow
+from leadflow.kit.state import state_of
+from leadflow.security.tokens import create_token
 from tests.conftest import Harness, example_lead
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)
@@ -156,3 +164,68 @@ async def test_sums_computed_before_an_invalidation_are_not_kept(
         assert await rollup.store(conn, versions, computed) > 0
         assert await rollup.store(conn, versions, computed) == 0  # stored already: left as it is
     assert day in await stored_days(harness)
+
+
+async def test_the_rollup_job_stores_missing_closed_days(settings_factory: Callable[..., Settings]) -> None:
+    """The worker's periodic analytics.rollup job stores the closed days a request would otherwise
+    compute; after it, nothing is missing."""
+    settings = settings_factory(run_worker=True, worker_poll_seconds=0.05)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        engine = state_of(app).engine
+        async with engine.begin() as conn:
+            auth = {"Authorization": f"Bearer {(await create_token(conn, name='r', role='admin')).token}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            body = {"id": "nextcloud-installation-2025", "name": "N", "campaign_type": "service"}
+            assert (await client.post("/v1/api/campaigns", headers=auth, json=body)).status_code == 201
+            created = await client.post("/v1/api/leads", json=example_lead(email="job0@company.com"))
+            assert created.status_code == 201
+            day = utcnow().date() - timedelta(days=3)
+            async with engine.begin() as conn:
+                await conn.execute(
+                    update(repo.leads)
+                    .where(repo.leads.c.public_id == created.json()["lead_id"])
+                    .values(created_at=datetime.combine(day, time(9, 0), tzinfo=UTC))
+                )
+                await rollup.invalidate_campaign(conn, "nextcloud-installation-2025")
+
+            async def run_now() -> list[str]:
+                """Make the pending run due, wake the worker, and wait for its outcome."""
+                async with engine.begin() as conn:
+                    await conn.execute(
+                        text(
+                            "UPDATE jobs SET run_at = :now WHERE kind = 'analytics.rollup' AND status = 'pending'"
+                        ),
+                        {"now": utcnow() - timedelta(seconds=1)},
+                    )
+                before = await excerpts()
+                state_of(app).wake_worker()
+                deadline = clock.monotonic() + 30
+                while (found := await excerpts()) == before:
+                    assert clock.monotonic() < deadline, found
+                    await asyncio.sleep(0.1)
+                return found
+
+            async def excerpts() -> list[str]:
+                jobs = (
+                    await client.get("/v1/api/jobs", headers=auth, params={"kind": "analytics.rollup"})
+                ).json()
+                found: list[str] = []
+                for job in jobs["items"]:
+                    detail = (await client.get(f"/v1/api/jobs/{job['id']}", headers=auth)).json()
+                    found += [a["response_excerpt"] or "" for a in detail["history"]]
+                return found
+
+            done = await run_now()
+            assert any(e.endswith("slots of 1 campaigns computed") for e in done), done
+            async with engine.connect() as conn:
+                rows = await conn.execute(
+                    select(repo.days_t.c.day, repo.days_t.c.leads).where(repo.days_t.c.hour == repo.WHOLE_DAY)
+                )
+                stored = {repo.as_date(r.day): int(r.leads) for r in rows}
+            assert stored[day] == 1 and stored[day + timedelta(days=1)] == 0  # from the first lead on
+            assert day - timedelta(days=1) not in stored  # before the campaign's first lead: nothing
+            async with engine.connect() as conn:
+                _, computed = await rollup.materialise(conn, ["nextcloud-installation-2025"])
+            assert not [s for slots in computed.values() for s in slots if s[1] == repo.WHOLE_DAY]
