@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Numeric,
     String,
     and_,
+    bindparam,
     case,
     cast,
     delete,
@@ -219,15 +221,10 @@ def _minutes_bucket(dialect: str) -> Any:
     )
 
 
-async def scan(
-    conn: AsyncConnection, campaign_ids: Sequence[str], start: datetime, end: datetime, *, hours: bool
-) -> dict[SlotKey, SlotSums]:
-    """The sums of the campaigns' leads created in [start, end), per UTC day (or hour: ``hours``), in
-    one grouped index-only range scan of ``idx_analytics`` (one range per campaign). Slots without
-    leads are absent."""
-    if not campaign_ids:
-        return {}
-    dialect = conn.dialect.name
+@cache
+def _scan_query(dialect: str, hours: bool) -> Any:
+    """The statement of :func:`scan` (built once per backend: building and keying it took longer than
+    running it on a small range)."""
     slot = _slot_of(dialect, leads.c.created_at, hours).label("slot")
     minutes = _minutes_bucket(dialect).label("minutes")
     qualified = case((leads.c.qualification_status.in_(QUALIFIED), 1), else_=0)
@@ -243,12 +240,7 @@ async def scan(
         leads.c.assigned_to,
         minutes,
     ]
-    which = (
-        leads.c.campaign_id == campaign_ids[0]
-        if len(campaign_ids) == 1
-        else leads.c.campaign_id.in_(list(campaign_ids))
-    )
-    query = (
+    return (
         select(
             *keys,
             func.count().label("n"),
@@ -256,35 +248,63 @@ async def scan(
             func.sum(leads.c.lead_score).label("score_sum"),
             func.sum(won_value).label("revenue"),
         )
-        .where(which, leads.c.created_at >= start, leads.c.created_at < end)
+        .where(
+            leads.c.campaign_id.in_(bindparam("ids", expanding=True)),
+            leads.c.created_at >= bindparam("start", type_=leads.c.created_at.type),
+            leads.c.created_at < bindparam("end", type_=leads.c.created_at.type),
+        )
         .group_by(*keys)
     )
+
+
+async def scan(
+    conn: AsyncConnection, campaign_ids: Sequence[str], start: datetime, end: datetime, *, hours: bool
+) -> dict[SlotKey, SlotSums]:
+    """The sums of the campaigns' leads created in [start, end), per UTC day (or hour: ``hours``), in
+    one grouped index-only range scan of ``idx_analytics`` (one range per campaign). Slots without
+    leads are absent."""
+    if not campaign_ids:
+        return {}
+    query = _scan_query(conn.dialect.name, hours)
+    params = {"ids": list(campaign_ids), "start": start, "end": end}
     found: dict[SlotKey, SlotSums] = {}
-    for r in await conn.execute(query):
-        text_slot = str(r.slot)
-        key = (
-            r.campaign_id,
-            date.fromisoformat(text_slot[:10]),
-            int(text_slot[11:13]) if hours else WHOLE_DAY,
-        )
+    rows = await conn.execute(query, params)
+    for (
+        campaign_id,
+        slot,
+        channel,
+        source,
+        grade,
+        status,
+        content,
+        rep,
+        minutes,
+        n,
+        q,
+        score,
+        revenue,
+    ) in rows:
+        text_slot = str(slot)
+        key = (campaign_id, date.fromisoformat(text_slot[:10]), int(text_slot[11:13]) if hours else WHOLE_DAY)
         sums = found.get(key)
         if sums is None:
             sums = found[key] = SlotSums()
-        n, q = int(r.n), int(r.qualified or 0)
+        n, q = int(n), int(q or 0)
         t = sums.totals
         t.leads += n
         t.qualified += q
-        t.score_sum += int(r.score_sum or 0)
-        if r.status == "closed_won":
+        t.score_sum += int(score or 0)
+        if status == "closed_won":
             t.won += n
-            t.revenue += Decimal(r.revenue or 0)
-        sums.count(("channel", r.channel, 0), n)
-        sums.count(("source", r.source, 0), n, q)
-        sums.count(("grade", r.lead_grade, 0), n)
-        sums.count(("status", r.status, 0), n)
-        if r.utm_content is not None:
-            sums.count(("content", r.utm_content, 0), n, q)
-        sums.count(("speed", r.assigned_to, int(float(r.minutes))), n)
+            t.revenue += Decimal(revenue or 0)
+        count = sums.count
+        count(("channel", channel, 0), n)
+        count(("source", source, 0), n, q)
+        count(("grade", grade, 0), n)
+        count(("status", status, 0), n)
+        if content is not None:
+            count(("content", content, 0), n, q)
+        count(("speed", rep, int(float(minutes))), n)
     return found
 
 
@@ -297,19 +317,14 @@ class Stored:
     facets: dict[tuple[str, str, str | None, int], list[int]]
 
 
-async def stored(
-    conn: AsyncConnection,
-    campaign_id: str | None,
-    first: date,
-    last: date,
-    closed: date,
-    *,
-    facets: bool = True,
-) -> Stored:
-    """The stored slots of the days [first, last] and (``facets``) the facets of their whole days up to
-    ``closed`` and of their hours after it, added up, in one statement: slots and facets are read from
-    the same snapshot, so a slot that is stored or dropped meanwhile is wholly in the answer or not at
-    all."""
+@cache
+def _stored_query(one_campaign: bool, facets: bool) -> Any:
+    """The statement of :func:`stored` (built once)."""
+    first, last, closed = (
+        bindparam("first", type_=Date()),
+        bindparam("last", type_=Date()),
+        bindparam("closed", type_=Date()),
+    )
     slot_where = [days_t.c.day >= first, days_t.c.day <= last]
     facet_where = [
         facets_t.c.day >= first,
@@ -319,9 +334,9 @@ async def stored(
             and_(facets_t.c.day > closed, facets_t.c.hour < WHOLE_DAY),
         ),
     ]
-    if campaign_id is not None:
-        slot_where.append(days_t.c.campaign_id == campaign_id)
-        facet_where.append(facets_t.c.campaign_id == campaign_id)
+    if one_campaign:
+        slot_where.append(days_t.c.campaign_id == bindparam("campaign_id"))
+        facet_where.append(facets_t.c.campaign_id == bindparam("campaign_id"))
     slots = select(
         literal_column("1").label("kind"),
         days_t.c.campaign_id,
@@ -336,6 +351,8 @@ async def stored(
         days_t.c.score_sum,
         days_t.c.revenue,
     ).where(*slot_where)
+    if not facets:
+        return slots
     facet_keys = [facets_t.c.campaign_id, facets_t.c.facet, facets_t.c.value, facets_t.c.minutes]
     summed = (
         select(
@@ -355,17 +372,34 @@ async def stored(
         .where(*facet_where)
         .group_by(*facet_keys)
     )
+    return union_all(slots, summed)
+
+
+async def stored(
+    conn: AsyncConnection,
+    campaign_id: str | None,
+    first: date,
+    last: date,
+    closed: date,
+    *,
+    facets: bool = True,
+) -> Stored:
+    """The stored slots of the days [first, last] and (``facets``) the facets of their whole days up to
+    ``closed`` and of their hours after it, added up, in one statement: slots and facets are read from
+    the same snapshot, so a slot that is stored or dropped meanwhile is wholly in the answer or not at
+    all."""
+    params: dict[str, Any] = {"first": first, "last": last, "closed": closed}
+    if campaign_id is not None:
+        params["campaign_id"] = campaign_id
     found = Stored({}, {})
-    for r in await conn.execute(union_all(slots, summed) if facets else slots):
-        if int(r.kind) == 1:
-            found.slots[(r.campaign_id, as_date(r.day), int(r.hour))] = Totals(
-                int(r.leads), int(r.qualified), int(r.won), int(r.score_sum), Decimal(r.revenue or 0)
+    rows = await conn.execute(_stored_query(campaign_id is not None, facets), params)
+    for kind, campaign, day, hour, facet, value, minutes, n, q, won, score, revenue in rows:
+        if kind == 1:
+            found.slots[(campaign, as_date(day), int(hour))] = Totals(
+                int(n), int(q), int(won), int(score), Decimal(revenue or 0)
             )
         else:
-            found.facets[(r.campaign_id, r.facet, r.value, int(r.minutes))] = [
-                int(r.leads or 0),
-                int(r.qualified or 0),
-            ]
+            found.facets[(campaign, facet, value, int(minutes))] = [int(n or 0), int(q or 0)]
     return found
 
 
