@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 
 from leadflow.app import create_app
 from leadflow.campaigns import repository as repo
@@ -56,12 +56,10 @@ async def stored_days(harness: Harness) -> list[date]:
 
 
 async def stored_rows(harness: Harness, facet: str) -> int:
-    """Stored facet rows of whole days."""
+    """Facet entries of the stored whole days."""
     async with harness.engine.connect() as conn:
-        query = select(func.count()).where(
-            repo.facets_t.c.hour == repo.WHOLE_DAY, repo.facets_t.c.facet == facet
-        )
-        return int((await conn.execute(query)).scalar() or 0)
+        query = select(repo.days_t.c.facets).where(repo.days_t.c.hour == repo.WHOLE_DAY)
+        return sum(1 for (facets,) in await conn.execute(query) for entry in facets if entry[0] == facet)
 
 
 async def analytics(harness: Harness, auth: dict[str, str], start: date, end: date) -> dict[str, Any]:

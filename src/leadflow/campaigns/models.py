@@ -70,10 +70,12 @@ class Campaign(Base):
 
 
 class AnalyticsDay(Base):
-    """A stored slot of a campaign's analytics: a closed UTC day (``hour`` = ``WHOLE_DAY``) or a closed
-    hour of a day that is not closed yet (``hour`` 0-23), with the slot's totals; its facets are in
-    ``analytics_facets``. The row and its facets are written and deleted together
-    (``campaigns.rollup``): a slot is wholly stored or not at all.
+    """A stored slot of a campaign's analytics: a closed UTC day (``hour`` = 24) or a closed hour of a
+    day that is not closed yet (``hour`` 0-23), with the slot's totals and its ``facets``: a list of
+    ``[facet, value, minutes, leads, qualified]`` — leads per ``channel``, ``source``, ``grade``,
+    ``status``, ``content`` (``utm_content``, with qualified leads) and ``speed`` (``value`` the rep,
+    ``minutes`` the capture-to-contact bucket). One row is one slot: it is stored or dropped whole
+    (``campaigns.rollup``).
     """
 
     __tablename__ = "analytics_days"
@@ -87,27 +89,7 @@ class AnalyticsDay(Base):
     won: Mapped[int] = mapped_column(Integer)
     score_sum: Mapped[int] = mapped_column(BigInteger)
     revenue: Mapped[Decimal] = mapped_column(Numeric(14, 2))
-
-
-class AnalyticsFacet(Base):
-    """Per stored slot, its leads by one facet: ``channel``, ``source``, ``grade``, ``status``,
-    ``content`` (``utm_content``; with qualified leads) or ``speed`` (``value`` the rep, ``minutes`` the
-    capture-to-contact bucket)."""
-
-    __tablename__ = "analytics_facets"
-    __table_args__ = (Index("idx_analytics_facets", "day", "campaign_id", "hour"),)
-
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
-    )
-    campaign_id: Mapped[str] = mapped_column(String(100))
-    day: Mapped[date] = mapped_column(Date)
-    hour: Mapped[int] = mapped_column(SmallInteger)
-    facet: Mapped[str] = mapped_column(String(10))
-    value: Mapped[str | None] = mapped_column(String(255))
-    minutes: Mapped[int] = mapped_column(Integer)
-    leads: Mapped[int] = mapped_column(Integer)
-    qualified: Mapped[int] = mapped_column(Integer)
+    facets: Mapped[list[Any]] = mapped_column(JSON)
 
 
 class AnalyticsState(Base):

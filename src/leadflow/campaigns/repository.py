@@ -1,5 +1,5 @@
 """SQL for campaigns and their analytics: the campaign rows, the grouped lead scan, and the stored
-slots of ``rollup`` (``analytics_days``, ``analytics_facets``, ``analytics_state``)."""
+slots of ``rollup`` (``analytics_days``, ``analytics_state``)."""
 
 from __future__ import annotations
 
@@ -12,33 +12,25 @@ from typing import Any
 
 from sqlalchemy import (
     Date,
-    Numeric,
-    String,
-    and_,
     bindparam,
     case,
-    cast,
     delete,
     exists,
     func,
     insert,
     literal_column,
-    null,
-    or_,
     select,
-    union_all,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadflow.campaigns.models import AnalyticsDay, AnalyticsFacet, AnalyticsState, Campaign
+from leadflow.campaigns.models import AnalyticsDay, AnalyticsState, Campaign
 from leadflow.kit.models import AnyRow, columns_of, rows_as, table_of
 from leadflow.leads.models import Lead
 
 campaigns = table_of(Campaign)
 leads = table_of(Lead)
 days_t = table_of(AnalyticsDay)
-facets_t = table_of(AnalyticsFacet)
 state = table_of(AnalyticsState)
 
 
@@ -308,99 +300,48 @@ async def scan(
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """What is stored of a range of days: the slots (with their totals) and their facets added up
-    per campaign (``facets`` keys: campaign, facet, value, minutes; values: leads, qualified)."""
-
-    slots: dict[SlotKey, Totals]
-    facets: dict[tuple[str, str, str | None, int], list[int]]
+# A stored slot: its key, totals and facets ([facet, value, minutes, leads, qualified] each).
+StoredSlot = tuple[SlotKey, Totals, list[list[Any]]]
 
 
 @cache
-def _stored_query(one_campaign: bool, facets: bool) -> Any:
+def _stored_query(one_campaign: bool) -> Any:
     """The statement of :func:`stored` (built once)."""
-    first, last, closed = (
-        bindparam("first", type_=Date()),
-        bindparam("last", type_=Date()),
-        bindparam("closed", type_=Date()),
-    )
-    slot_where = [days_t.c.day >= first, days_t.c.day <= last]
-    facet_where = [
-        facets_t.c.day >= first,
-        facets_t.c.day <= last,
-        or_(
-            and_(facets_t.c.day <= closed, facets_t.c.hour == WHOLE_DAY),
-            and_(facets_t.c.day > closed, facets_t.c.hour < WHOLE_DAY),
-        ),
+    where = [
+        days_t.c.day >= bindparam("first", type_=Date()),
+        days_t.c.day <= bindparam("last", type_=Date()),
     ]
     if one_campaign:
-        slot_where.append(days_t.c.campaign_id == bindparam("campaign_id"))
-        facet_where.append(facets_t.c.campaign_id == bindparam("campaign_id"))
-    slots = select(
-        literal_column("1").label("kind"),
+        where.append(days_t.c.campaign_id == bindparam("campaign_id"))
+    return select(
         days_t.c.campaign_id,
         days_t.c.day,
         days_t.c.hour,
-        cast(null(), String(10)).label("facet"),
-        cast(null(), String(255)).label("value"),
-        literal_column("0").label("minutes"),
         days_t.c.leads,
         days_t.c.qualified,
         days_t.c.won,
         days_t.c.score_sum,
         days_t.c.revenue,
-    ).where(*slot_where)
-    if not facets:
-        return slots
-    facet_keys = [facets_t.c.campaign_id, facets_t.c.facet, facets_t.c.value, facets_t.c.minutes]
-    summed = (
-        select(
-            literal_column("2").label("kind"),
-            facets_t.c.campaign_id,
-            cast(null(), Date).label("day"),
-            literal_column("0").label("hour"),
-            facets_t.c.facet,
-            facets_t.c.value,
-            facets_t.c.minutes,
-            func.sum(facets_t.c.leads).label("leads"),
-            func.sum(facets_t.c.qualified).label("qualified"),
-            literal_column("0").label("won"),
-            literal_column("0").label("score_sum"),
-            cast(literal_column("0"), Numeric(14, 2)).label("revenue"),
-        )
-        .where(*facet_where)
-        .group_by(*facet_keys)
-    )
-    return union_all(slots, summed)
+        days_t.c.facets,
+    ).where(*where)
 
 
-async def stored(
-    conn: AsyncConnection,
-    campaign_id: str | None,
-    first: date,
-    last: date,
-    closed: date,
-    *,
-    facets: bool = True,
-) -> Stored:
-    """The stored slots of the days [first, last] and (``facets``) the facets of their whole days up to
-    ``closed`` and of their hours after it, added up, in one statement: slots and facets are read from
-    the same snapshot, so a slot that is stored or dropped meanwhile is wholly in the answer or not at
-    all."""
-    params: dict[str, Any] = {"first": first, "last": last, "closed": closed}
+async def stored(conn: AsyncConnection, campaign_id: str | None, first: date, last: date) -> list[StoredSlot]:
+    """The stored slots (whole days and hours) of the days [first, last]: one row each, so a slot stored
+    or dropped meanwhile is wholly in the answer or not at all."""
+    params: dict[str, Any] = {"first": first, "last": last}
     if campaign_id is not None:
         params["campaign_id"] = campaign_id
-    found = Stored({}, {})
-    rows = await conn.execute(_stored_query(campaign_id is not None, facets), params)
-    for kind, campaign, day, hour, facet, value, minutes, n, q, won, score, revenue in rows:
-        if kind == 1:
-            found.slots[(campaign, as_date(day), int(hour))] = Totals(
-                int(n), int(q), int(won), int(score), Decimal(revenue or 0)
-            )
-        else:
-            found.facets[(campaign, facet, value, int(minutes))] = [int(n or 0), int(q or 0)]
-    return found
+    return [
+        (
+            (campaign, as_date(day), int(hour)),
+            Totals(int(n), int(q), int(won), int(score), Decimal(revenue or 0)),
+            facets or [],
+        )
+        for campaign, day, hour, n, q, won, score, revenue, facets in await conn.execute(
+            _stored_query(campaign_id is not None), params
+        )
+    ]
 
 
 async def analytics_versions(conn: AsyncConnection, campaign_ids: Sequence[str]) -> dict[str, int]:
@@ -434,17 +375,12 @@ async def stored_slots(
 async def store_slots(
     conn: AsyncConnection, campaign_id: str, computed: dict[tuple[date, int], SlotSums]
 ) -> None:
-    """The computed slots' rows and facets; a whole day replaces the hours stored of it."""
+    """The computed slots' rows; a whole day replaces the hours stored of it."""
     whole = sorted(day for day, hour in computed if hour == WHOLE_DAY)
     if whole:
         await conn.execute(
             delete(days_t).where(
                 days_t.c.campaign_id == campaign_id, days_t.c.day.in_(whole), days_t.c.hour < WHOLE_DAY
-            )
-        )
-        await conn.execute(
-            delete(facets_t).where(
-                facets_t.c.campaign_id == campaign_id, facets_t.c.day.in_(whole), facets_t.c.hour < WHOLE_DAY
             )
         )
     await conn.execute(
@@ -459,26 +395,11 @@ async def store_slots(
                 "won": s.totals.won,
                 "score_sum": s.totals.score_sum,
                 "revenue": s.totals.revenue,
+                "facets": [[f, v, m, n, q] for (f, v, m), (n, q) in s.facets.items()],
             }
             for (day, hour), s in computed.items()
         ],
     )
-    rows = [
-        {
-            "campaign_id": campaign_id,
-            "day": day,
-            "hour": hour,
-            "facet": facet,
-            "value": value,
-            "minutes": minutes,
-            "leads": counts[0],
-            "qualified": counts[1],
-        }
-        for (day, hour), s in computed.items()
-        for (facet, value, minutes), counts in s.facets.items()
-    ]
-    if rows:
-        await conn.execute(insert(facets_t), rows)
 
 
 async def bump_version(conn: AsyncConnection, campaign_id: str) -> None:
@@ -493,19 +414,10 @@ async def forget_slots(
     """Delete the campaign's stored slots: the whole days ``days`` and, on those days, the ``hours``
     (every slot of the campaign: ``days=None``)."""
     slot = days_t.c.campaign_id == campaign_id
-    facet = facets_t.c.campaign_id == campaign_id
     if days is not None:
         wanted, which = sorted(set(days)), sorted({*hours, WHOLE_DAY})
         slot = slot & days_t.c.day.in_(wanted) & days_t.c.hour.in_(which)
-        facet = facet & facets_t.c.day.in_(wanted) & facets_t.c.hour.in_(which)
     await conn.execute(delete(days_t).where(slot))
-    await conn.execute(delete(facets_t).where(facet))
-
-
-async def forget_hours_before(conn: AsyncConnection, day: date) -> None:
-    """Delete the hour slots of days before ``day`` (closed days are stored whole; hours left over)."""
-    await conn.execute(delete(days_t).where(days_t.c.day < day, days_t.c.hour < WHOLE_DAY))
-    await conn.execute(delete(facets_t).where(facets_t.c.day < day, facets_t.c.hour < WHOLE_DAY))
 
 
 async def track(conn: AsyncConnection, campaign_id: str) -> None:

@@ -4,9 +4,9 @@ Campaign analytics (the per-campaign API, the reports, the analytics dashboard) 
 period: totals (leads, qualified, won, score, revenue) per campaign and day, and leads per channel,
 source, grade, status, ``utm_content`` and rep and first-contact time. Scanning a million leads on every
 request is far too slow, so the sums are stored per *slot* — a closed UTC day (one that ended over
-``GRACE`` ago), or a closed hour of a day that is not closed yet — in ``analytics_days`` (one row per
-slot, with its totals) and ``analytics_facets`` (its leads per facet value). A request reads the stored
-slots of its period in one statement, computes the missing closed slots (one grouped index-only scan
+``GRACE`` ago), or a closed hour of a day that is not closed yet — in ``analytics_days``: one row per
+slot with its totals and its leads per facet value (JSON). A request reads the stored slots of its
+period in one statement, computes the missing closed slots (one grouped index-only scan
 per run of days, and one over the recent hours that also gives the live part) and stores them, and
 adds the still-open hour(s) live: at most the last ~70 minutes of leads. The ``analytics.rollup``
 worker job (``campaigns/tasks.py``) stores missing slots of the last ``JOB_DAYS`` days every few
@@ -23,8 +23,7 @@ Correctness rests on two rules:
   first, and the slots are checked again under it). So a sum computed from data that changed meanwhile
   is never kept, and the answer itself is always computed from current rows.
 
-A slot is stored with its facets in one transaction and read with them in one statement, so it is in
-an answer wholly or not at all.
+A slot is one row, so it is in an answer wholly or not at all.
 """
 
 from __future__ import annotations
@@ -207,16 +206,25 @@ async def _gather(
     closed, boundary = last_closed_day(now), open_from(now)
     period_end = midnight(last + timedelta(days=1))
     versions = await repo.analytics_versions(conn, campaign_ids)  # before any sum is read
-    have = await repo.stored(conn, scope, first, last, closed, facets=live)
     found = Sums()
     stored_keys: set[SlotKey] = set()
-    for key, totals in have.slots.items():
-        day, hour = key[1], key[2]
-        if (hour == WHOLE_DAY) == (day <= closed):  # whole closed days; hours of the open days
-            stored_keys.add(key)
-            found.add_totals(key[0], day, totals)
-    for facet_key, (leads, qualified) in have.facets.items():
-        found.add_facet(facet_key, leads, qualified)
+    facets = found.facets
+    for key, totals, slot_facets in await repo.stored(conn, scope, first, last):
+        campaign_id, day, hour = key
+        if (hour == WHOLE_DAY) != (day <= closed):  # whole closed days; hours of the open days
+            continue  # (hours of a day since closed, replaced when the day is stored)
+        stored_keys.add(key)
+        if not live:
+            continue
+        found.add_totals(campaign_id, day, totals)
+        for facet, value, minutes, leads, qualified in slot_facets:
+            facet_key = (campaign_id, facet, value, minutes)
+            have = facets.get(facet_key)
+            if have is None:
+                facets[facet_key] = [leads, qualified]
+            else:
+                have[0] += leads
+                have[1] += qualified
 
     expected = expected_slots(first, last, now)
     missing: dict[str, list[tuple[date, int]]] = {}

@@ -1,7 +1,7 @@
-"""Stored analytics for the dashboard: slots (closed days, and closed hours of the open days) with their
-totals in ``analytics_days`` and their leads by channel, source, grade, status, content and response
-time in ``analytics_facets`` (replacing ``analytics_daily``); ``idx_analytics`` also covers channel,
-grade, assignee and first contact, so every analytics scan is index-only.
+"""Stored analytics for the dashboard: ``analytics_days`` holds slots (closed days, and closed hours of
+the days not closed yet), each with its totals and its leads by channel, source, grade, status, content
+and response time (``facets``, JSON), replacing ``analytics_daily``; ``idx_analytics`` also covers
+channel, grade, assignee and first contact, so every analytics scan is index-only.
 
 The stored sums of 0005 are dropped, not converted: they are recomputed on demand (and by the
 ``analytics.rollup`` job).
@@ -50,30 +50,13 @@ def upgrade() -> None:
         sa.Column("won", sa.Integer(), nullable=False),
         sa.Column("score_sum", sa.BigInteger(), nullable=False),
         sa.Column("revenue", sa.Numeric(precision=14, scale=2), nullable=False),
+        sa.Column("facets", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("campaign_id", "day", "hour", name=op.f("pk_analytics_days")),
     )
     op.create_index("idx_analytics_days_day", "analytics_days", ["day"], unique=False)
-    op.create_table(
-        "analytics_facets",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
-        sa.Column("campaign_id", sa.String(length=100), nullable=False),
-        sa.Column("day", sa.Date(), nullable=False),
-        sa.Column("hour", sa.SmallInteger(), nullable=False),
-        sa.Column("facet", sa.String(length=10), nullable=False),
-        sa.Column("value", sa.String(length=255), nullable=True),
-        sa.Column("minutes", sa.Integer(), nullable=False),
-        sa.Column("leads", sa.Integer(), nullable=False),
-        sa.Column("qualified", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_analytics_facets")),
-    )
-    op.create_index("idx_analytics_facets", "analytics_facets", ["day", "campaign_id", "hour"], unique=False)
 
 
 def downgrade() -> None:
-    op.drop_index("idx_analytics_facets", table_name="analytics_facets")
-    op.drop_table("analytics_facets")
     op.drop_index("idx_analytics_days_day", table_name="analytics_days")
     op.drop_table("analytics_days")
     op.create_table(
