@@ -50,7 +50,7 @@ async def back_date(harness: Harness, public_ids: list[str], day: date) -> None:
 async def stored_days(harness: Harness) -> list[date]:
     """The whole days stored (hours of open days left out)."""
     async with harness.engine.connect() as conn:
-        query = select(repo.days_t.c.day).where(repo.days_t.c.hour == repo.WHOLE_DAY)
+        query = select(repo.days_t.c.day).where(repo.days_t.c.part == repo.WHOLE_DAY)
         rows = await conn.execute(query.order_by(repo.days_t.c.day))
         return [repo.as_date(r[0]) for r in rows]
 
@@ -58,7 +58,7 @@ async def stored_days(harness: Harness) -> list[date]:
 async def stored_rows(harness: Harness, facet: str) -> int:
     """Facet entries of the stored whole days."""
     async with harness.engine.connect() as conn:
-        query = select(repo.days_t.c.facets).where(repo.days_t.c.hour == repo.WHOLE_DAY)
+        query = select(repo.days_t.c.facets).where(repo.days_t.c.part == repo.WHOLE_DAY)
         return sum(1 for (facets,) in await conn.execute(query) for entry in facets if entry[0] == facet)
 
 
@@ -219,7 +219,7 @@ async def test_the_rollup_job_stores_missing_closed_days(settings_factory: Calla
             assert any(e.endswith("slots of 1 campaigns computed") for e in done), done
             async with engine.connect() as conn:
                 rows = await conn.execute(
-                    select(repo.days_t.c.day, repo.days_t.c.leads).where(repo.days_t.c.hour == repo.WHOLE_DAY)
+                    select(repo.days_t.c.day, repo.days_t.c.leads).where(repo.days_t.c.part == repo.WHOLE_DAY)
                 )
                 stored = {repo.as_date(r.day): int(r.leads) for r in rows}
             assert stored[day] == 1 and stored[day + timedelta(days=1)] == 0  # from the first lead on

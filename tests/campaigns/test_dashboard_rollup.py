@@ -106,6 +106,8 @@ SEED: list[tuple[str, timedelta, str | None, str, bool, str, float | None, str |
         "email",
     ),
     (CAMPAIGN, timedelta(hours=2, minutes=20), "ad-b", "new", False, "C", None, None, None, "organic"),
+    (CAMPAIGN, timedelta(minutes=27), "ad-b", "contacted", True, "B", 4.6, "rep2@example.com", None, "email"),
+    (CAMPAIGN, timedelta(minutes=14), "ad-a", "new", False, "C", None, None, None, "direct"),
     (CAMPAIGN, timedelta(minutes=3), "ad-a", "new", False, "A", None, None, None, "email"),
     (OTHER, timedelta(days=5, hours=2), "ad-c", "new", False, "D", None, None, None, "direct"),
     (
@@ -248,7 +250,7 @@ async def test_dashboard_from_stored_slots_equals_a_full_scan(
             await harness.client.patch(f"/v1/api/leads/{ids[1]}", headers=admin, json=body)
         ).status_code == 200
     await check(harness, admin, "won")
-    for lead in (ids[2], ids[6], ids[11]):
+    for lead in (ids[2], ids[6], ids[8], ids[12]):
         response = await harness.client.patch(
             f"/v1/api/leads/{lead}", headers=admin, json={"assigned_to": "rep9@example.com"}
         )

@@ -70,8 +70,9 @@ class Campaign(Base):
 
 
 class AnalyticsDay(Base):
-    """A stored slot of a campaign's analytics: a closed UTC day (``hour`` = 24) or a closed hour of a
-    day that is not closed yet (``hour`` 0-23), with the slot's totals and its ``facets``: a list of
+    """A stored slot of a campaign's analytics, with its totals and its ``facets``. ``part`` says which
+    part of the UTC ``day``: 24 the whole (closed) day; on a day not closed yet, 0-23 a closed hour, or
+    100 + 6 * hour + minute // 10 a closed ten minutes of an hour not closed yet. ``facets`` is a list of
     ``[facet, value, minutes, leads, qualified]`` — leads per ``channel``, ``source``, ``grade``,
     ``status``, ``content`` (``utm_content``, with qualified leads) and ``speed`` (``value`` the rep,
     ``minutes`` the capture-to-contact bucket). One row is one slot: it is stored or dropped whole
@@ -83,7 +84,7 @@ class AnalyticsDay(Base):
 
     campaign_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
-    hour: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    part: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     leads: Mapped[int] = mapped_column(Integer)
     qualified: Mapped[int] = mapped_column(Integer)
     won: Mapped[int] = mapped_column(Integer)

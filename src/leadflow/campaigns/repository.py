@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     Date,
@@ -132,12 +132,16 @@ def as_date(value: Any) -> date:
 # --- analytics sums: the scans of the leads, and the stored slots of ``rollup`` ----------------------
 
 QUALIFIED = ("marketing_qualified", "sales_qualified", "customer")
-WHOLE_DAY = 24  # the ``hour`` of a stored slot that is a whole (closed) day
+# The ``part`` of the day a stored slot covers: an hour (0-23), the whole day, or a ten-minute slot
+# (``TENTHS + 6 * hour + minute // 10``).
+WHOLE_DAY = 24
+TENTHS = 100
 # First contact buckets (``minutes`` of a ``speed`` facet) of leads not contacted: waiting, or lost.
 WAITING, LOST = -1, -2
 FACETS = ("channel", "source", "grade", "status", "content", "speed")
 
-SlotKey = tuple[str, date, int]  # campaign, UTC day, hour (0-23, or WHOLE_DAY)
+Grain = Literal["day", "hour", "tenth"]
+SlotKey = tuple[str, date, int]  # campaign, UTC day, part of the day
 FacetKey = tuple[str, str | None, int]  # facet, value, minutes (0 but for ``speed``)
 
 
@@ -166,6 +170,11 @@ class SlotSums:
     totals: Totals = field(default_factory=Totals)
     facets: dict[FacetKey, list[int]] = field(default_factory=dict)
 
+    def add(self, other: SlotSums) -> None:
+        self.totals.add(other.totals)
+        for key, (leads, qualified) in other.facets.items():
+            self.count(key, leads, qualified)
+
     def count(self, key: FacetKey, leads: int, qualified: int = 0) -> None:
         have = self.facets.get(key)
         if have is None:
@@ -175,14 +184,26 @@ class SlotSums:
             have[1] += qualified
 
 
-def _slot_of(dialect: str, column: Any, hours: bool) -> Any:
-    """The UTC day ('YYYY-MM-DD') or hour ('YYYY-MM-DD HH') of a stored timestamp, as text in SQL."""
+def _slot_of(dialect: str, column: Any, grain: Grain) -> Any:
+    """The UTC day ('YYYY-MM-DD'), hour ('YYYY-MM-DD HH') or ten minutes ('YYYY-MM-DD HH:M', the first
+    digit of the minute) of a stored timestamp, as text in SQL."""
+    length = {"day": 10, "hour": 13, "tenth": 15}[grain]
     if dialect == "postgresql":
-        pattern: Any = literal_column("'YYYY-MM-DD HH24'" if hours else "'YYYY-MM-DD'")
-        return func.to_char(func.timezone("UTC", column), pattern)
+        pattern: Any = literal_column("'YYYY-MM-DD HH24:MI'")
+        return func.substr(func.to_char(func.timezone("UTC", column), pattern), 1, length)
     if dialect == "sqlite":
-        return func.substr(column, 1, 13 if hours else 10)  # 'YYYY-MM-DD HH:MM:SS.ffffff', UTC
-    return func.date_format(column, "%Y-%m-%d %H" if hours else "%Y-%m-%d")  # MySQL DATETIME(6), UTC
+        return func.substr(column, 1, length)  # 'YYYY-MM-DD HH:MM:SS.ffffff', UTC
+    return func.substr(func.date_format(column, "%Y-%m-%d %H:%i"), 1, length)  # MySQL DATETIME(6), UTC
+
+
+def part_of(text_slot: str, grain: Grain) -> tuple[date, int]:
+    """The (day, part) of a slot as :func:`_slot_of` gives it."""
+    day = date.fromisoformat(text_slot[:10])
+    if grain == "day":
+        return day, WHOLE_DAY
+    if grain == "hour":
+        return day, int(text_slot[11:13])
+    return day, TENTHS + 6 * int(text_slot[11:13]) + int(text_slot[14])
 
 
 def _seconds_to_contact(dialect: str) -> Any:
@@ -214,10 +235,10 @@ def _minutes_bucket(dialect: str) -> Any:
 
 
 @cache
-def _scan_query(dialect: str, hours: bool) -> Any:
+def _scan_query(dialect: str, grain: Grain) -> Any:
     """The statement of :func:`scan` (built once per backend: building and keying it took longer than
     running it on a small range)."""
-    slot = _slot_of(dialect, leads.c.created_at, hours).label("slot")
+    slot = _slot_of(dialect, leads.c.created_at, grain).label("slot")
     minutes = _minutes_bucket(dialect).label("minutes")
     qualified = case((leads.c.qualification_status.in_(QUALIFIED), 1), else_=0)
     won_value = case((leads.c.status == "closed_won", leads.c.deal_value), else_=None)
@@ -250,14 +271,14 @@ def _scan_query(dialect: str, hours: bool) -> Any:
 
 
 async def scan(
-    conn: AsyncConnection, campaign_ids: Sequence[str], start: datetime, end: datetime, *, hours: bool
+    conn: AsyncConnection, campaign_ids: Sequence[str], start: datetime, end: datetime, *, grain: Grain
 ) -> dict[SlotKey, SlotSums]:
-    """The sums of the campaigns' leads created in [start, end), per UTC day (or hour: ``hours``), in
-    one grouped index-only range scan of ``idx_analytics`` (one range per campaign). Slots without
-    leads are absent."""
+    """The sums of the campaigns' leads created in [start, end), per UTC day, hour or ten minutes
+    (``grain``), in one grouped index-only range scan of ``idx_analytics`` (one range per campaign).
+    Slots without leads are absent."""
     if not campaign_ids:
         return {}
-    query = _scan_query(conn.dialect.name, hours)
+    query = _scan_query(conn.dialect.name, grain)
     params = {"ids": list(campaign_ids), "start": start, "end": end}
     found: dict[SlotKey, SlotSums] = {}
     rows = await conn.execute(query, params)
@@ -276,8 +297,7 @@ async def scan(
         score,
         revenue,
     ) in rows:
-        text_slot = str(slot)
-        key = (campaign_id, date.fromisoformat(text_slot[:10]), int(text_slot[11:13]) if hours else WHOLE_DAY)
+        key = (campaign_id, *part_of(str(slot), grain))
         sums = found.get(key)
         if sums is None:
             sums = found[key] = SlotSums()
@@ -316,7 +336,7 @@ def _stored_query(one_campaign: bool) -> Any:
     return select(
         days_t.c.campaign_id,
         days_t.c.day,
-        days_t.c.hour,
+        days_t.c.part,
         days_t.c.leads,
         days_t.c.qualified,
         days_t.c.won,
@@ -334,11 +354,11 @@ async def stored(conn: AsyncConnection, campaign_id: str | None, first: date, la
         params["campaign_id"] = campaign_id
     return [
         (
-            (campaign, as_date(day), int(hour)),
+            (campaign, as_date(day), int(part)),
             Totals(int(n), int(q), int(won), int(score), Decimal(revenue or 0)),
             facets or [],
         )
-        for campaign, day, hour, n, q, won, score, revenue, facets in await conn.execute(
+        for campaign, day, part, n, q, won, score, revenue, facets in await conn.execute(
             _stored_query(campaign_id is not None), params
         )
     ]
@@ -365,31 +385,40 @@ async def stored_slots(
 ) -> set[tuple[date, int]]:
     """The campaign's stored slots on these days, read with a lock (the latest committed rows)."""
     query = (
-        select(days_t.c.day, days_t.c.hour)
+        select(days_t.c.day, days_t.c.part)
         .where(days_t.c.campaign_id == campaign_id, days_t.c.day.in_(sorted(set(days))))
         .with_for_update()
     )
-    return {(as_date(r.day), int(r.hour)) for r in await conn.execute(query)}
+    return {(as_date(r.day), int(r.part)) for r in await conn.execute(query)}
 
 
 async def store_slots(
     conn: AsyncConnection, campaign_id: str, computed: dict[tuple[date, int], SlotSums]
 ) -> None:
-    """The computed slots' rows; a whole day replaces the hours stored of it."""
-    whole = sorted(day for day, hour in computed if hour == WHOLE_DAY)
+    """The computed slots' rows; a whole day replaces the smaller slots stored of it, an hour its ten
+    minutes."""
+    whole = sorted(day for day, part in computed if part == WHOLE_DAY)
     if whole:
         await conn.execute(
             delete(days_t).where(
-                days_t.c.campaign_id == campaign_id, days_t.c.day.in_(whole), days_t.c.hour < WHOLE_DAY
+                days_t.c.campaign_id == campaign_id, days_t.c.day.in_(whole), days_t.c.part != WHOLE_DAY
             )
         )
+    for day, part in computed:
+        if part < WHOLE_DAY:
+            tenths = [TENTHS + 6 * part + k for k in range(6)]
+            await conn.execute(
+                delete(days_t).where(
+                    days_t.c.campaign_id == campaign_id, days_t.c.day == day, days_t.c.part.in_(tenths)
+                )
+            )
     await conn.execute(
         insert(days_t),
         [
             {
                 "campaign_id": campaign_id,
                 "day": day,
-                "hour": hour,
+                "part": part,
                 "leads": s.totals.leads,
                 "qualified": s.totals.qualified,
                 "won": s.totals.won,
@@ -397,7 +426,7 @@ async def store_slots(
                 "revenue": s.totals.revenue,
                 "facets": [[f, v, m, n, q] for (f, v, m), (n, q) in s.facets.items()],
             }
-            for (day, hour), s in computed.items()
+            for (day, part), s in computed.items()
         ],
     )
 
@@ -409,14 +438,18 @@ async def bump_version(conn: AsyncConnection, campaign_id: str) -> None:
 
 
 async def forget_slots(
-    conn: AsyncConnection, campaign_id: str, days: Iterable[date] | None = None, hours: Iterable[int] = ()
+    conn: AsyncConnection,
+    campaign_id: str,
+    days: Iterable[date] | None = None,
+    parts: Iterable[int] | None = None,
 ) -> None:
-    """Delete the campaign's stored slots: the whole days ``days`` and, on those days, the ``hours``
-    (every slot of the campaign: ``days=None``)."""
+    """Delete the campaign's stored slots of these days: the whole days and the ``parts`` (every part:
+    ``None``; every slot of the campaign: ``days=None``)."""
     slot = days_t.c.campaign_id == campaign_id
     if days is not None:
-        wanted, which = sorted(set(days)), sorted({*hours, WHOLE_DAY})
-        slot = slot & days_t.c.day.in_(wanted) & days_t.c.hour.in_(which)
+        slot = slot & days_t.c.day.in_(sorted(set(days)))
+        if parts is not None:
+            slot = slot & days_t.c.part.in_(sorted({*parts, WHOLE_DAY}))
     await conn.execute(delete(days_t).where(slot))
 
 

@@ -2,21 +2,21 @@
 
 Campaign analytics (the per-campaign API, the reports, the analytics dashboard) add up the leads of a
 period: totals (leads, qualified, won, score, revenue) per campaign and day, and leads per channel,
-source, grade, status, ``utm_content`` and rep and first-contact time. Scanning a million leads on every
-request is far too slow, so the sums are stored per *slot* — a closed UTC day (one that ended over
-``GRACE`` ago), or a closed hour of a day that is not closed yet — in ``analytics_days``: one row per
-slot with its totals and its leads per facet value (JSON). A request reads the stored slots of its
-period in one statement, computes the missing closed slots (one grouped index-only scan
-per run of days, and one over the recent hours that also gives the live part) and stores them, and
-adds the still-open hour(s) live: at most the last ~70 minutes of leads. The ``analytics.rollup``
-worker job (``campaigns/tasks.py``) stores missing slots of the last ``JOB_DAYS`` days every few
-minutes, so requests rarely compute anything but the live part.
+source, grade, status, ``utm_content`` and rep and first-contact time. Scanning a million leads on
+every request is far too slow, so the sums are stored per *slot* in ``analytics_days`` (one row per
+slot with its totals and its leads per facet value, JSON). A slot is a closed UTC day (one that ended
+over ``GRACE`` ago); on a day not closed yet, a closed hour; in an hour not closed yet, a closed ten
+minutes. A request reads the stored slots of its period (one range read), computes the missing closed
+slots (one grouped index-only scan per run of days, and one by ten minutes over the recent part that
+also gives the live part) and stores them, and scans the rest live: the last 10 to 20 minutes of leads.
+The ``analytics.rollup`` worker job (``campaigns/tasks.py``) stores missing slots of the last
+``JOB_DAYS`` days every few minutes, so requests rarely compute anything but the live part.
 
 Correctness rests on two rules:
 
 * every write that changes an analytics input of a lead (``leads.changes.ANALYTICS_INPUTS``), deletes
   a lead or inserts one back-dated calls :func:`invalidate` (or :func:`invalidate_campaign`) in its own
-  transaction: it bumps ``analytics_state.version`` and deletes the lead's day and hour slots (a slot
+  transaction: it bumps ``analytics_state.version`` and deletes the lead's day, hour and ten minutes (a slot
   that has not ended yet cannot be stored, and is skipped);
 * sums are stored only if the campaign's version is still the one read before computing them (a no-op
   ``UPDATE`` that matches only that version takes the row's — on SQLite the database's — write lock
@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.campaigns import repository as repo
-from leadflow.campaigns.repository import WHOLE_DAY, SlotKey, SlotSums, Totals
+from leadflow.campaigns.repository import TENTHS, WHOLE_DAY, SlotKey, SlotSums, Totals
 from leadflow.kit.clock import utcnow
 
 __all__ = [
@@ -59,11 +59,12 @@ log = structlog.get_logger("leadflow.analytics")
 # moments of their timestamp, so none can still land in it. Until then it is summed live.
 GRACE = timedelta(minutes=10)
 HOUR = timedelta(hours=1)
+TEN_MINUTES = timedelta(minutes=10)
 # How far back the periodic job keeps every closed day stored.
 JOB_DAYS = 90
 
 FacetTotals = dict[tuple[str, str, str | None, int], list[int]]  # (campaign, facet, value, minutes)
-Computed = dict[str, dict[tuple[date, int], SlotSums]]  # campaign → (day, hour) → sums
+Computed = dict[str, dict[tuple[date, int], SlotSums]]  # campaign → (day, part) → sums
 
 
 @dataclass(slots=True)
@@ -104,29 +105,45 @@ def last_closed_day(now: datetime) -> date:
     return (now - GRACE).date() - timedelta(days=1)
 
 
-def open_from(now: datetime) -> datetime:
-    """The start of the first hour that is not closed: every earlier hour may be stored."""
-    return (now - GRACE).replace(minute=0, second=0, microsecond=0)
+def _floor(when: datetime, minutes: int) -> datetime:
+    return when.replace(minute=when.minute - when.minute % minutes, second=0, microsecond=0)
 
 
-def _slot_start(day: date, hour: int) -> datetime:
-    return midnight(day) + (timedelta(hours=hour) if hour != WHOLE_DAY else timedelta())
+def live_from(now: datetime) -> datetime:
+    """The start of the first ten minutes that are not closed: the live part starts here."""
+    return _floor(now - GRACE, 10)
 
 
-def _slot_end(day: date, hour: int) -> datetime:
-    return midnight(day) + (timedelta(hours=hour + 1) if hour != WHOLE_DAY else timedelta(days=1))
+def bounds(day: date, part: int) -> tuple[datetime, datetime]:
+    """[start, end) of a slot (``part``: see ``repository.WHOLE_DAY`` and ``TENTHS``)."""
+    start = midnight(day)
+    if part == WHOLE_DAY:
+        return start, start + timedelta(days=1)
+    if part < WHOLE_DAY:
+        start += timedelta(hours=part)
+        return start, start + HOUR
+    hour, tenth = divmod(part - TENTHS, 6)
+    start += timedelta(hours=hour, minutes=10 * tenth)
+    return start, start + TEN_MINUTES
 
 
 def expected_slots(first: date, last: date, now: datetime) -> list[tuple[date, int]]:
-    """The closed slots that cover the days [first, last]: whole closed days, then closed hours."""
-    closed, boundary = last_closed_day(now), open_from(now)
+    """The closed slots that cover the days [first, last] (UTC): whole closed days; on the other days
+    the closed hours, then the closed ten minutes of the hour that is not closed yet."""
+    closed, hours_end, tenths_end = last_closed_day(now), _floor(now - GRACE, 60), live_from(now)
     slots: list[tuple[date, int]] = []
     day = first
     while day <= last:
         if day <= closed:
             slots.append((day, WHOLE_DAY))
         else:
-            slots += [(day, h) for h in range(24) if _slot_end(day, h) <= boundary]
+            for hour in range(24):
+                if bounds(day, hour)[1] <= hours_end:
+                    slots.append((day, hour))
+                    continue
+                for tenth in range(TENTHS + 6 * hour, TENTHS + 6 * hour + 6):
+                    if bounds(day, tenth)[1] <= tenths_end:
+                        slots.append((day, tenth))
         day += timedelta(days=1)
     return slots
 
@@ -172,7 +189,7 @@ async def sums_between(conn: AsyncConnection, campaign_id: str, start: datetime,
             conn, [campaign_id], start.date(), end.date() - timedelta(days=1), scope=campaign_id
         )
     found = Sums()
-    for key, slot in (await repo.scan(conn, [campaign_id], start, end, hours=False)).items():
+    for key, slot in (await repo.scan(conn, [campaign_id], start, end, grain="day")).items():
         found.add_slot(key, slot)
     return found
 
@@ -203,16 +220,17 @@ async def _gather(
 ) -> tuple[Sums, Computed, dict[str, int]]:
     """The sums (with ``live``: of the whole period, open hours included; else of what is stored and
     computed only), the missing closed slots computed, and the versions read before computing them."""
-    closed, boundary = last_closed_day(now), open_from(now)
     period_end = midnight(last + timedelta(days=1))
+    expected = expected_slots(first, last, now)
+    wanted = set(expected)
     versions = await repo.analytics_versions(conn, campaign_ids)  # before any sum is read
     found = Sums()
     stored_keys: set[SlotKey] = set()
     facets = found.facets
     for key, totals, slot_facets in await repo.stored(conn, scope, first, last):
-        campaign_id, day, hour = key
-        if (hour == WHOLE_DAY) != (day <= closed):  # whole closed days; hours of the open days
-            continue  # (hours of a day since closed, replaced when the day is stored)
+        campaign_id, day, part = key
+        if (day, part) not in wanted:  # smaller slots of a day or hour since closed, replaced when it is
+            continue
         stored_keys.add(key)
         if not live:
             continue
@@ -226,7 +244,6 @@ async def _gather(
                 have[0] += leads
                 have[1] += qualified
 
-    expected = expected_slots(first, last, now)
     missing: dict[str, list[tuple[date, int]]] = {}
     for campaign_id in campaign_ids:
         gaps = [s for s in expected if (campaign_id, *s) not in stored_keys]
@@ -236,7 +253,7 @@ async def _gather(
         firsts = await repo.first_leads_at(conn, sorted(missing))
         for campaign_id in list(missing):
             earliest = firsts.get(campaign_id)
-            kept = [s for s in missing[campaign_id] if earliest is not None and _slot_end(*s) > earliest]
+            kept = [s for s in missing[campaign_id] if earliest is not None and bounds(*s)[1] > earliest]
             if kept:
                 missing[campaign_id] = kept
             else:
@@ -249,36 +266,38 @@ async def _gather(
         who = sorted(
             c
             for c, slots in missing.items()
-            if any(run_first <= d <= run_last for d, h in slots if h == WHOLE_DAY)
+            if any(run_first <= d <= run_last for d, part in slots if part == WHOLE_DAY)
         )
-        scanned = await repo.scan(
-            conn, who, midnight(run_first), midnight(run_last + timedelta(days=1)), hours=False
-        )
-        for key, slot in scanned.items():
+        end = midnight(run_last + timedelta(days=1))
+        for key, slot in (await repo.scan(conn, who, midnight(run_first), end, grain="day")).items():
             target = computed.get(key[0], {})
             if (key[1], key[2]) in target:
                 target[(key[1], key[2])] = slot
-    # Hours: one scan from the first missing (or open) hour to the end of the period; it gives the
-    # missing closed hours and the live part at once.
-    hour_starts = [_slot_start(*s) for slots in missing.values() for s in slots if s[1] != WHOLE_DAY]
-    live_start = max(boundary, midnight(first))
-    scan_from = min([*hour_starts, *([live_start] if live and live_start < period_end else [])], default=None)
-    if scan_from is not None:
+    # Hours and ten minutes: one scan by ten minutes from the first missing one (or the live part) to
+    # the end of the period; it gives the missing closed hours and ten minutes and the live part at once.
+    live_start = max(live_from(now), midnight(first))
+    starts = [bounds(*s)[0] for slots in missing.values() for s in slots if s[1] != WHOLE_DAY]
+    if live and live_start < period_end:
+        starts.append(live_start)
+    if starts:
         who = (
             list(campaign_ids)
             if live
-            else sorted(c for c, slots in missing.items() if any(h != WHOLE_DAY for _, h in slots))
+            else sorted(c for c, slots in missing.items() if any(part != WHOLE_DAY for _, part in slots))
         )
-        scanned = await repo.scan(conn, who, scan_from, period_end, hours=True)
-        for key, slot in scanned.items():
-            target = computed.get(key[0], {})
-            if (key[1], key[2]) in target:
-                target[(key[1], key[2])] = slot
-            elif live and _slot_start(key[1], key[2]) >= boundary:
-                found.add_slot(key, slot)
+        scanned = await repo.scan(conn, who, min(starts), period_end, grain="tenth")
+        for (campaign_id, day, tenth), slot in scanned.items():
+            target = computed.get(campaign_id, {})
+            hour = (tenth - TENTHS) // 6
+            if (day, hour) in target:
+                target[(day, hour)].add(slot)
+            elif (day, tenth) in target:
+                target[(day, tenth)] = slot
+            elif live and bounds(day, tenth)[0] >= live_start:
+                found.add_slot((campaign_id, day, tenth), slot)
     for campaign_id, slots in computed.items():
-        for (day, hour), slot in slots.items():
-            found.add_slot((campaign_id, day, hour), slot)
+        for (day, part), slot in slots.items():
+            found.add_slot((campaign_id, day, part), slot)
     return found, computed, versions
 
 
@@ -322,31 +341,32 @@ async def store(conn: AsyncConnection, versions: Mapping[str, int], computed: Co
 async def invalidate(
     conn: AsyncConnection, days_by_campaign: Mapping[str, Iterable[date | datetime]]
 ) -> None:
-    """Forget the stored slots of these leads' creation times (a lead changed, appeared or was deleted);
-    a date stands for the whole day.
+    """Forget the stored slots of these leads' creation times (a lead changed, appeared or was deleted):
+    the day, hour and ten minutes each falls in; a date stands for the whole day.
 
-    A slot that has not ended yet (the current hour) is never stored and is skipped: the worker's
-    changes to fresh leads cost nothing here. Any slot that has ended is invalidated, even within
-    ``GRACE``, since a request may close it before this transaction commits.
+    A slot that has not ended yet (the current ten minutes) is never stored and is skipped: the
+    worker's changes to fresh leads cost nothing here. Any slot that has ended is invalidated, even
+    within ``GRACE``, since a request may close it before this transaction commits.
     """
     now = utcnow()
-    this_hour = now.replace(minute=0, second=0, microsecond=0)
+    current = _floor(now, 10)
     for campaign_id in sorted(days_by_campaign):  # one lock order for every writer: no deadlocks
         days: set[date] = set()
-        hours: set[int] = set()
+        parts: set[int] | None = set()
         for value in days_by_campaign[campaign_id]:
             if isinstance(value, datetime):
                 when = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
-                if when >= this_hour:
+                if when >= current:
                     continue
                 days.add(when.date())
-                hours.add(when.hour)
+                if parts is not None:
+                    parts.update((when.hour, TENTHS + 6 * when.hour + when.minute // 10))
             elif value <= now.date():
                 days.add(value)
-                hours.update(range(24))
+                parts = None  # every part of the day
         if days:
             await repo.bump_version(conn, campaign_id)
-            await repo.forget_slots(conn, campaign_id, days, hours)
+            await repo.forget_slots(conn, campaign_id, days, parts)
 
 
 async def invalidate_campaign(conn: AsyncConnection, campaign_id: str) -> None:

@@ -1,5 +1,5 @@
 """Stored analytics for the dashboard: ``analytics_days`` holds slots (closed days, and closed hours of
-the days not closed yet), each with its totals and its leads by channel, source, grade, status, content
+the days not closed yet, and ten minutes of the hours not closed yet), each with its totals and its leads by channel, source, grade, status, content
 and response time (``facets``, JSON), replacing ``analytics_daily``; ``idx_analytics`` also covers
 channel, grade, assignee and first contact, so every analytics scan is index-only.
 
@@ -44,14 +44,14 @@ def upgrade() -> None:
         "analytics_days",
         sa.Column("campaign_id", sa.String(length=100), nullable=False),
         sa.Column("day", sa.Date(), nullable=False),
-        sa.Column("hour", sa.SmallInteger(), autoincrement=False, nullable=False),
+        sa.Column("part", sa.SmallInteger(), autoincrement=False, nullable=False),
         sa.Column("leads", sa.Integer(), nullable=False),
         sa.Column("qualified", sa.Integer(), nullable=False),
         sa.Column("won", sa.Integer(), nullable=False),
         sa.Column("score_sum", sa.BigInteger(), nullable=False),
         sa.Column("revenue", sa.Numeric(precision=14, scale=2), nullable=False),
         sa.Column("facets", sa.JSON(), nullable=False),
-        sa.PrimaryKeyConstraint("campaign_id", "day", "hour", name=op.f("pk_analytics_days")),
+        sa.PrimaryKeyConstraint("campaign_id", "day", "part", name=op.f("pk_analytics_days")),
     )
     op.create_index("idx_analytics_days_day", "analytics_days", ["day"], unique=False)
 
