@@ -70,13 +70,14 @@ class Campaign(Base):
 
 
 class AnalyticsDay(Base):
-    """A stored slot of a campaign's analytics, with its totals and its ``facets``. ``part`` says which
-    part of the UTC ``day``: 24 the whole (closed) day; on a day not closed yet, 0-23 a closed hour, or
-    100 + 6 * hour + minute // 10 a closed ten minutes of an hour not closed yet. ``facets`` is a list of
-    ``[facet, value, minutes, leads, qualified]`` — leads per ``channel``, ``source``, ``grade``,
-    ``status``, ``content`` (``utm_content``, with qualified leads) and ``speed`` (``value`` the rep,
-    ``minutes`` the capture-to-contact bucket). One row is one slot: it is stored or dropped whole
-    (``campaigns.rollup``).
+    """A stored slot of a campaign's analytics, with its totals and its ``facets``.
+
+    ``part`` says which part of the UTC ``day``: 24 the whole (closed) day; on a day not closed yet,
+    0-23 a closed hour, or 100 + 6 * hour + minute // 10 a closed ten minutes of an hour not closed
+    yet. ``facets`` holds five parallel lists - facet, value, minutes, leads, qualified - of the slot's
+    leads per ``channel``, ``source``, ``grade``, ``status``, ``content`` (``utm_content``, with
+    qualified leads) and ``speed`` (``value`` the rep, ``minutes`` the capture-to-contact bucket). One
+    row is one slot: it is stored or dropped whole (``campaigns.rollup``).
     """
 
     __tablename__ = "analytics_days"

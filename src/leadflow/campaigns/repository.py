@@ -320,7 +320,7 @@ async def scan(
     return found
 
 
-# A stored slot: its key, totals and facets ([facet, value, minutes, leads, qualified] each).
+# A stored slot: its key, totals and facets (five parallel lists: facet, value, minutes, leads, qualified).
 StoredSlot = tuple[SlotKey, Totals, list[list[Any]]]
 
 
@@ -356,7 +356,7 @@ async def stored(conn: AsyncConnection, campaign_id: str | None, first: date, la
         (
             (campaign, as_date(day), int(part)),
             Totals(int(n), int(q), int(won), int(score), Decimal(revenue or 0)),
-            facets or [],
+            facets or [[], [], [], [], []],
         )
         for campaign, day, part, n, q, won, score, revenue, facets in await conn.execute(
             _stored_query(campaign_id is not None), params
@@ -424,11 +424,24 @@ async def store_slots(
                 "won": s.totals.won,
                 "score_sum": s.totals.score_sum,
                 "revenue": s.totals.revenue,
-                "facets": [[f, v, m, n, q] for (f, v, m), (n, q) in s.facets.items()],
+                "facets": _columns(s.facets),
             }
             for (day, part), s in computed.items()
         ],
     )
+
+
+def _columns(facets: dict[FacetKey, list[int]]) -> list[list[Any]]:
+    """A slot's facets as five parallel lists (facet, value, minutes, leads, qualified): decoded in
+    half the time of a list of entries."""
+    keys, counts = list(facets), list(facets.values())
+    return [
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        [c[0] for c in counts],
+        [c[1] for c in counts],
+    ]
 
 
 async def bump_version(conn: AsyncConnection, campaign_id: str) -> None:

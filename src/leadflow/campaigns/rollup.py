@@ -235,7 +235,7 @@ async def _gather(
         if not live:
             continue
         found.add_totals(campaign_id, day, totals)
-        for facet, value, minutes, leads, qualified in slot_facets:
+        for facet, value, minutes, leads, qualified in zip(*slot_facets, strict=True):
             facet_key = (campaign_id, facet, value, minutes)
             have = facets.get(facet_key)
             if have is None:
