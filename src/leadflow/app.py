@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -27,6 +26,7 @@ from leadflow.config import Settings, load_settings
 from leadflow.db import create_engine, point_reader
 from leadflow.errors import install_error_handlers
 from leadflow.forms.api import router as forms_router
+from leadflow.kit.process import settle_gc
 from leadflow.kit.state import AppState
 from leadflow.kit.state import install as install_state
 from leadflow.leads.api import extra_schemas
@@ -177,12 +177,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
         state.writer.on_commit = lambda: state.wake_worker()
         monitor = start_monitor(engine, settings, stop)
         spool_task = _start_spool(state.writer, engine, settings, keys, stop)
-        if settings.gc_freeze:
-            # Everything loaded at start-up (modules, schemas, phone metadata, domain lists) lives as
-            # long as the process: frozen, full collections no longer walk it. Unfrozen they paused the
-            # server 70-95 ms each, 17 times in one benchmark run, collecting nothing.
-            gc.collect()
-            gc.freeze()
+        settle_gc(freeze=settings.gc_freeze, young_threshold=settings.gc_young_threshold)
         log.info(
             "started",
             version=__version__,
