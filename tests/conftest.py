@@ -217,6 +217,7 @@ def settings_factory(database_url: str, tmp_path: Path) -> Callable[..., Setting
             "rate_limit_per_ip": "100000/minute",
             "lockout_threshold": 100000,
             "gc_freeze": False,  # hundreds of app start-ups: no full collection + freeze each time
+            "gc_young_threshold": 0,  # and the test process keeps Python's collection thresholds
             "capture_spool_dir": tmp_path / "spool",  # PostgreSQL/MySQL runs: never the repo's var/
         }
         values.update(overrides)

@@ -66,12 +66,25 @@ async def test_start_up_objects_are_frozen_out_of_full_collections(settings_fact
 
     from leadflow.app import create_app
 
-    app = create_app(settings_factory(gc_freeze=True))
+    thresholds = gc.get_threshold()
+    app = create_app(settings_factory(gc_freeze=True, gc_young_threshold=12_345))
     try:
         async with app.router.lifespan_context(app):
             assert gc.get_freeze_count() > 0
+            assert gc.get_threshold() == (12_345, 20, 50)
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+def test_gc_threshold_zero_keeps_pythons() -> None:
+    import gc
+
+    from leadflow.kit.process import settle_gc
+
+    thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
+    settle_gc(freeze=False, young_threshold=0)
+    assert gc.get_threshold() == thresholds and gc.get_freeze_count() == frozen
 
 
 async def test_database_pool_budget_fits_two_api_and_two_worker_processes(

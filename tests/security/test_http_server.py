@@ -25,7 +25,7 @@ from leadflow.security import headerlimits
 from leadflow.security.headerlimits import apply_header_limits
 from leadflow.security.tokens import create_token
 from tests.cli import run_cli
-from tests.conftest import run_async
+from tests.conftest import TEST_KEY, example_lead, run_async
 from tests.security.test_tls import _free_port
 
 BIN = Path(sys.executable).parent / "leadflow"
@@ -146,6 +146,34 @@ def test_errors_keep_the_connection(server: tuple[int, dict[str, str]]) -> None:
         assert conn.request("/healthz")[0] == 200
     finally:
         conn.close()
+
+
+def test_an_unexpected_capture_error_answers_500_and_keeps_the_connection(settings_factory: Any) -> None:
+    """Capture is answered before FastAPI's stack (LeadflowApp): a bug there still gets the handlers' 500
+    in the error shape, a request id, and a connection that goes on working."""
+    from leadflow.kit.state import state_of
+
+    settings: Settings = settings_factory()
+    env = {"DATABASE_URL": settings.database_url, "ENCRYPTION_KEY": TEST_KEY, "LEADFLOW_ENV": "test"}
+    run_cli(["campaigns", "create", "--id", "boom", "--name", "Boom", "--type", "service"], extra_env=env)
+    app = create_app(settings)
+
+    async def broken_submit(*_: Any) -> Any:
+        raise RuntimeError("a bug in the writer")  # fault injection: the writer is the last step
+
+    with Server(app, settings) as port:
+        state_of(app).writer.submit = broken_submit  # type: ignore[method-assign]
+        conn = Conn(port)
+        try:
+            body = orjson.dumps({**example_lead(), "campaign_id": "boom"})
+            status, headers, answer = conn.request(
+                "/v1/api/leads", {"Content-Type": "application/json"}, body
+            )
+            assert (status, answer["error"], answer["code"]) == (500, "INTERNAL_ERROR", 500)
+            assert headers.get("x-request-id") and headers.get("connection") != "close"
+            assert conn.request("/healthz")[0] == 200
+        finally:
+            conn.close()
 
 
 def test_request_heads_over_the_limits_get_431(server: tuple[int, dict[str, str]]) -> None:

@@ -133,6 +133,25 @@ async def test_lead_page_actions(harness: Harness, campaign: dict[str, Any]) -> 
     assert updates == 6
 
 
+async def test_a_logged_call_counts_as_first_contact(harness: Harness, campaign: dict[str, Any]) -> None:
+    """Speed to lead: a call logged without a status change is the lead's first contact."""
+    manager = await make_user(harness, "manager")
+    lead_id = await _lead(harness)
+    client = await _signed_in(harness, manager)
+    token = csrf_of((await client.get(f"/leads/{lead_id}")).text)
+    admin = await harness.token("admin")
+    before = (await client.get("/v1/api/analytics", headers=admin)).json()["speed_to_lead"]
+    assert (before["contacted"], before["waiting"]) == (0, 1)
+    logged = await client.post(
+        f"/leads/{lead_id}/activity", data={"csrf_token": token, "activity_type": "call_made", "note": ""}
+    )
+    assert logged.status_code == 303, logged.text
+    detail = (await client.get(f"/v1/api/leads/{lead_id}", headers=admin)).json()
+    assert detail["status"] == "new" and detail["contacted_at"] is not None
+    after = (await client.get("/v1/api/analytics", headers=admin)).json()["speed_to_lead"]
+    assert (after["contacted"], after["waiting"], after["median_minutes"]) == (1, 0, 0)
+
+
 async def test_list_filters_search_and_export(harness: Harness, campaign: dict[str, Any]) -> None:
     manager = await make_user(harness, "manager")
     first = await _lead(harness)

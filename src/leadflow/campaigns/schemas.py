@@ -308,7 +308,8 @@ class FunnelStage(BaseModel):
 
 
 class Speed(BaseModel):
-    """Capture to first contact (the lead's first status change: `contacted_at`), in minutes."""
+    """Capture to first contact (`contacted_at`: the first status change or logged call, meeting, e-mail
+    or proposal), in minutes."""
 
     contacted: int = Field(examples=[40], description="Leads of the period contacted so far")
     waiting: int = Field(examples=[5], description="Leads of the period not contacted yet (not lost)")

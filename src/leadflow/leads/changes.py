@@ -291,6 +291,10 @@ def plan(
         if change.logged not in LOGGED:
             raise ApiError(400, "VALIDATION_ERROR", "Not an activity to log", field="activity_type")
         acts.append(Activity(row.id, change.logged, LOGGED[change.logged], now, actor))
+        # A logged call, meeting, e-mail or proposal is contact with the person: the first one sets
+        # contacted_at (speed to lead) even when the salesperson does not move the status.
+        if row.contacted_at is None and "contacted_at" not in values:
+            values["contacted_at"] = now
 
     if change.note:
         acts.append(Activity.note(cipher, row.id, change.note, actor, now))

@@ -152,13 +152,8 @@ def log_access(method: str, path: str, status: int, duration_ms: float) -> None:
 def _has_nul(scope: Scope) -> bool:
     """NUL bytes in the path or query: no database accepts them in text, so refuse early."""
     query: bytes = scope.get("query_string", b"")
-    path: str = scope.get("path", "")
-    return (
-        b"%00" in query
-        or b"\x00" in query
-        or "\x00" in path
-        or "%00" in scope.get("raw_path", b"").decode("latin-1")
-    )
+    raw_path: bytes = scope.get("raw_path") or b""
+    return b"%00" in query or b"\x00" in query or "\x00" in scope.get("path", "") or b"%00" in raw_path
 
 
 async def _reject_nul(send: Send) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import signal
 from typing import Annotated, Any
 
@@ -81,6 +80,7 @@ def worker(
     """Run a background worker: enrichment, routing, notifications and integrations."""
     from leadflow.cli import _settings
     from leadflow.db import create_engine
+    from leadflow.kit.process import settle_gc
     from leadflow.observability import metrics
     from leadflow.observability.alerts import start_monitor
     from leadflow.observability.health import preflight
@@ -114,9 +114,7 @@ def worker(
                 typer.echo(f"{done} jobs processed")
                 return
             await ensure_periodic(engine)
-            if settings.gc_freeze:  # as `leadflow serve` does: no full collections over start-up objects
-                gc.collect()
-                gc.freeze()
+            settle_gc(freeze=settings.gc_freeze, young_threshold=settings.gc_young_threshold)  # as serve
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):

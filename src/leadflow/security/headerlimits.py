@@ -60,8 +60,6 @@ class HeaderLimitedProtocol(HttpToolsProtocol):
         self._max_count: int = getattr(self.config, COUNT_ATTR, DEFAULT_MAX_COUNT)
         self._in_head = True  # waiting for (the rest of) a request line and headers
         self._head_bytes = 0  # bytes received since the current head began
-        self._head_size = 0  # target + header names and values parsed so far
-        self._head_count = 0
         self._over = False
 
     def data_received(self, data: bytes) -> None:
@@ -79,27 +77,12 @@ class HeaderLimitedProtocol(HttpToolsProtocol):
         ):
             self._reject()
 
-    def on_message_begin(self) -> None:
-        self._in_head = True
-        self._head_size = 0
-        self._head_count = 0
-        super().on_message_begin()
-
-    def on_url(self, url: bytes) -> None:
-        self._head_size += len(url)
-        if self._head_size > self._max_bytes:
-            self._fail()
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value)
-        self._head_count += 1
-        if self._head_size > self._max_bytes or self._head_count > self._max_count:
-            self._fail()
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
+        # One check per request over what uvicorn parsed (not a Python call per header): the
+        # target plus every header name and value, and the number of header lines.
         self._in_head = False
+        if too_large(len(self.url), self.headers, self._max_bytes, self._max_count):
+            self._fail()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

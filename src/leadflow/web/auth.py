@@ -4,9 +4,10 @@ A page module declares its router with :func:`page_router` and its permission wi
 names (ONE policy, ``security/tokens.py`` ``SCOPES``)::
 
     router = page_router()
+    Reader = Annotated[SessionPrincipal, Depends(require_page("leads:read"))]  # typed for mypy
 
     @router.get("/leads/{lead_id}")
-    async def lead_page(request: Request, user: PageUser("leads:read"), ...) -> Response:
+    async def lead_page(request: Request, user: Reader, ...) -> Response:
         ...
         await audit_view(request, user, "lead.read", "lead", lead_id)   # personal data shown
         return render(request, "lead.html", {...})
@@ -106,7 +107,9 @@ def require_page(scope: str) -> Callable[..., Awaitable[SessionPrincipal]]:
 
 
 def PageUser(scope: str) -> Any:
-    """``user: PageUser("leads:read")``: the signed-in user, who must have ``scope``."""
+    """``user: PageUser("leads:read")``: the signed-in user, who must have ``scope`` (the same annotation
+    as the typed alias above, built inline: mypy does not accept a call as a type, so page modules use
+    the alias)."""
     return Annotated[SessionPrincipal, Depends(require_page(scope))]
 
 

@@ -123,17 +123,25 @@ def _answer(outcome: CaptureOutcome, origin: str | None, window_hours: float) ->
     return json_response(body, 202 if outcome.kind == "spooled" else 201, headers_out)
 
 
+def is_capture(scope: Scope) -> bool:
+    """Whether a request is ``POST /v1/api/leads`` (exact path), the one the fast path answers."""
+    return bool(scope["type"] == "http" and scope["path"] == CAPTURE_PATH and scope["method"] == "POST")
+
+
 class CaptureFastPath:
-    """Pure ASGI middleware: ``POST /v1/api/leads`` straight to :func:`capture_lead`.
+    """Pure ASGI: ``POST /v1/api/leads`` straight to :func:`capture_lead`.
 
     The capture endpoint is the public, high-volume one. Through FastAPI every request also pays for
     route matching over all routes, dependency resolution (the header parameters), a Request object
-    and two exception-handling layers, which measured as much CPU as the capture work itself. This
-    middleware sits inside RequestContextMiddleware (request id, client address, access log) and
-    ServerErrorMiddleware (unexpected errors still answer 500 in the error shape), matches only that
-    method and exact path, and turns ApiError and ValidationError into the same answers as the
-    application's exception handlers. Everything else, the CORS pre-flight included, goes on to the
-    router; the FastAPI route stays for the OpenAPI document and calls the same function.
+    and the framework's layers (server errors, exception telemetry, body limit, exception middleware),
+    which measured as much CPU as the capture work itself. ``app.LeadflowApp`` hands capture requests
+    to ``RequestContextMiddleware(CaptureFastPath(...))`` (request id, client address, access log)
+    before FastAPI's own stack; this class matches only that method and exact path, and turns
+    ApiError and ValidationError into the same answers as the application's exception handlers, and
+    any other error into the handlers' 500 (logged with its stack; the connection stays usable).
+    Everything else, the CORS pre-flight included, goes on to ``app`` (the router); the FastAPI route
+    stays for the OpenAPI document and calls the same function. The body limit is capture's own
+    (``MAX_BODY_BYTES``, checked while reading).
     """
 
     def __init__(self, app: ASGIApp, route: BaseRoute | None = None) -> None:
@@ -141,7 +149,7 @@ class CaptureFastPath:
         self.route = route  # what the access log names (scope["route"]), as after routing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != CAPTURE_PATH or scope["method"] != "POST":
+        if not is_capture(scope):
             await self.app(scope, receive, send)
             return
         if self.route is not None:
@@ -154,9 +162,11 @@ class CaptureFastPath:
         except ValidationError as exc:
             response = validation_error(exc.errors(include_input=False)).response()
         except Exception as exc:
-            if not database_unreachable(exc):
-                raise
-            # e.g. a campaign this process never loaded, while the database is down (as the handlers do)
-            log.warning("database_unavailable", exc_type=type(exc).__name__)
-            response = database_unavailable().response()
+            if database_unreachable(exc):
+                # e.g. a campaign this process never loaded, while the database is down (as the handlers do)
+                log.warning("database_unavailable", exc_type=type(exc).__name__)
+                response = database_unavailable().response()
+            else:  # what the application's 500 handler answers, without re-raising to the server
+                log.error("unhandled_exception", exc_type=type(exc).__name__, exc_info=exc)
+                response = ApiError(500, "INTERNAL_ERROR", "An unexpected error occurred").response()
         await response(scope, receive, send)

@@ -33,7 +33,7 @@ from leadflow.kit.clock import utcnow
 from leadflow.kit.ids import new_lead_ids
 from leadflow.kit.text import email_index_form, phone_index_form
 from leadflow.leads.activities import Activity
-from leadflow.leads.models import OPTIONAL_FIELDS
+from leadflow.leads.models import OPTIONAL_FIELDS, PII_FIELDS
 from leadflow.leads.schemas import CaptureRequest, Contact, LeadDetails
 from leadflow.privacy.regions import regime
 from leadflow.scoring import rules
@@ -222,7 +222,7 @@ def prepare(
     submitted = form.timestamp
     if submitted is not None and submitted.tzinfo is None:
         submitted = submitted.replace(tzinfo=UTC)
-    enc = cipher.encrypt
+    enc = cipher.encrypter(len(PII_FIELDS))  # the lead's nonces in one call to the OS
     # First-touch UTM has no column: it starts the lead's enrichment JSON, which the worker extends
     # (lead.process in leads/tasks.py keeps it). Every row carries the key, so a batch's INSERT has one shape.
     touch = tracking.first_touch.stored() if tracking.first_touch else None
