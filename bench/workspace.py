@@ -249,7 +249,8 @@ def measure(
                 results.append(result)
                 print(
                     f"  {name:15} c={concurrency:<3} {result.rps:7.1f} req/s  p50 {result.p50_ms:7.1f}  "
-                    f"p95 {result.p95_ms:7.1f}  p99 {result.p99_ms:7.1f} ms  errors {result.non_2xx}",
+                    f"p95 {result.p95_ms:7.1f}  p99 {result.p99_ms:7.1f} ms  errors {result.non_2xx}  "
+                    f"server CPU {result.server_ms_per_request:.1f} ms/answer, others {result.other_cpu:.2f} core",
                     flush=True,
                 )
             # wrk does not count a redirect as an error: the session must still be good after the runs.

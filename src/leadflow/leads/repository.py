@@ -7,7 +7,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.kit.models import AnyRow, table_of
@@ -119,48 +130,86 @@ async def list_page(
 
 
 OPEN_STATUSES = ("new", "contacted", "qualified", "proposal")
+# The inbox's orders, each served per open status by an index that starts with ``status`` (all leads)
+# or ``assigned_to, status`` (one person's): idx_open_order / idx_owner_order, idx_open_due /
+# idx_owner_due (migration 0015).
+INBOX_ORDER = (leads.c.lead_grade, leads.c.created_at, leads.c.id)  # best grade first, then oldest
+DUE_ORDER = (leads.c.follow_up_date, leads.c.id)  # earliest follow-up first
 
 
 def _owner(assigned_to: str | None) -> list[Any]:
     return [] if assigned_to is None else [leads.c.assigned_to == assigned_to]
 
 
-async def open_leads(conn: AsyncConnection, assigned_to: str | None, limit: int) -> Sequence[AnyRow]:
+async def _anchor(
+    conn: AsyncConnection, order: tuple[ColumnElement[Any], ...], after_id: int | None
+) -> tuple[Any, ...] | None:
+    """The sort key of the lead a page ends with (None: from the top, also when it is gone)."""
+    if after_id is None:
+        return None
+    row = (await conn.execute(select(*order).where(leads.c.id == after_id))).first()
+    return None if row is None or any(v is None for v in row) else tuple(row)
+
+
+async def _open_in_order(
+    conn: AsyncConnection,
+    where: list[Any],
+    order: tuple[ColumnElement[Any], ...],
+    after_id: int | None,
+    limit: int,
+) -> list[int]:
+    """Ids of open leads matching ``where`` in ``order`` after the lead ``after_id``.
+
+    One index range per open status, each read in order and cut at ``limit``, then merged: the cost is
+    ``limit`` entries per status whatever the number of leads (a single ``status IN (…)`` range would
+    have to sort every open lead, and walking the order alone would step over every closed one)."""
+    anchor = await _anchor(conn, order, after_id)
+    if anchor is not None:
+        where = [
+            *where,
+            tuple_(*order) > tuple_(*(literal(v, type_=c.type) for v, c in zip(anchor, order, strict=True))),
+        ]
+    branches = [
+        select(*order).where(leads.c.status == status, *where).order_by(*order).limit(limit).subquery()
+        for status in OPEN_STATUSES
+    ]
+    merged = union_all(*(select(b) for b in branches)).subquery()
+    query = select(merged.c.id).order_by(*(merged.c[c.name] for c in order)).limit(limit)
+    return [int(i) for i in (await conn.execute(query)).scalars()]
+
+
+async def open_ids(
+    conn: AsyncConnection, assigned_to: str | None, after_id: int | None, limit: int
+) -> list[int]:
     """Open leads (``assigned_to`` None: everyone's), best grade first, then oldest first."""
-    query = (
-        select(leads)
-        .where(leads.c.status.in_(OPEN_STATUSES), *_owner(assigned_to))
-        .order_by(leads.c.lead_grade, leads.c.created_at, leads.c.id)
-        .limit(limit)
-    )
-    return (await conn.execute(query)).all()
+    return await _open_in_order(conn, _owner(assigned_to), INBOX_ORDER, after_id, limit)
 
 
-async def follow_ups_until(
-    conn: AsyncConnection, assigned_to: str | None, until: datetime, limit: int
-) -> Sequence[AnyRow]:
+async def due_ids(
+    conn: AsyncConnection, assigned_to: str | None, until: datetime, after_id: int | None, limit: int
+) -> list[int]:
     """Open leads whose follow-up date is before ``until`` (overdue and due today), earliest first."""
-    query = (
-        select(leads)
-        .where(
-            leads.c.follow_up_date.is_not(None),
-            leads.c.follow_up_date < until,
-            leads.c.status.in_(OPEN_STATUSES),
-            *_owner(assigned_to),
-        )
-        .order_by(leads.c.follow_up_date, leads.c.id)
-        .limit(limit)
-    )
-    return (await conn.execute(query)).all()
+    where = [leads.c.follow_up_date < until, *_owner(assigned_to)]
+    return await _open_in_order(conn, where, DUE_ORDER, after_id, limit)
 
 
-async def open_mark(conn: AsyncConnection, assigned_to: str | None) -> tuple[int, int, datetime | None]:
-    """(count, highest id, latest update) of the open leads: changes whenever the inbox would."""
-    query = select(func.count(), func.max(leads.c.id), func.max(leads.c.updated_at)).where(
-        leads.c.status.in_(OPEN_STATUSES), *_owner(assigned_to)
-    )
-    count, top, updated = (await conn.execute(query)).one()
-    return int(count or 0), int(top or 0), updated
+async def count_open(
+    conn: AsyncConnection, assigned_to: str | None, due_before: datetime | None, cap: int
+) -> int:
+    """How many open leads (with a follow-up before ``due_before`` if given), counting at most ``cap``
+    + 1: the inbox says "1,000+" rather than counting every open lead on every view and poll."""
+    where = [leads.c.status.in_(OPEN_STATUSES), *_owner(assigned_to)]
+    if due_before is not None:
+        where.append(leads.c.follow_up_date < due_before)
+    capped = select(leads.c.id).where(*where).limit(cap + 1).subquery()
+    return int((await conn.execute(select(func.count()).select_from(capped))).scalar_one())
+
+
+async def updated_at_of(conn: AsyncConnection, lead_ids: Sequence[int]) -> dict[int, datetime]:
+    if not lead_ids:
+        return {}
+    query = select(leads.c.id, leads.c.updated_at).where(leads.c.id.in_(lead_ids))
+    return {int(i): at for i, at in await conn.execute(query)}
 
 
 async def jobs_of_lead(conn: AsyncConnection, lead_id: int) -> Sequence[AnyRow]:
