@@ -57,6 +57,11 @@ class Lead(Base):
         Index("idx_owner_order", "assigned_to", "status", "lead_grade", "created_at", "id"),
         Index("idx_open_due", "status", "follow_up_date", "id"),
         Index("idx_owner_due", "assigned_to", "status", "follow_up_date", "id"),
+        # The lead list's common filters in its order (by id): it stops after a page instead of sorting.
+        Index("idx_list_status", "status", "id"),
+        Index("idx_list_status_grade", "status", "lead_grade", "id"),
+        Index("idx_list_campaign", "campaign_id", "id"),
+        Index("idx_list_assigned", "assigned_to", "id"),
         Index("idx_assigned_member", "assigned_member_id", "status"),
         # Covering index for analytics: a campaign's days are one range of it (live scans, daily sums).
         Index(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -9,11 +10,11 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Select,
     and_,
     bindparam,
     func,
     insert,
-    literal,
     select,
     tuple_,
     union_all,
@@ -94,9 +95,28 @@ class LeadFilter:
     oldest_first: bool = False  # ``before_id`` then pages upwards (ids greater than it)
 
 
+# What a listed lead shows (``leads.schemas.LeadSummary``): lists read these, not every column (the
+# message, IP address and user agent are neither shown nor decrypted there; nor is the enrichment JSON).
+SUMMARY = tuple(
+    leads.c[name]
+    for name in (
+        "id", "public_id", "uuid", "first_name", "last_name", "email", "phone", "company", "campaign_id",
+        "campaign_name", "source", "medium", "channel", "service_interest", "urgency", "lead_score",
+        "lead_grade", "qualification_status", "status", "assigned_to", "follow_up_date", "deal_value",
+        "created_at", "updated_at", "contacted_at",
+    )
+)  # fmt: skip
+
+
 async def list_page(
-    conn: AsyncConnection, flt: LeadFilter, before_id: int | None, limit: int
+    conn: AsyncConnection,
+    flt: LeadFilter,
+    before_id: int | None,
+    limit: int,
+    columns: Sequence[ColumnElement[Any]] | None = None,
 ) -> Sequence[AnyRow]:
+    """A page of the filtered leads, newest (or oldest) first; ``columns`` (e.g. :data:`SUMMARY`):
+    only those, else every column."""
     conditions = []
     if flt.campaign_id:
         conditions.append(leads.c.campaign_id == flt.campaign_id)
@@ -125,7 +145,8 @@ async def list_page(
     if before_id is not None:
         conditions.append(leads.c.id > before_id if flt.oldest_first else leads.c.id < before_id)
     order = leads.c.id.asc() if flt.oldest_first else leads.c.id.desc()
-    query = select(leads).where(and_(True, *conditions)).order_by(order).limit(limit)
+    query = select(*columns) if columns else select(leads)
+    query = query.where(and_(True, *conditions)).order_by(order).limit(limit)
     return (await conn.execute(query)).all()
 
 
@@ -151,58 +172,78 @@ async def _anchor(
     return None if row is None or any(v is None for v in row) else tuple(row)
 
 
-async def _open_in_order(
-    conn: AsyncConnection,
-    where: list[Any],
-    order: tuple[ColumnElement[Any], ...],
-    after_id: int | None,
-    limit: int,
-) -> list[int]:
-    """Ids of open leads matching ``where`` in ``order`` after the lead ``after_id``.
+@functools.cache
+def _in_order(due: bool, owner: bool, after: bool, limit: int) -> Select[Any]:
+    """Ids of open leads in the inbox's order (``due``: follow-ups before ``:until`` in theirs), of
+    ``:owner`` if ``owner``, after the sort key ``:k0``, ``:k1``… if ``after``; built once per shape.
 
     One index range per open status, each read in order and cut at ``limit``, then merged: the cost is
     ``limit`` entries per status whatever the number of leads (a single ``status IN (…)`` range would
     have to sort every open lead, and walking the order alone would step over every closed one)."""
-    anchor = await _anchor(conn, order, after_id)
-    if anchor is not None:
-        where = [
-            *where,
-            tuple_(*order) > tuple_(*(literal(v, type_=c.type) for v, c in zip(anchor, order, strict=True))),
-        ]
+    order = DUE_ORDER if due else INBOX_ORDER
+    where: list[Any] = [leads.c.follow_up_date < bindparam("until")] if due else []
+    if owner:
+        where.append(leads.c.assigned_to == bindparam("owner"))
+    if after:
+        keys = (bindparam(f"k{i}", type_=c.type) for i, c in enumerate(order))
+        where.append(tuple_(*order) > tuple_(*keys))
     branches = [
         select(*order).where(leads.c.status == status, *where).order_by(*order).limit(limit).subquery()
         for status in OPEN_STATUSES
     ]
     merged = union_all(*(select(b) for b in branches)).subquery()
-    query = select(merged.c.id).order_by(*(merged.c[c.name] for c in order)).limit(limit)
-    return [int(i) for i in (await conn.execute(query)).scalars()]
+    return select(merged.c.id).order_by(*(merged.c[c.name] for c in order)).limit(limit)
+
+
+async def _ids_in_order(
+    conn: AsyncConnection, due: bool, params: dict[str, Any], after_id: int | None, limit: int
+) -> list[int]:
+    anchor = await _anchor(conn, DUE_ORDER if due else INBOX_ORDER, after_id)
+    query = _in_order(due, "owner" in params, anchor is not None, limit)
+    keys = {f"k{i}": v for i, v in enumerate(anchor or ())}
+    return [int(i) for i in (await conn.execute(query, {**params, **keys})).scalars()]
+
+
+def _params(assigned_to: str | None, **more: Any) -> dict[str, Any]:
+    return more if assigned_to is None else {"owner": assigned_to, **more}
 
 
 async def open_ids(
     conn: AsyncConnection, assigned_to: str | None, after_id: int | None, limit: int
 ) -> list[int]:
     """Open leads (``assigned_to`` None: everyone's), best grade first, then oldest first."""
-    return await _open_in_order(conn, _owner(assigned_to), INBOX_ORDER, after_id, limit)
+    return await _ids_in_order(conn, False, _params(assigned_to), after_id, limit)
 
 
 async def due_ids(
     conn: AsyncConnection, assigned_to: str | None, until: datetime, after_id: int | None, limit: int
 ) -> list[int]:
     """Open leads whose follow-up date is before ``until`` (overdue and due today), earliest first."""
-    where = [leads.c.follow_up_date < until, *_owner(assigned_to)]
-    return await _open_in_order(conn, where, DUE_ORDER, after_id, limit)
+    return await _ids_in_order(conn, True, _params(assigned_to, until=until), after_id, limit)
+
+
+@functools.cache
+def _counts(owner: bool, cap: int) -> Select[Any]:
+    def capped(due: bool) -> Any:
+        where: list[ColumnElement[bool]] = [leads.c.status.in_(OPEN_STATUSES)]
+        if owner:
+            where.append(leads.c.assigned_to == bindparam("owner"))
+        if due:
+            where.append(leads.c.follow_up_date < bindparam("until"))
+        inner = select(leads.c.id).where(*where).limit(cap + 1).subquery()
+        return select(func.count()).select_from(inner).scalar_subquery()
+
+    return select(capped(False), capped(True))
 
 
 async def count_open(
-    conn: AsyncConnection, assigned_to: str | None, due_before: datetime | None, cap: int
-) -> int:
-    """How many open leads (with a follow-up before ``due_before`` if given), counting at most ``cap``
-    + 1: the inbox says "1,000+" rather than counting every open lead on every view and poll."""
-    where = [leads.c.status.in_(OPEN_STATUSES), *_owner(assigned_to)]
-    if due_before is not None:
-        where.append(leads.c.follow_up_date < due_before)
-    capped = select(leads.c.id).where(*where).limit(cap + 1).subquery()
-    return int((await conn.execute(select(func.count()).select_from(capped))).scalar_one())
+    conn: AsyncConnection, assigned_to: str | None, due_before: datetime, cap: int
+) -> tuple[int, int]:
+    """How many open leads, and how many of them with a follow-up before ``due_before``, each counted
+    up to ``cap`` + 1: the inbox says "1,000+" rather than count every open lead at every view and poll."""
+    query = _counts(assigned_to is not None, cap)
+    row = (await conn.execute(query, _params(assigned_to, until=due_before))).one()
+    return int(row[0]), int(row[1])
 
 
 async def updated_at_of(conn: AsyncConnection, lead_ids: Sequence[int]) -> dict[int, datetime]:
@@ -238,12 +279,18 @@ async def update_lead(conn: AsyncConnection, lead_id: int, values: dict[str, Any
     await conn.execute(update(leads).where(leads.c.id == lead_id).values(**values))
 
 
-async def get_many(conn: AsyncConnection, lead_ids: Iterable[int], lock: bool = False) -> dict[int, AnyRow]:
-    """Leads by internal id (``lock``: ``FOR UPDATE`` where the database has it)."""
+async def get_many(
+    conn: AsyncConnection,
+    lead_ids: Iterable[int],
+    lock: bool = False,
+    columns: Sequence[ColumnElement[Any]] | None = None,
+) -> dict[int, AnyRow]:
+    """Leads by internal id (``lock``: ``FOR UPDATE`` where the database has it; ``columns``: only
+    those, which must include ``id``)."""
     ids = list(lead_ids)
     if not ids:
         return {}
-    query = select(leads).where(leads.c.id.in_(ids))
+    query = (select(*columns) if columns else select(leads)).where(leads.c.id.in_(ids))
     if lock and conn.dialect.name != "sqlite":
         query = query.with_for_update()
     return {int(row.id): row for row in await conn.execute(query)}

@@ -68,9 +68,11 @@ def next_action(status: str, follow_up: datetime | None, now: datetime) -> str:
 
 
 def decrypt_row(cipher: FieldCipher, row: AnyRow) -> dict[str, Any]:
+    """The row as a dict with its personal data decrypted (the fields it has: a list reads fewer)."""
     data = dict(row._mapping)
     for name in PII_FIELDS:
-        data[name] = cipher.decrypt(data[name], name)
+        if name in data:
+            data[name] = cipher.decrypt(data[name], name)
     data["lead_id"] = data["public_id"]
     return data
 
@@ -134,7 +136,7 @@ def first_touch_of(row: AnyRow) -> dict[str, Any] | None:
 async def page(
     conn: AsyncConnection, cipher: FieldCipher, flt: repo.LeadFilter, before_id: int | None, limit: int
 ) -> LeadPage:
-    rows = await repo.list_page(conn, flt, before_id, limit + 1)
+    rows = await repo.list_page(conn, flt, before_id, limit + 1, repo.SUMMARY)
     more = len(rows) > limit
     rows = rows[:limit]
     items = [LeadSummary.model_validate(decrypt_row(cipher, r)) for r in rows]
@@ -342,11 +344,12 @@ async def _keys(
     end_of_day = datetime.combine(now.date() + timedelta(days=1), time.min, tzinfo=UTC)
     open_ids = await repo.open_ids(conn, owner, open_after, INBOX_PAGE + 1)
     due_ids = await repo.due_ids(conn, owner, end_of_day, due_after, INBOX_PAGE + 1)
+    open_total, due_total = await repo.count_open(conn, owner, end_of_day, INBOX_COUNT_CAP)
     return _Keys(
         open_ids[:INBOX_PAGE],
         due_ids[:INBOX_PAGE],
-        await repo.count_open(conn, owner, None, INBOX_COUNT_CAP),
-        await repo.count_open(conn, owner, end_of_day, INBOX_COUNT_CAP),
+        open_total,
+        due_total,
         len(open_ids) > INBOX_PAGE,
         len(due_ids) > INBOX_PAGE,
     )
@@ -371,7 +374,7 @@ async def inbox(
     """One screen of the inbox of ``owner`` (None: everyone's): :data:`INBOX_PAGE` leads of each
     list from the leads after ``open_after`` / ``due_after`` (cursor ids); only those are decrypted."""
     keys = await _keys(conn, owner, now, open_after, due_after)
-    rows = await repo.get_many(conn, {*keys.open_ids, *keys.due_ids})
+    rows = await repo.get_many(conn, {*keys.open_ids, *keys.due_ids}, columns=repo.SUMMARY)
 
     def shown(ids: list[int], total: int, more: bool) -> InboxList:
         found = [rows[i] for i in ids if i in rows]

@@ -162,6 +162,12 @@ async def list_members(conn: AsyncConnection, active: bool | None = None) -> Mem
     return MemberList(items=[member_out(r, counts.get(int(r.id), 0)) for r in rows])
 
 
+async def member_choices(conn: AsyncConnection, active: bool | None = None) -> list[MemberRow]:
+    """The members to choose from in a page's menu, by id, without their open-lead counts (which
+    :func:`list_members` counts over the leads on every call)."""
+    return await repo.list_members(conn, active)
+
+
 def _email_taken() -> ApiError:
     return ApiError(409, "MEMBER_EXISTS", "A team member with this e-mail already exists", field="email")
 

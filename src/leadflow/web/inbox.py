@@ -51,7 +51,7 @@ async def choose(
     mine = InboxView("mine", service.only_assigned_to(user) or user.subject, "My leads")
     if user.role == "sales":
         return mine, []
-    members = (await routing.list_members(conn, active=True)).items
+    members = await routing.member_choices(conn, active=True)
     options = [mine, InboxView("all", None, "All leads")] + [
         InboxView(f"rep:{m.email}", m.email, m.name) for m in members if m.email != user.subject
     ]
