@@ -15,6 +15,7 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
+    or_,
     select,
     tuple_,
     union_all,
@@ -172,10 +173,24 @@ async def _anchor(
     return None if row is None or any(v is None for v in row) else tuple(row)
 
 
+def _after(order: tuple[ColumnElement[Any], ...], expand: bool) -> ColumnElement[bool]:
+    """``order`` after the sort key ``:k0``, ``:k1``…: a row-value comparison, which PostgreSQL and
+    SQLite read as an index range; MySQL/MariaDB only do that with it spelt out (``expand``):
+    ``a > :k0 OR (a = :k0 AND (b > :k1 OR …))``."""
+    keys = [bindparam(f"k{i}", type_=c.type) for i, c in enumerate(order)]
+    if not expand:
+        return tuple_(*order) > tuple_(*keys)
+    condition = order[-1] > keys[-1]
+    for column, key in zip(reversed(order[:-1]), reversed(keys[:-1]), strict=True):
+        condition = or_(column > key, and_(column == key, condition))
+    return condition
+
+
 @functools.cache
-def _in_order(due: bool, owner: bool, after: bool, limit: int) -> Select[Any]:
+def _in_order(due: bool, owner: bool, after: bool, limit: int, expand: bool) -> Select[Any]:
     """Ids of open leads in the inbox's order (``due``: follow-ups before ``:until`` in theirs), of
-    ``:owner`` if ``owner``, after the sort key ``:k0``, ``:k1``… if ``after``; built once per shape.
+    ``:owner`` if ``owner``, after the sort key ``:k0``, ``:k1``… if ``after`` (``expand``: see
+    :func:`_after`); built once per shape.
 
     One index range per open status, each read in order and cut at ``limit``, then merged: the cost is
     ``limit`` entries per status whatever the number of leads (a single ``status IN (…)`` range would
@@ -185,8 +200,7 @@ def _in_order(due: bool, owner: bool, after: bool, limit: int) -> Select[Any]:
     if owner:
         where.append(leads.c.assigned_to == bindparam("owner"))
     if after:
-        keys = (bindparam(f"k{i}", type_=c.type) for i, c in enumerate(order))
-        where.append(tuple_(*order) > tuple_(*keys))
+        where.append(_after(order, expand))
     branches = [
         select(*order).where(leads.c.status == status, *where).order_by(*order).limit(limit).subquery()
         for status in OPEN_STATUSES
@@ -199,7 +213,8 @@ async def _ids_in_order(
     conn: AsyncConnection, due: bool, params: dict[str, Any], after_id: int | None, limit: int
 ) -> list[int]:
     anchor = await _anchor(conn, DUE_ORDER if due else INBOX_ORDER, after_id)
-    query = _in_order(due, "owner" in params, anchor is not None, limit)
+    expand = conn.dialect.name == "mysql"
+    query = _in_order(due, "owner" in params, anchor is not None, limit, expand)
     keys = {f"k{i}": v for i, v in enumerate(anchor or ())}
     return [int(i) for i in (await conn.execute(query, {**params, **keys})).scalars()]
 

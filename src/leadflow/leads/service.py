@@ -294,7 +294,7 @@ async def notify_owner(
 
 
 # -- the workspace's inbox ---------------------------------------------------------------------------
-INBOX_PAGE = 25  # leads per list on one screen of the inbox
+INBOX_PAGE = 20  # leads per list on one screen of the inbox
 INBOX_COUNT_CAP = 1000  # counts above this read "1,000+"
 
 
