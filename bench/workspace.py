@@ -15,8 +15,13 @@ What it does (all on 127.0.0.1, bounded: ~10 s per measured run):
    ``--concurrency`` and prints p50/p95/p99 and PASS/MISS against its target at the highest one.
 
 Pages (``--pages`` chooses; the lead pages come with the lead-pages branch):
-  inbox ``/``, leads ``/leads``, leads-filtered ``/leads?status=new&grade=A``, lead ``/leads/{lead_id}``
-  (2 000 different leads in turn), analytics ``/analytics`` (all campaigns, last 30 days).
+  inbox ``/`` (the admin's "All leads"), inbox-sales ``/`` signed in as a salesperson whose routing
+  member has every fifth lead (20 000 of 100 000), 1 in 10 of them with a follow-up overdue, leads
+  ``/leads``, leads-filtered ``/leads?status=new&grade=A``, lead ``/leads/{lead_id}`` (2 000 different
+  leads in turn), analytics ``/analytics`` (all campaigns, last 30 days).
+
+``--keep`` keeps the work directory (database and its throwaway key); ``--reuse DIR`` measures such a
+directory again without seeding (migrating it first, so a branch's new migration applies).
 
 A report, not a test: exit status 0 whether or not the targets are met.
 """
@@ -25,16 +30,17 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,9 +63,11 @@ from run import (
 )
 
 EMAIL = "bench-admin@example.org"
+SALES_EMAIL = "bench-rep@example.org"  # a salesperson's account and routing member
 PASSWORD = "bench workspace password 2025"  # noqa: S105 - a throwaway account in a temporary database
 LEAD_IDS = 2000
-SAVED = "bench-seed.json"  # what a later --workdir run needs to reuse the seeded database
+SALES_SHARE = 5  # the salesperson has every fifth lead ...
+DUE_SHARE = 20  # ... and two in DUE_SHARE of theirs have a follow-up due (a day or an hour overdue)
 
 
 @dataclass(frozen=True)
@@ -68,10 +76,12 @@ class Page:
     path: str  # {lead_id}: a different existing lead on every request
     target_ms: float  # p95
     note: str = ""
+    user: str = EMAIL  # who is signed in
 
 
 PAGES = {
     "inbox": Page("inbox", "/", 150.0),
+    "inbox-sales": Page("inbox-sales", "/", 150.0, "a salesperson with 20 000 leads", SALES_EMAIL),
     "leads": Page("leads", "/leads", 150.0),
     "leads-filtered": Page("leads-filtered", "/leads?status=new&grade=A", 150.0),
     "lead": Page("lead", "/leads/{lead_id}", 100.0),
@@ -106,14 +116,14 @@ def _request(
         conn.close()
 
 
-def sign_in(port: int) -> str:
+def sign_in(port: int, email: str = EMAIL) -> str:
     """The ``lf_session`` cookie value after GET /login and POST /login (the form a person uses)."""
     status, cookies, _, page = _request(port, "GET", "/login", {})
     found = re.search(r'name="csrf_token" value="([^"]+)"', page)
     if status != 200 or not found:
         raise SystemExit(f"GET /login answered {status} without a form")
     form = urllib.parse.urlencode(
-        {"email": EMAIL, "password": PASSWORD, "next": "/", "csrf_token": found.group(1)}
+        {"email": email, "password": PASSWORD, "next": "/", "csrf_token": found.group(1)}
     )
     status, new, _, text = _request(port, "POST", "/login", cookies, form)
     if status != 303 or "lf_session" not in new:
@@ -121,19 +131,20 @@ def sign_in(port: int) -> str:
     return new["lf_session"]
 
 
-def create_user(env: dict[str, str]) -> None:
+def create_user(env: dict[str, str], email: str = EMAIL, role: str = "admin", *more: str) -> None:
     done = subprocess.run(
         [
             str(LEADFLOW),
             "users",
             "create",
             "--email",
-            EMAIL,
+            email,
             "--name",
-            "Bench Admin",
+            f"Bench {role.title()}",
             "--role",
-            "admin",
+            role,
             "--password-stdin",
+            *more,
         ],
         input=PASSWORD,
         env=env,
@@ -147,27 +158,32 @@ def create_user(env: dict[str, str]) -> None:
         raise SystemExit(f"`leadflow users create` failed: {done.stderr.strip()}")
 
 
-# -- the runs ----------------------------------------------------------------------------------------
+def give_sales_leads(env: dict[str, str], db: Path) -> str:
+    """A routing member and a sales account linked to it; every SALES_SHARE-th lead assigned to it (as
+    routing would: ``assigned_to`` and ``assigned_member_id``), DUE_SHARE of those with a follow-up due.
 
-
-def seed(args: argparse.Namespace, env: dict[str, str], workdir: Path, meta: dict[str, str]) -> int:
-    """Seed ``big`` (and ``more`` for --analytics-leads); the number of leads in all."""
-    print(f"seeding campaign 'big' with {args.leads} leads ...", flush=True)
-    seconds = seed_big(env, args.leads, "fast", workdir)
-    meta["seed"] = f"{args.leads} leads in {seconds:.0f} s"
-    print(f"  {meta['seed']}", flush=True)
-    total = args.leads
-    if args.analytics_leads > args.leads:
-        extra = args.analytics_leads - args.leads
-        print(
-            f"seeding campaign 'more' with {extra} leads (for analytics at {args.analytics_leads}) ...",
-            flush=True,
+    Set in SQL on the bench's own SQLite file: routing 20 000 leads through the worker would take longer
+    than the whole benchmark, and what is measured is the reading of them."""
+    run_cli(env, "members", "add", "--name", "Bench Rep", "--email", SALES_EMAIL, "--capacity", "100000")
+    create_user(env, SALES_EMAIL, "sales", "--member-email", SALES_EMAIL)
+    with sqlite3.connect(db) as conn:
+        (member,) = conn.execute("SELECT id FROM team_members WHERE email = ?", (SALES_EMAIL,)).fetchone()
+        conn.execute(
+            "UPDATE leads SET assigned_to = ?, assigned_member_id = ? WHERE id % ? = 0",
+            (SALES_EMAIL, member, SALES_SHARE),
         )
-        seconds = seed_more(env, extra, workdir)
-        total += extra
-        meta["seed_more"] = f"{extra} leads in {seconds:.0f} s"
-        print(f"  {meta['seed_more']}", flush=True)
-    return total
+        # Follow-ups due a day and an hour ago, stored as naive UTC like the app does on SQLite.
+        now = datetime.now(UTC).replace(tzinfo=None)
+        for shift, offset in ((timedelta(days=1), 0), (timedelta(hours=1), SALES_SHARE)):
+            conn.execute(
+                "UPDATE leads SET follow_up_date = ? WHERE id % ? = ?",
+                ((now - shift).isoformat(sep=" "), SALES_SHARE * DUE_SHARE, offset),
+            )
+        assigned = conn.execute("SELECT count(*) FROM leads WHERE assigned_to = ?", (SALES_EMAIL,)).fetchone()
+    return f"{assigned[0]} leads assigned to the salesperson"
+
+
+# -- the runs ----------------------------------------------------------------------------------------
 
 
 def seed_more(env: dict[str, str], leads: int, workdir: Path) -> float:
@@ -189,52 +205,68 @@ def seed_more(env: dict[str, str], leads: int, workdir: Path) -> float:
     return time.monotonic() - started
 
 
-def reused_env(workdir: Path) -> tuple[dict[str, str], str] | None:
-    """The environment and admin token of a database seeded by an earlier ``--workdir`` run, if any."""
-    saved = workdir / SAVED
-    if not saved.exists() or not (workdir / "bench.db").exists():
-        return None
-    data = json.loads(saved.read_text())
+def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[LoadResult], list[str], dict[str, str]]:
     env = bench_env(workdir, with_worker=False)
-    env["ENCRYPTION_KEY"] = data["encryption_key"]  # the seeded fields were encrypted with it
-    return env, str(data["token"])
-
-
-def measure(
-    args: argparse.Namespace, wrk: str, workdir: Path
-) -> tuple[list[LoadResult], list[str], dict[str, str]]:
+    key_file = workdir / "bench.key"  # the throwaway key of this database, for --reuse
+    if args.reuse:
+        env["ENCRYPTION_KEY"] = key_file.read_text().strip()
+    else:
+        key_file.write_text(env["ENCRYPTION_KEY"])
     meta: dict[str, str] = {}
     notes: list[str] = []
     print(f"work directory {workdir}", flush=True)
-    reused = reused_env(workdir)
-    if reused is not None:
-        # A database seeded by an earlier run (--workdir): migrate it to this branch's head and reuse it.
-        env, token = reused
-        run_cli(env, "migrate", timeout=3600)
-        meta["seed"] = f"reused the database seeded earlier in {workdir}"
-        print(f"  {meta['seed']}", flush=True)
-        total = int(json.loads((workdir / SAVED).read_text())["leads"])
-    else:
-        env = bench_env(workdir, with_worker=False)
-        run_cli(env, "migrate")
-        token = (
-            run_cli(env, "tokens", "create", "--role", "admin", "--name", "bench").strip().splitlines()[-1]
+    run_cli(env, "migrate", timeout=600)
+    token = run_cli(env, "tokens", "create", "--role", "admin", "--name", "bench").strip().splitlines()[-1]
+    if args.reuse:
+        meta["seed"] = "reused"
+        total = int(run_sql(workdir / "bench.db", "SELECT count(*) FROM leads"))
+        meta["leads"] = str(total)
+        return measure_pages(args, env, token, workdir, meta, notes)
+    create_user(env)
+    print(f"seeding campaign 'big' with {args.leads} leads ...", flush=True)
+    seconds = seed_big(env, args.leads, "fast", workdir)
+    meta["seed"] = f"{args.leads} leads in {seconds:.0f} s"
+    print(f"  {meta['seed']}", flush=True)
+    meta["sales"] = give_sales_leads(env, workdir / "bench.db")
+    print(f"  {meta['sales']}", flush=True)
+    total = args.leads
+    if args.analytics_leads > args.leads:
+        extra = args.analytics_leads - args.leads
+        print(
+            f"seeding campaign 'more' with {extra} leads (for analytics at {args.analytics_leads}) ...",
+            flush=True,
         )
-        create_user(env)
-        total = seed(args, env, workdir, meta)
-        saved = {"encryption_key": env["ENCRYPTION_KEY"], "token": token, "leads": total}
-        (workdir / SAVED).write_text(json.dumps(saved))
+        seconds = seed_more(env, extra, workdir)
+        total += extra
+        meta["seed_more"] = f"{extra} leads in {seconds:.0f} s"
+        print(f"  {meta['seed_more']}", flush=True)
     meta["leads"] = str(total)
+    return measure_pages(args, env, token, workdir, meta, notes)
 
+
+def run_sql(db: Path, query: str) -> object:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(query).fetchone()[0]
+
+
+def measure_pages(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    token: str,
+    workdir: Path,
+    meta: dict[str, str],
+    notes: list[str],
+) -> tuple[list[LoadResult], list[str], dict[str, str]]:
+    wrk = args.wrk
     app = start_server("leadflow", [str(LEADFLOW), "serve"], env, workdir)
     results: list[LoadResult] = []
     try:
         meta["git_at_server_start"] = git_state()
-        session = sign_in(app.port)
-        cookie = {"lf_session": session}
         lead_ids = collect_lead_ids(app.port, token, "big", LEAD_IDS)
         for name in args.pages:
             page = PAGES[name]
+            session = sign_in(app.port, page.user)
+            cookie = {"lf_session": session}
             paths = (
                 [page.path.format(lead_id=lead) for lead in lead_ids]
                 if "{lead_id}" in page.path
@@ -282,8 +314,7 @@ def measure(
                 print(
                     f"  {name:15} c={concurrency:<3} {result.rps:7.1f} req/s  p50 {result.p50_ms:7.1f}  "
                     f"p95 {result.p95_ms:7.1f}  p99 {result.p99_ms:7.1f} ms  errors {result.non_2xx}  "
-                    f"server CPU {result.server_ms_per_request:5.1f} ms/answer "
-                    f"({100 * result.server_cpu:.0f} % of a core; others {100 * result.other_cpu:.0f} %)",
+                    f"server CPU {result.server_ms_per_request:.1f} ms/answer, others {result.other_cpu:.2f} core",
                     flush=True,
                 )
             # wrk does not count a redirect as an error: the session must still be good after the runs.
@@ -314,12 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8], help="connections (1 8)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run (10)")
     parser.add_argument("--quiet-wait", type=float, default=5.0, help="wait for a quiet machine before a run")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (database and its key)")
     parser.add_argument(
-        "--workdir",
-        type=Path,
-        help="work directory to keep; if it holds a database seeded by an earlier --workdir run, that "
-        "database is migrated and reused (no seeding: --leads and --analytics-leads are ignored)",
+        "--reuse", type=Path, metavar="DIR", help="measure a kept work directory again (no seed)"
     )
     args = parser.parse_args(argv)
     for item in args.path:
@@ -331,19 +359,14 @@ def main(argv: list[str] | None = None) -> int:
         args.pages.append(name)
     if not LEADFLOW.exists():
         raise SystemExit(f"{LEADFLOW} not found: run `make venv` first")
-    wrk = ensure_wrk()
-    print(f"{wrk_version(wrk)}; load average {os.getloadavg()}; {git_state()}", flush=True)
-    if args.workdir is not None:
-        args.keep = True
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        workdir = args.workdir.resolve()
-    else:
-        workdir = Path(tempfile.mkdtemp(prefix="leadflow-bench-ws-"))
+    args.wrk = ensure_wrk()
+    print(f"{wrk_version(args.wrk)}; load average {os.getloadavg()}; {git_state()}", flush=True)
+    workdir = args.reuse or Path(tempfile.mkdtemp(prefix="leadflow-bench-ws-"))
     started = time.monotonic()
     try:
-        results, notes, meta = measure(args, wrk, workdir)
+        results, notes, meta = measure(args, workdir)
     finally:
-        if args.keep:
+        if args.keep or args.reuse:
             print(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)

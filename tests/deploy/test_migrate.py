@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -195,3 +196,55 @@ def test_serve_migrate_is_the_container_entry_command(tmp_path: Path) -> None:
     assert proc.returncode in (0, -signal.SIGTERM), err  # uvicorn re-raises SIGTERM after a clean stop
     assert '"event":"stopped"' in err
     assert '"event":"migrated"' in err
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mysql"], indirect=True)
+def test_0016_gives_existing_deliveries_their_connector(empty_db: str) -> None:
+    """Deliveries enqueued before the ``connector`` column get it from their dedup key."""
+    runner = CliRunner()
+    env = dict(ENV, DATABASE_URL=empty_db)
+    assert runner.invoke(app, ["migrate", "--to", "0015"], env=env).exit_code == 0
+
+    at = datetime(2026, 1, 1, tzinfo=UTC if empty_db.startswith("postgresql") else None)
+
+    async def fill() -> None:
+        engine = create_async_engine(empty_db)
+        try:
+            async with engine.begin() as conn:
+                for n, (kind, key) in enumerate(
+                    [
+                        ("deliver", "deliver:slack:1"),
+                        ("deliver", "correct:hubspot:2:1733220000000"),
+                        ("lead.process", "process:3"),
+                        ("reports.daily", None),
+                    ]
+                ):
+                    await conn.execute(
+                        text(
+                            "INSERT INTO jobs (kind, payload, status, attempts, max_attempts, run_at,"
+                            " dedup_key, created_at, updated_at) VALUES (:kind, '{}', 'done', 1, 8,"
+                            " :at, :key, :at, :at)"
+                        ),
+                        {"kind": kind, "key": key or f"periodic:{n}", "at": at},
+                    )
+        finally:
+            await engine.dispose()
+
+    async def connectors() -> dict[str, str | None]:
+        engine = create_async_engine(empty_db)
+        try:
+            async with engine.connect() as conn:
+                rows = await conn.execute(text("SELECT dedup_key, connector FROM jobs"))
+                return {r[0]: r[1] for r in rows}
+        finally:
+            await engine.dispose()
+
+    asyncio.run(fill())
+    upgraded = runner.invoke(app, ["migrate"], env=env)
+    assert upgraded.exit_code == 0, upgraded.output
+    assert asyncio.run(connectors()) == {
+        "deliver:slack:1": "slack",
+        "correct:hubspot:2:1733220000000": "hubspot",
+        "process:3": None,
+        "periodic:3": None,
+    }

@@ -193,3 +193,24 @@ async def test_assign_many_decides_in_order_as_one_after_another(
     assert decisions[3].rule == "unassigned"
     touched = await last_assigned(harness)
     assert touched[anna] > touched[bob]  # the last assignment in the batch is the latest
+
+
+async def test_menu_counts_of_open_leads_stop_at_the_cap(harness: Harness, campaign: dict[str, Any]) -> None:
+    anna, bob = await add_members(
+        harness,
+        {"name": "Anna", "email": "anna@nexlink.website"},
+        {"name": "Bob", "email": "bob@nexlink.website"},
+    )
+    lead_ids = await capture_leads(harness, 5)
+    for lead_id, status in zip(lead_ids, ("new", "contacted", "qualified", "closed_won"), strict=False):
+        await harness.execute(
+            "UPDATE leads SET assigned_member_id = :m, status = :s WHERE id = :id",
+            m=anna,
+            s=status,
+            id=lead_id,
+        )
+    async with harness.engine.connect() as conn:
+        assert await repo.open_lead_counts_upto(conn, [anna, bob], 10) == {anna: 3, bob: 0}
+        assert await repo.open_lead_counts_upto(conn, [anna, bob], 1) == {anna: 2, bob: 0}  # cap + 1: "1+"
+        assert await repo.open_lead_counts(conn) == {anna: 3}  # the exact count routing uses agrees
+        assert [(m.id, m.open_leads) for m in await service.members_with_load(conn)] == [(anna, 3), (bob, 0)]

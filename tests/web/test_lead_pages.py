@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Any
 
 import httpx
 import pytest
 
+from leadflow.leads.service import INBOX_COUNT_CAP, INBOX_PAGE, InboxList
 from leadflow.pipeline.runtime import build_worker, worker_context
 from tests.conftest import Harness, example_lead
 from tests.web.conftest import Staff, csrf_of, make_user, sign_in
@@ -66,6 +68,63 @@ async def test_inbox_lists_open_leads_by_grade_and_polls(harness: Harness, campa
         "SELECT count(*) FROM audit_log WHERE action = 'lead.list' AND channel = 'dashboard'"
     )
     assert reads >= 2
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)
+async def test_inbox_shows_one_screen_at_a_time(harness: Harness, campaign: dict[str, Any]) -> None:
+    """INBOX_PAGE leads per list, oldest first across the open statuses, a "Next" link with a cursor
+    for the rest; follow-ups due page the same way; the poll and the fragment keep the screen."""
+    admin = await harness.token("admin")
+    ids = [await _lead(harness, email=f"page{n}@example.org") for n in range(INBOX_PAGE + 2)]
+    closed, contacted, due = ids[0], ids[1], ids[2:]
+    for lead_id, body in [(closed, {"status": "closed_lost"}), (contacted, {"status": "contacted"})]:
+        answer = await harness.client.patch(f"/v1/api/leads/{lead_id}", headers=admin, json=body)
+        assert answer.status_code == 200, answer.text
+    for n, lead_id in enumerate(due):  # every open lead but one has a follow-up, overdue
+        when = f"2025-01-{1 + n % 28:02d}T{n // 28:02d}:00:00Z"
+        answer = await harness.client.patch(
+            f"/v1/api/leads/{lead_id}", headers=admin, json={"follow_up_date": when}
+        )
+        assert answer.status_code == 200, answer.text
+    client = await _signed_in(harness, await make_user(harness, "manager"))
+    page = await client.get("/?view=all")
+    assert page.status_code == 200, page.text
+
+    def shown(html: str, heading: str) -> list[str]:
+        section = html.split(f'id="{heading}"', 1)[1].split("</section>", 1)[0]
+        return [i for i in re.findall(r'href="/leads/(lead_[0-9a-f]+)"', section)]
+
+    open_leads = ids[1:]  # the closed one is not in the inbox; the contacted one is, in age order
+    assert shown(page.text, "open-heading") == open_leads[:INBOX_PAGE]
+    assert shown(page.text, "due-heading") == due[:INBOX_PAGE]
+    assert f'<span class="count">{len(open_leads)}</span>' in page.text
+    assert f'<span class="count">{len(due)}</span>' in page.text
+    assert "Best and oldest open leads" not in page.text  # the first screen
+    more = re.search(r'href="/\?(view=all&amp;open=[^"]+)">Next \d+ open leads', page.text)
+    assert more, page.text
+    second = await client.get("/?" + more.group(1).replace("&amp;", "&"))
+    assert shown(second.text, "open-heading") == open_leads[INBOX_PAGE:]
+    assert shown(second.text, "due-heading") == due[:INBOX_PAGE]  # the other list stays where it was
+    assert "Best and oldest open leads" in second.text and "Next" not in second.text.split("open-heading")[1]
+    query = more.group(1).replace("&amp;", "&")
+    fragment = await client.get(f"/inbox/list?{query}")
+    assert shown(fragment.text, "open-heading") == open_leads[INBOX_PAGE:]
+    mark = second.text.split("mark=", 1)[1].split('"', 1)[0]
+    assert "HX-Trigger" not in (await client.get(f"/inbox/poll?{query}&mark={mark}")).headers
+    changed = await harness.client.patch(
+        f"/v1/api/leads/{ids[-1]}", headers=admin, json={"status": "contacted"}
+    )
+    assert changed.status_code == 200, changed.text
+    moved = await client.get(f"/inbox/poll?{query}&mark={mark}")  # a lead on this screen changed
+    assert moved.headers.get("HX-Trigger") == "inbox-changed"
+    bad = await client.get("/?view=all&open=not-a-cursor")
+    assert bad.status_code == 400 and "<html" in bad.text
+
+
+def test_inbox_counts_above_the_cap_read_as_a_floor() -> None:
+    capped = InboxList([], INBOX_COUNT_CAP, True, None)
+    assert capped.total_text == f"{INBOX_COUNT_CAP:,}+" == "1,000+"
+    assert InboxList([], 999, False, None).total_text == "999"
 
 
 async def test_sales_inbox_and_lead_page_are_scoped(harness: Harness, campaign: dict[str, Any]) -> None:

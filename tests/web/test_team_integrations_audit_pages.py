@@ -3,10 +3,11 @@ service with CSRF, audit filters."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert, select
 
+from leadflow.integrations.tasks import DELIVER
 from leadflow.kit.clock import utcnow
 from leadflow.pipeline import repository as jobs_repo
 from tests.conftest import Harness
@@ -62,41 +63,45 @@ async def test_team_page_shows_load_hours_and_rules(harness: Harness, admin: dic
         assert text in page.text, text
 
 
-async def _dead_job(harness: Harness, connector: str, n: int) -> int:
+async def _delivery_job(
+    harness: Harness, connector: str, key: str, status: str = "dead", finished: datetime | None = None
+) -> int:
+    """A ``deliver`` job as the worker enqueues it (DELIVER.new), then ended with ``status``."""
     now = utcnow()
+    row = DELIVER.new(
+        {"connector": connector, "lead_id": None}, run_at=now, dedup_key=key, connector=connector
+    ).row(now - timedelta(hours=1))
+    row.update(status=status, attempts=8, last_error="HTTP 500" if status == "dead" else None)
+    row["finished_at"] = finished
     async with harness.engine.begin() as conn:
-        result = await conn.execute(
-            insert(jobs_repo.jobs).values(
-                kind="deliver",
-                payload={"connector": connector, "lead_id": None},
-                status="dead",
-                attempts=8,
-                max_attempts=8,
-                run_at=now,
-                last_error="HTTP 500",
-                dedup_key=f"deliver:{connector}:{n}",
-                created_at=now - timedelta(hours=1),
-                updated_at=now,
-            )
-        )
+        result = await conn.execute(insert(jobs_repo.jobs).values(**row))
         job_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        outcome = "dead" if status == "dead" else "success"
         await conn.execute(
             insert(jobs_repo.attempts).values(
-                job_id=job_id, attempt=8, outcome="dead", duration_ms=5, error="HTTP 500", started_at=now
+                job_id=job_id, attempt=8, outcome=outcome, duration_ms=5, error=None, started_at=now
             )
         )
     return job_id
+
+
+async def _dead_job(harness: Harness, connector: str, n: int) -> int:
+    return await _delivery_job(harness, connector, f"deliver:{connector}:{n}")
 
 
 async def test_integrations_page_and_retry(harness: Harness) -> None:
     first = await _dead_job(harness, "slack", 1)
     await _dead_job(harness, "slack", 2)
     await _dead_job(harness, "hubspot", 3)
+    # Last success: the newest finished delivery of the connector, a correction delivery included.
+    await _delivery_job(harness, "slack", "deliver:slack:9", "done", datetime(2026, 1, 2, 3, 4, tzinfo=UTC))
+    await _delivery_job(harness, "slack", "correct:slack:9:1", "done", datetime(2026, 1, 5, 6, 7, tzinfo=UTC))
     async with signed_in(harness, "admin") as client:
         page = await client.get("/integrations")
         assert page.status_code == 200
         assert '<td data-dead="slack"><span class="badge badge-failed">2</span>' in page.text
         assert '<td data-dead="hubspot"><span class="badge badge-failed">1</span>' in page.text
+        assert ">2026-01-05 06:07</time>" in page.text and "2026-01-02 03:04" not in page.text
         token = csrf_of(page.text)
         assert (await client.post(f"/integrations/jobs/{first}/retry")).status_code == 403  # no CSRF
         one = await client.post(f"/integrations/jobs/{first}/retry", data={"csrf_token": token})
@@ -107,7 +112,7 @@ async def test_integrations_page_and_retry(harness: Harness) -> None:
         assert rest.status_code == 303 and rest.headers["location"] == "/integrations?retried=2"
     async with harness.engine.connect() as conn:
         statuses = (await conn.execute(select(jobs_repo.jobs.c.status))).scalars().all()
-    assert sorted(statuses) == ["pending", "pending", "pending"]
+    assert sorted(statuses) == ["done", "done", "pending", "pending", "pending"]
     assert await harness.scalar("SELECT COUNT(*) FROM audit_log WHERE action LIKE 'job.retry%'") == 2
 
 

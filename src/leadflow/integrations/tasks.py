@@ -52,6 +52,7 @@ def delivery(
         lead_id=lead_id,
         dedup_key=dedup_key,
         max_attempts=connector.max_attempts,
+        connector=name,
     )
 
 

@@ -67,9 +67,17 @@ class Lead(Base):
         Index("idx_created", "created_at"),
         Index("idx_visitor", "visitor_id"),
         Index("idx_phone", "phone_hash"),
-        Index("idx_grade_age", "lead_grade", "created_at", "id"),  # the inbox order
         Index("idx_follow_up", "follow_up_date"),
-        Index("idx_assigned", "assigned_to", "status"),
+        # The inbox (leads/repository.py INBOX_ORDER, DUE_ORDER): one range per open status.
+        Index("idx_open_order", "status", "lead_grade", "created_at", "id"),
+        Index("idx_owner_order", "assigned_to", "status", "lead_grade", "created_at", "id"),
+        Index("idx_open_due", "status", "follow_up_date", "id"),
+        Index("idx_owner_due", "assigned_to", "status", "follow_up_date", "id"),
+        # The lead list's common filters in its order (by id): it stops after a page instead of sorting.
+        Index("idx_list_status", "status", "id"),
+        Index("idx_list_status_grade", "status", "lead_grade", "id"),
+        Index("idx_list_campaign", "campaign_id", "id"),
+        Index("idx_list_assigned", "assigned_to", "id"),
         Index("idx_assigned_member", "assigned_member_id", "status"),
         # Covering index for analytics: a campaign's days are one range of it, every column the
         # analytics sums read is in it (live scans and the stored sums are index-only scans).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from types import SimpleNamespace
@@ -67,9 +68,11 @@ def next_action(status: str, follow_up: datetime | None, now: datetime) -> str:
 
 
 def decrypt_row(cipher: FieldCipher, row: AnyRow) -> dict[str, Any]:
+    """The row as a dict with its personal data decrypted (the fields it has: a list reads fewer)."""
     data = dict(row._mapping)
     for name in PII_FIELDS:
-        data[name] = cipher.decrypt(data[name], name)
+        if name in data:
+            data[name] = cipher.decrypt(data[name], name)
     data["lead_id"] = data["public_id"]
     return data
 
@@ -133,7 +136,7 @@ def first_touch_of(row: AnyRow) -> dict[str, Any] | None:
 async def page(
     conn: AsyncConnection, cipher: FieldCipher, flt: repo.LeadFilter, before_id: int | None, limit: int
 ) -> LeadPage:
-    rows = await repo.list_page(conn, flt, before_id, limit + 1)
+    rows = await repo.list_page(conn, flt, before_id, limit + 1, repo.SUMMARY)
     more = len(rows) > limit
     rows = rows[:limit]
     items = [LeadSummary.model_validate(decrypt_row(cipher, r)) for r in rows]
@@ -291,37 +294,117 @@ async def notify_owner(
 
 
 # -- the workspace's inbox ---------------------------------------------------------------------------
-INBOX_LIMIT = 200
+INBOX_PAGE = 20  # leads per list on one screen of the inbox
+INBOX_COUNT_CAP = 1000  # counts above this read "1,000+"
+
+
+@dataclass(frozen=True, slots=True)
+class InboxList:
+    """One list of the inbox as shown: a page of leads, how many there are in all (counted up to
+    :data:`INBOX_COUNT_CAP`; ``capped`` when there are more) and the cursor of the next page."""
+
+    leads: list[LeadSummary]
+    total: int
+    capped: bool
+    next_cursor: str | None
+
+    @property
+    def total_text(self) -> str:
+        return f"{INBOX_COUNT_CAP:,}+" if self.capped else f"{self.total:,}"
 
 
 @dataclass(frozen=True, slots=True)
 class Inbox:
     """A person's open leads (best grade first, then oldest) and follow-ups due by the end of today."""
 
-    leads: list[LeadSummary]
-    follow_ups: list[LeadSummary]
+    open: InboxList
+    due: InboxList
     mark: str
 
+    @property
+    def shown(self) -> list[str]:
+        return sorted({lead.lead_id for lead in (*self.open.leads, *self.due.leads)})
 
-async def inbox(
-    conn: AsyncConnection, cipher: FieldCipher, owner: str | None, now: datetime, limit: int = INBOX_LIMIT
-) -> Inbox:
-    """``owner``: the assignee whose leads to show (None: everyone's)."""
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """What an inbox screen shows, without personal data: the ids in order, the capped counts."""
+
+    open_ids: list[int]
+    due_ids: list[int]
+    open_total: int
+    due_total: int
+    more_open: bool
+    more_due: bool
+
+
+async def _keys(
+    conn: AsyncConnection, owner: str | None, now: datetime, open_after: int | None, due_after: int | None
+) -> _Keys:
     end_of_day = datetime.combine(now.date() + timedelta(days=1), time.min, tzinfo=UTC)
-    rows = await repo.open_leads(conn, owner, limit)
-    due = await repo.follow_ups_until(conn, owner, end_of_day, limit)
-    return Inbox(
-        [LeadSummary.model_validate(decrypt_row(cipher, r)) for r in rows],
-        [LeadSummary.model_validate(decrypt_row(cipher, r)) for r in due],
-        await inbox_mark(conn, owner),
+    open_ids = await repo.open_ids(conn, owner, open_after, INBOX_PAGE + 1)
+    due_ids = await repo.due_ids(conn, owner, end_of_day, due_after, INBOX_PAGE + 1)
+    open_total, due_total = await repo.count_open(conn, owner, end_of_day, INBOX_COUNT_CAP)
+    return _Keys(
+        open_ids[:INBOX_PAGE],
+        due_ids[:INBOX_PAGE],
+        open_total,
+        due_total,
+        len(open_ids) > INBOX_PAGE,
+        len(due_ids) > INBOX_PAGE,
     )
 
 
-async def inbox_mark(conn: AsyncConnection, owner: str | None) -> str:
-    """A short text that changes whenever the inbox of ``owner`` would (new, changed or closed leads):
-    the live refresh compares it, reading the database, so it works across API processes."""
-    count, top, updated = await repo.open_mark(conn, owner)
-    return f"{count}-{top}-{int(updated.timestamp()) if updated else 0}"
+def _mark(keys: _Keys, updated: Mapping[int, datetime]) -> str:
+    """Changes whenever the screen would: another lead on it, a shown lead changed, another count."""
+    shown = [(i, updated[i].isoformat() if i in updated else "") for i in (*keys.open_ids, *keys.due_ids)]
+    text = repr((shown, keys.open_total, keys.due_total, keys.more_open, keys.more_due))
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+async def inbox(
+    conn: AsyncConnection,
+    cipher: FieldCipher,
+    owner: str | None,
+    now: datetime,
+    *,
+    open_after: int | None = None,
+    due_after: int | None = None,
+) -> Inbox:
+    """One screen of the inbox of ``owner`` (None: everyone's): :data:`INBOX_PAGE` leads of each
+    list from the leads after ``open_after`` / ``due_after`` (cursor ids); only those are decrypted."""
+    keys = await _keys(conn, owner, now, open_after, due_after)
+    rows = await repo.get_many(conn, {*keys.open_ids, *keys.due_ids}, columns=repo.SUMMARY)
+
+    def shown(ids: list[int], total: int, more: bool) -> InboxList:
+        found = [rows[i] for i in ids if i in rows]
+        return InboxList(
+            [LeadSummary.model_validate(decrypt_row(cipher, r)) for r in found],
+            min(total, INBOX_COUNT_CAP),
+            total > INBOX_COUNT_CAP,
+            encode_cursor(ids[-1]) if more and ids else None,
+        )
+
+    return Inbox(
+        shown(keys.open_ids, keys.open_total, keys.more_open),
+        shown(keys.due_ids, keys.due_total, keys.more_due),
+        _mark(keys, {i: r.updated_at for i, r in rows.items()}),
+    )
+
+
+async def inbox_mark(
+    conn: AsyncConnection,
+    owner: str | None,
+    now: datetime,
+    *,
+    open_after: int | None = None,
+    due_after: int | None = None,
+) -> str:
+    """A short text that changes whenever the inbox screen of ``owner`` would (new, changed or closed
+    leads on it, or other counts): the live refresh compares it, reading the database, so it works
+    across API processes. Index reads of a screen's worth of keys; nothing decrypted."""
+    keys = await _keys(conn, owner, now, open_after, due_after)
+    return _mark(keys, await repo.updated_at_of(conn, [*keys.open_ids, *keys.due_ids]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,9 +36,13 @@ class JobKind:
         dedup_key: str | None = None,
         lead_id: int | None = None,
         max_attempts: int | None = None,
+        connector: str | None = None,
     ) -> NewJob:
-        """A job of this kind. ``dedup_key``: enqueueing the same key again is a no-op."""
-        return NewJob(self.name, payload, run_at, lead_id, dedup_key, max_attempts or self.max_attempts)
+        """A job of this kind. ``dedup_key``: enqueueing the same key again is a no-op; ``connector``:
+        the connector a delivery job is for."""
+        return NewJob(
+            self.name, payload, run_at, lead_id, dedup_key, max_attempts or self.max_attempts, connector
+        )
 
     def __str__(self) -> str:
         return self.name

@@ -19,6 +19,8 @@ class Job(Base):
         CheckConstraint(f"status IN {JOB_STATUSES}", name="status"),
         Index("idx_jobs_claim", "status", "run_at"),
         Index("idx_jobs_lead", "lead_id"),
+        # A connector's last success and dead jobs (the workspace's integrations page): index seeks.
+        Index("idx_jobs_connector", "connector", "status", "finished_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -37,6 +39,8 @@ class Job(Base):
     # Enqueueing the same logical job twice (a re-run fan-out) is a no-op thanks to this key.
     dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The connector of a ``deliver`` job (also in its payload); NULL for every other kind.
+    connector: Mapped[str | None] = mapped_column(String(50))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -11,7 +11,7 @@ from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.kit.models import columns_of, rows_as, table_of
-from leadflow.leads.models import Lead
+from leadflow.leads.models import STATUSES, Lead
 from leadflow.routing.models import RoutingRule, TeamMember
 from leadflow.routing.rules import CLOSED_STATUSES
 
@@ -152,6 +152,26 @@ async def open_lead_counts(
     if conn.dialect.name == "mysql":
         query = query.with_for_update(read=True)
     return {int(row.assigned_member_id): int(row.n) for row in await conn.execute(query)}
+
+
+async def open_lead_counts_upto(conn: AsyncConnection, member_ids: Sequence[int], cap: int) -> dict[int, int]:
+    """Like :func:`open_lead_counts` for a menu: each member's count stops at ``cap`` + 1, one index
+    range per member and open status, so a member with 100 000 leads costs no more than one with 1 000."""
+    if not member_ids:
+        return {}
+    open_statuses = [s for s in STATUSES if s not in CLOSED_STATUSES]
+
+    def capped(member_id: int) -> Any:
+        inner = (
+            select(leads.c.id)
+            .where(leads.c.assigned_member_id == member_id, leads.c.status.in_(open_statuses))
+            .limit(cap + 1)
+            .subquery()
+        )
+        return select(func.count()).select_from(inner).scalar_subquery()
+
+    row = (await conn.execute(select(*(capped(m) for m in member_ids)))).one()
+    return {m: int(n) for m, n in zip(member_ids, row, strict=True)}
 
 
 async def has_open_leads(conn: AsyncConnection, member_id: int) -> bool:

@@ -162,6 +162,23 @@ async def list_members(conn: AsyncConnection, active: bool | None = None) -> Mem
     return MemberList(items=[member_out(r, counts.get(int(r.id), 0)) for r in rows])
 
 
+async def member_choices(conn: AsyncConnection, active: bool | None = None) -> list[MemberRow]:
+    """The members to choose from in a page's menu, by id, without their open-lead counts (which
+    :func:`list_members` counts over the leads on every call)."""
+    return await repo.list_members(conn, active)
+
+
+MENU_LOAD_CAP = 1000  # a menu says "1,000+ open" beyond
+
+
+async def members_with_load(conn: AsyncConnection, active: bool | None = None) -> list[MemberOut]:
+    """The members with their open leads counted up to :data:`MENU_LOAD_CAP` + 1 (an assignment menu:
+    exact up to any sensible capacity, and bounded in cost however many leads a member has)."""
+    rows = await repo.list_members(conn, active)
+    counts = await repo.open_lead_counts_upto(conn, [int(r.id) for r in rows], MENU_LOAD_CAP)
+    return [member_out(r, counts.get(int(r.id), 0)) for r in rows]
+
+
 def _email_taken() -> ApiError:
     return ApiError(409, "MEMBER_EXISTS", "A team member with this e-mail already exists", field="email")
 

@@ -80,7 +80,7 @@ async def lead_page(
     async with state.engine.connect() as conn:  # closed before the audit entry (SQLite: one connection)
         detail = await service.detail(conn, state.cipher, _lead_id(lead_id), only_assigned_to=scope)
         deliveries = await service.deliveries(conn, lead_id)
-        members = (await routing.list_members(conn, active=True)).items
+        members = await routing.members_with_load(conn, active=True)
     await audit_view(request, user, "lead.read", "lead", lead_id)
     return render(
         request,
@@ -90,6 +90,7 @@ async def lead_page(
             "lead": detail,
             "deliveries": deliveries,
             "members": members,
+            "load_cap": routing.MENU_LOAD_CAP,
             "next_statuses": sorted(TRANSITIONS.get(detail.status, ())),
             "logged": LOGGED,
             "may_write": "leads:write" in user.scopes,

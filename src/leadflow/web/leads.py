@@ -127,7 +127,7 @@ async def leads_list(
     async with state.engine.connect() as conn:  # closed before the audit entry (SQLite: one connection)
         page = None if query.errors else await service.page(conn, state.cipher, flt, before, PAGE_SIZE)
         campaigns = await campaigns_repo.list_all(conn)
-        members = (await routing.list_members(conn)).items if user.role != "sales" else []
+        members = await routing.member_choices(conn) if user.role != "sales" else []
     if page is not None:
         shown = [i.lead_id for i in page.items]
         await audit_view(request, user, "lead.list", "lead", None, {"lead_ids": shown})

@@ -8,13 +8,16 @@ Autoescaping is on for every template. A page's context always has ``user`` (the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from leadflow.leads.models import GRADES, STATUSES
 from leadflow.security.sessions import SessionPrincipal
 from leadflow.web.assets import asset
 from leadflow.web.security import apply_headers
@@ -37,6 +40,48 @@ env = Environment(
     lstrip_blocks=True,
 )
 env.globals["asset"] = asset
+
+
+# The lead pages' small pieces as Python functions, not Jinja macros: the inbox and the lead list show
+# them for every lead, and three macro calls per lead were most of the time spent rendering a list.
+def when(value: datetime | None, empty: str = "—") -> Markup:
+    """A UTC time as ``2025-10-03 14:05 UTC`` (static/leads.js shows it in the browser's time zone)."""
+    if not value:
+        return escape(empty)
+    iso = value.isoformat()  # digits and "-:.+T" only: nothing to escape
+    return Markup(f'<time datetime="{iso}" data-local>{iso[:10]} {iso[11:16]} UTC</time>')  # noqa: S704
+
+
+def _badge(kind: str, css: str, label: str, title: str = "") -> Markup:
+    return Markup('<span class="{0} {0}-{1}"{2}>{3}</span>').format(
+        kind, css, Markup(' title="{}"').format(title) if title else "", label
+    )
+
+
+def _grade(letter: str) -> Markup:
+    hidden = Markup('<span class="visually-hidden">Grade </span>')
+    return _badge("grade", letter.lower(), hidden + letter, f"Grade {letter}")
+
+
+def _status(value: str) -> Markup:
+    return _badge("status", value, value.replace("_", " "))
+
+
+_GRADES = {g: _grade(g) for g in GRADES}
+_STATUSES = {s: _status(s) for s in STATUSES}
+
+
+def grade_badge(letter: str) -> Markup:
+    """The grade letter in its coloured badge (read as "Grade A")."""
+    return _GRADES.get(letter) or _grade(letter)
+
+
+def status_badge(value: str) -> Markup:
+    """A lead's or a delivery's status in its badge."""
+    return _STATUSES.get(value) or _status(value)
+
+
+env.globals.update(when=when, grade_badge=grade_badge, status_badge=status_badge)
 
 
 @dataclass(frozen=True, slots=True)
