@@ -164,6 +164,15 @@ async def sums(
     """
     if last < first or not campaign_ids:
         return Sums()
+    if len(campaign_ids) == 1:  # days before the campaign's first lead are empty: not even looked at
+        earliest = await repo.first_lead_at(conn, campaign_ids[0])  # an index seek (idx_campaign)
+        if earliest is None:
+            return Sums()
+        first = max(
+            first, (earliest if earliest.tzinfo else earliest.replace(tzinfo=UTC)).astimezone(UTC).date()
+        )
+        if last < first:
+            return Sums()
     now = utcnow()
     found, computed, versions = await _gather(conn, campaign_ids, first, last, now, scope=scope, live=True)
     if computed:
