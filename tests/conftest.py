@@ -47,7 +47,6 @@ TABLES = (
     "audit_log",
     "privacy_tombstones",
     "maintenance_state",
-    "analytics_daily",
     "analytics_days",
     "analytics_state",
     "consent_events",

@@ -17,6 +17,7 @@ from leadflow.pipeline.jobs import Tasks
 
 @cache
 def registry() -> Tasks:
+    from leadflow.campaigns import tasks as campaigns
     from leadflow.integrations import tasks as integrations
     from leadflow.leads import tasks as leads
     from leadflow.observability import tasks as observability
@@ -24,7 +25,7 @@ def registry() -> Tasks:
     from leadflow.reports import tasks as reports
 
     tasks = Tasks()
-    for domain in (leads, integrations, privacy, reports, observability):
+    for domain in (leads, integrations, privacy, reports, observability, campaigns):
         domain.register(tasks)
     return tasks
 

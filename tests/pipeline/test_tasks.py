@@ -87,8 +87,10 @@ def test_every_domain_registers_its_jobs() -> None:
         "reports.schedule",
         "reports.send",
         "alert.dead_letters",
+        "analytics.rollup",
     }
     assert tasks.periodic() == {
+        "analytics.rollup": timedelta(minutes=5),
         "reminders.scan": timedelta(minutes=1),
         "privacy.retention": timedelta(days=1),
         "reports.schedule": timedelta(minutes=15),

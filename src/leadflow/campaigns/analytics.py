@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from datetime import date, timedelta
 from time import monotonic
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -53,29 +52,30 @@ async def campaign_analytics(
         start = min(candidates) if candidates else end
     if end < start:
         raise ApiError(400, "VALIDATION_ERROR", "end is before start", field="end")
-    return summarise(campaign, await rollup.groups(conn, campaign_id, start, end), start, end)
+    return summarise(
+        campaign, await rollup.sums(conn, [campaign_id], start, end, scope=campaign_id), start, end
+    )
 
 
-def summarise(
-    campaign: CampaignRow, rows: Iterable[rollup.Group], start: date, end: date
-) -> CampaignAnalytics:
-    """The campaign's figures from its grouped sums (``rollup.groups``): the analytics API and the
-    daily/weekly reports compute them here, so they cannot disagree."""
-    total = qualified = score_sum = 0
-    revenue = Decimal(0)
+def summarise(campaign: CampaignRow, sums: rollup.Sums, start: date, end: date) -> CampaignAnalytics:
+    """The campaign's figures from its sums (``rollup.sums``): the analytics API and the daily/weekly
+    reports compute them here, so they cannot disagree."""
+    totals = rollup.Totals()
+    for (campaign_id, _), day in sums.days.items():
+        if campaign_id == campaign.id:
+            totals.add(day)
+    total, qualified = totals.leads, totals.qualified
     sources: Counter[str] = Counter()
     content_total: Counter[str] = Counter()
     content_qualified: Counter[str] = Counter()
-    for row in rows:
-        n, q = int(row.total), int(row.qualified or 0)
-        total += n
-        qualified += q
-        score_sum += int(row.score_sum or 0)
-        revenue += Decimal(row.revenue or 0)
-        sources[row.source] += n
-        if row.utm_content:
-            content_total[row.utm_content] += n
-            content_qualified[row.utm_content] += q
+    for (campaign_id, facet, value, _), (leads, converted) in sums.facets.items():
+        if campaign_id != campaign.id or value is None:
+            continue
+        if facet == "source":
+            sources[value] += leads
+        elif facet == "content":
+            content_total[value] += leads
+            content_qualified[value] += converted
 
     budget = float(campaign.budget) if campaign.budget is not None else 0.0
     ranked = sorted(
@@ -89,11 +89,11 @@ def summarise(
             total_leads=total,
             qualified_leads=qualified,
             conversion_rate=_ratio(qualified, total),
-            average_lead_score=round(score_sum / total, 1) if total else 0.0,
+            average_lead_score=round(totals.score_sum / total, 1) if total else 0.0,
             cost_per_lead=round(budget / total, 2) if total else 0.0,
-            revenue_generated=float(revenue),
+            revenue_generated=float(totals.revenue),
         ),
-        lead_sources=dict(sources.most_common()),
+        lead_sources=dict(sorted(sources.items(), key=lambda kv: (-kv[1], kv[0]))),
         top_performing_content=[
             ContentPerformance(
                 utm_content=c,
@@ -174,63 +174,49 @@ def dashboard_period(start: date | None, end: date | None, today: date) -> tuple
 
 async def dashboard(conn: AsyncConnection, campaign_id: str | None, start: date, end: date) -> Dashboard:
     """Every figure of the analytics page for one campaign (or all: ``None``) over [start, end] (UTC
-    days): four grouped scans of the period's leads in SQL, put together by :func:`assemble`."""
+    days): the stored sums of the closed days and hours plus a live scan of the open hour(s)
+    (``rollup.sums``), put together by :func:`assemble`."""
     if campaign_id is not None:
         campaigns = [await get_or_404(conn, campaign_id)]
     else:
         campaigns = await repo.list_all(conn)
-    first = datetime.combine(start, time(), UTC)
-    last = datetime.combine(end + timedelta(days=1), time(), UTC)
+    ids = [c.id for c in campaigns]
     return assemble(
-        campaign_id,
-        campaigns,
-        start,
-        end,
-        await repo.day_totals(conn, campaign_id, first, last),
-        await repo.mix(conn, campaign_id, first, last),
-        await repo.content_totals(conn, campaign_id, first, last),
-        await repo.response_buckets(conn, campaign_id, first, last),
+        campaign_id, campaigns, start, end, await rollup.sums(conn, ids, start, end, scope=campaign_id)
     )
 
 
 def _kpis(
-    campaign_id: str, name: str, status: str, budget: float | None, rows: Sequence[repo.DayTotal]
+    campaign_id: str, name: str, status: str, budget: float | None, rows: Iterable[rollup.Totals]
 ) -> CampaignKpis:
-    total = sum(r.leads for r in rows)
-    qualified = sum(r.qualified for r in rows)
-    revenue = float(sum((r.revenue for r in rows), Decimal(0)))
+    totals = rollup.Totals()
+    for row in rows:
+        totals.add(row)
+    revenue = float(totals.revenue)
     return CampaignKpis(
         campaign_id=campaign_id,
         name=name,
         status=status,
-        leads=total,
-        qualified=qualified,
-        won=sum(r.won for r in rows),
-        conversion_rate=stats.ratio(qualified, total),
-        cost_per_lead=round(budget / total, 2) if budget is not None and total else None,
+        leads=totals.leads,
+        qualified=totals.qualified,
+        won=totals.won,
+        conversion_rate=stats.ratio(totals.qualified, totals.leads),
+        cost_per_lead=round(budget / totals.leads, 2) if budget is not None and totals.leads else None,
         revenue=revenue,
         roi=stats.roi(revenue, budget) if budget is not None else None,
     )
 
 
-def _speed(buckets: Iterable[repo.ResponseBucket]) -> dict[str, int | float | None]:
+def _speed(buckets: Iterable[tuple[int, int]]) -> dict[str, int | float | None]:
+    """Speed to lead from (minutes bucket, leads) pairs (``repository.WAITING``/``LOST`` included)."""
     items = list(buckets)
-    timed = [(b.minutes, b.leads) for b in items if b.minutes >= 0]
+    timed = [(float(minutes), n) for minutes, n in items if minutes >= 0]
     return {
         "contacted": sum(n for _, n in timed),
-        "waiting": sum(b.leads for b in items if b.minutes == repo.WAITING),
+        "waiting": sum(n for minutes, n in items if minutes == repo.WAITING),
         "median_minutes": stats.percentile(timed, 0.5),
         "p90_minutes": stats.percentile(timed, 0.9),
     }
-
-
-def _variant(c: repo.ContentTotal) -> VariantOut:
-    return VariantOut(
-        utm_content=c.utm_content,
-        leads=c.leads,
-        converted=c.qualified,
-        conversion_rate=stats.ratio(c.qualified, c.leads),
-    )
 
 
 def assemble(
@@ -238,17 +224,15 @@ def assemble(
     campaigns: Sequence[CampaignRow],
     start: date,
     end: date,
-    days: Sequence[repo.DayTotal],
-    mix: Sequence[repo.Mix],
-    content: Sequence[repo.ContentTotal],
-    buckets: Sequence[repo.ResponseBucket],
+    sums: rollup.Sums,
 ) -> Dashboard:
-    """The dashboard from the grouped sums (pure: tested with hand-made sums)."""
+    """The dashboard from the sums (pure: tested with hand-made sums)."""
     per_day: Counter[date] = Counter()
-    per_campaign: defaultdict[str, list[repo.DayTotal]] = defaultdict(list)
-    for row in days:
-        per_day[row.day] += row.leads
-        per_campaign[row.campaign_id].append(row)
+    per_campaign: defaultdict[str, list[rollup.Totals]] = defaultdict(list)
+    for (campaign, day), sums_of_day in sums.days.items():
+        if start <= day <= end:
+            per_day[day] += sums_of_day.leads
+            per_campaign[campaign].append(sums_of_day)
     known = {c.id: c for c in campaigns}
     kpis = [
         _kpis(
@@ -262,31 +246,51 @@ def assemble(
     ]
     kpis.sort(key=lambda k: (-k.leads, k.campaign_id))
     budgets = [float(c.budget) for c in campaigns if c.budget is not None]
+    everything = [t for rows in per_campaign.values() for t in rows]
     if campaign_id is not None:
         only = known[campaign_id]
-        totals = _kpis(only.id, only.name, only.status, budgets[0] if budgets else None, days)
+        totals = _kpis(only.id, only.name, only.status, budgets[0] if budgets else None, everything)
     else:
-        totals = _kpis("*", "All campaigns", "", sum(budgets) if budgets else None, days)
+        totals = _kpis("*", "All campaigns", "", sum(budgets) if budgets else None, everything)
 
     channels: Counter[str] = Counter()
     sources: Counter[str] = Counter()
     grades: Counter[str] = Counter({g: 0 for g in "ABCD"})
+    statuses: Counter[str] = Counter()
+    content: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0])
+    by_rep: defaultdict[str, list[tuple[int, int]]] = defaultdict(list)
+    by_campaign: defaultdict[str, list[tuple[int, int]]] = defaultdict(list)
+    everyone_speed: list[tuple[int, int]] = []
+    for (campaign, facet, value, minutes), (leads, qualified) in sums.facets.items():
+        if facet == "channel":
+            channels[value or "unknown"] += leads
+        elif facet == "source":
+            sources[value or ""] += leads
+        elif facet == "grade":
+            grades[value or ""] += leads
+        elif facet == "status":
+            statuses[value or ""] += leads
+        elif facet == "content" and value is not None:
+            content[value][0] += leads
+            content[value][1] += qualified
+        elif facet == "speed":
+            by_rep[value or "(unassigned)"].append((minutes, leads))
+            by_campaign[campaign].append((minutes, leads))
+            everyone_speed.append((minutes, leads))
     reached = [0] * len(FUNNEL)
-    for m in mix:
-        channels[m.channel or "unknown"] += m.leads
-        sources[m.source] += m.leads
-        grades[m.grade] += m.leads
-        for stage in range(_STAGE_OF.get(m.status, 0) + 1):
-            reached[stage] += m.leads
+    for status, leads in statuses.items():
+        for stage in range(_STAGE_OF.get(status, 0) + 1):
+            reached[stage] += leads
     everyone = reached[0]
 
-    by_rep: defaultdict[str, list[repo.ResponseBucket]] = defaultdict(list)
-    by_campaign: defaultdict[str, list[repo.ResponseBucket]] = defaultdict(list)
-    for b in buckets:
-        by_rep[b.rep or "(unassigned)"].append(b)
-        by_campaign[b.campaign_id].append(b)
-
-    variants = sorted((_variant(c) for c in content), key=lambda v: (-v.leads, v.utm_content))
+    variants = sorted(
+        (
+            VariantOut(utm_content=c, leads=n, converted=q, conversion_rate=stats.ratio(q, n))
+            for c, (n, q) in content.items()
+            if n
+        ),
+        key=lambda v: (-v.leads, v.utm_content),
+    )
     verdict = stats.compare([stats.Variant(v.utm_content, v.leads, v.converted) for v in variants])
     return Dashboard(
         campaign_id=campaign_id,
@@ -296,14 +300,14 @@ def assemble(
             DayCount(day=start + timedelta(days=i), leads=per_day[start + timedelta(days=i)])
             for i in range((end - start).days + 1)
         ],
-        by_channel=dict(channels.most_common()),
-        by_source=dict(sources.most_common()),
-        grades=dict(sorted(grades.items())),
+        by_channel=_ranked(channels),
+        by_source=_ranked(sources),
+        grades=dict(sorted((g, n) for g, n in grades.items() if n or g in "ABCD")),
         funnel=[
             FunnelStage(stage=name, leads=reached[i], rate=stats.ratio(reached[i], everyone))
             for i, name in enumerate(FUNNEL)
         ],
-        speed_to_lead=Speed.model_validate(_speed(buckets)),
+        speed_to_lead=Speed.model_validate(_speed(everyone_speed)),
         speed_by_rep=sorted(
             (RepSpeedOut(rep=rep, **_speed(items)) for rep, items in by_rep.items()),
             key=lambda r: (-(r.contacted + r.waiting), r.rep),
@@ -326,3 +330,8 @@ def assemble(
         if verdict is not None
         else None,
     )
+
+
+def _ranked(counts: Counter[str]) -> dict[str, int]:
+    """Largest first, ties by name (the same order whatever order the sums came in)."""
+    return dict(sorted(((k, n) for k, n in counts.items() if n), key=lambda kv: (-kv[1], kv[0])))

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     Numeric,
+    SmallInteger,
     String,
     Text,
     true,
@@ -69,36 +70,28 @@ class Campaign(Base):
 
 
 class AnalyticsDay(Base):
-    """A day (UTC) of a campaign whose analytics are materialised in ``analytics_daily``.
+    """A stored slot of a campaign's analytics, with its totals and its ``facets``.
 
-    Only closed days are materialised (before yesterday); a write that changes a lead of such a day
-    deletes its marker and rows (``campaigns.rollup.invalidate``) and bumps the campaign's
-    ``analytics_state.version``, so the next request computes the day again from the leads.
+    ``part`` says which part of the UTC ``day``: 24 the whole (closed) day; on a day not closed yet,
+    0-23 a closed hour, or 100 + 6 * hour + minute // 10 a closed ten minutes of an hour not closed
+    yet. ``facets`` holds five parallel lists - facet, value, minutes, leads, qualified - of the slot's
+    leads per ``channel``, ``source``, ``grade``, ``status``, ``content`` (``utm_content``, with
+    qualified leads) and ``speed`` (``value`` the rep, ``minutes`` the capture-to-contact bucket). One
+    row is one slot: it is stored or dropped whole (``campaigns.rollup``).
     """
 
     __tablename__ = "analytics_days"
+    __table_args__ = (Index("idx_analytics_days_day", "day"),)
 
     campaign_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
-
-
-class AnalyticsDaily(Base):
-    """Per campaign, day, source and utm_content: the sums campaign analytics are made of."""
-
-    __tablename__ = "analytics_daily"
-    __table_args__ = (Index("idx_analytics_daily", "campaign_id", "day"),)
-
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
-    )
-    campaign_id: Mapped[str] = mapped_column(String(100))
-    day: Mapped[date] = mapped_column(Date)
-    source: Mapped[str] = mapped_column(String(100))
-    utm_content: Mapped[str | None] = mapped_column(String(255))
-    total: Mapped[int] = mapped_column(Integer)
+    part: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    leads: Mapped[int] = mapped_column(Integer)
     qualified: Mapped[int] = mapped_column(Integer)
+    won: Mapped[int] = mapped_column(Integer)
     score_sum: Mapped[int] = mapped_column(BigInteger)
     revenue: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    facets: Mapped[list[Any]] = mapped_column(JSON)
 
 
 class AnalyticsState(Base):

@@ -40,9 +40,21 @@ if TYPE_CHECKING:
     from leadflow.config import Settings
     from leadflow.security.crypto import FieldCipher
 
-# Columns campaign analytics are computed from (a change drops the lead's day from the stored sums).
+# Columns campaign analytics are computed from (a change drops the lead's day and hour from the stored
+# sums, ``campaigns.rollup``): the API's, the reports' and the analytics dashboard's figures.
 ANALYTICS_INPUTS = frozenset(
-    {"status", "qualification_status", "lead_score", "deal_value", "source", "utm_content"}
+    {
+        "status",
+        "qualification_status",
+        "lead_score",
+        "lead_grade",
+        "deal_value",
+        "source",
+        "channel",
+        "utm_content",
+        "assigned_to",
+        "contacted_at",
+    }
 )
 # Allowed status changes. closed_won is final; a lost lead can be reopened.
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -333,7 +345,7 @@ async def apply(
     """Write ``writes`` in the caller's transaction, with everything a change to a lead implies.
 
     For each write, in order: the row update and the activity rows; if an analytics input
-    (``ANALYTICS_INPUTS``) changed, the stored sums of the lead's day (``campaigns.rollup``) and
+    (``ANALYTICS_INPUTS``) changed, the stored sums of the lead's day and hour (``campaigns.rollup``) and
     ``analytics``, this process's cache of the campaign's figures (dropped before the commit: a request
     computing meanwhile may keep the old figures for at most the cache's ttl, the bound other processes'
     changes have anyway, within the spec's 30 s); for a rectification, the consent history follows a changed e-mail and, with ``settings``, the

@@ -260,7 +260,7 @@ async def commit_routing(conn: AsyncConnection, plans: list[RoutePlan], ctx: Wor
         view = build_view(ctx.cipher, fresh, assignees.get(plan.lead_id), plan.campaign)
         new_jobs += fan_out(ctx, view, now)
         metrics.STAGE_LATENCY.labels("processed").observe((now - row.created_at).total_seconds())
-    await changes.apply(conn, writes)  # analytics: only days before today (a re-run on an old lead)
+    await changes.apply(conn, writes)  # analytics: only hours that ended (a late run, an old lead)
     await enqueue(conn, new_jobs, now)
 
 

@@ -178,8 +178,8 @@ class Report:
 
 
 async def _figures(conn: AsyncConnection, campaign: CampaignRow, period: Period) -> CampaignAnalytics:
-    groups = await rollup.groups_between(conn, campaign.id, period.start, period.end)
-    return summarise(campaign, groups, period.first, period.last)
+    sums = await rollup.sums_between(conn, campaign.id, period.start, period.end)
+    return summarise(campaign, sums, period.first, period.last)
 
 
 def _speed(rows: Sequence[Assignment]) -> list[RepSpeed]:

@@ -14,7 +14,7 @@ alone made the database sort every matching lead first (SQLite chose that for ``
 99 % of the leads).
 
 Revision ID: 0015
-Revises: 0013 (re-chain onto 0014 when both are merged)
+Revises: 0014
 Create Date: 2026-12-03 08:00:00
 """
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
