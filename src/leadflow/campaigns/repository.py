@@ -176,12 +176,17 @@ class SlotSums:
             self.count(key, leads, qualified)
 
     def count(self, key: FacetKey, leads: int, qualified: int = 0) -> None:
-        have = self.facets.get(key)
-        if have is None:
-            self.facets[key] = [leads, qualified]
-        else:
-            have[0] += leads
-            have[1] += qualified
+        count_into(self.facets, key, leads, qualified)
+
+
+def count_into(counts: dict[Any, list[int]], key: Any, leads: int, qualified: int) -> None:
+    """Add ``leads`` and ``qualified`` to ``counts[key]`` (a ``[leads, qualified]`` pair)."""
+    have = counts.get(key)
+    if have is None:
+        counts[key] = [leads, qualified]
+    else:
+        have[0] += leads
+        have[1] += qualified
 
 
 def _slot_of(dialect: str, column: Any, grain: Grain) -> Any:

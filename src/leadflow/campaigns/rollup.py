@@ -83,12 +83,7 @@ class Sums:
         have.add(totals)
 
     def add_facet(self, key: tuple[str, str, str | None, int], leads: int, qualified: int) -> None:
-        have = self.facets.get(key)
-        if have is None:
-            self.facets[key] = [leads, qualified]
-        else:
-            have[0] += leads
-            have[1] += qualified
+        repo.count_into(self.facets, key, leads, qualified)
 
     def add_slot(self, key: SlotKey, slot: SlotSums) -> None:
         campaign_id = key[0]
@@ -235,7 +230,6 @@ async def _gather(
     versions = await repo.analytics_versions(conn, campaign_ids)  # before any sum is read
     found = Sums()
     stored_keys: set[SlotKey] = set()
-    facets = found.facets
     for key, totals, slot_facets in await repo.stored(conn, scope, first, last):
         campaign_id, day, part = key
         if (day, part) not in wanted:  # smaller slots of a day or hour since closed, replaced when it is
@@ -245,13 +239,7 @@ async def _gather(
             continue
         found.add_totals(campaign_id, day, totals)
         for facet, value, minutes, leads, qualified in zip(*slot_facets, strict=True):
-            facet_key = (campaign_id, facet, value, minutes)
-            have = facets.get(facet_key)
-            if have is None:
-                facets[facet_key] = [leads, qualified]
-            else:
-                have[0] += leads
-                have[1] += qualified
+            found.add_facet((campaign_id, facet, value, minutes), leads, qualified)
 
     missing: dict[str, list[tuple[date, int]]] = {}
     for campaign_id in campaign_ids:

@@ -159,10 +159,6 @@ INBOX_ORDER = (leads.c.lead_grade, leads.c.created_at, leads.c.id)  # best grade
 DUE_ORDER = (leads.c.follow_up_date, leads.c.id)  # earliest follow-up first
 
 
-def _owner(assigned_to: str | None) -> list[Any]:
-    return [] if assigned_to is None else [leads.c.assigned_to == assigned_to]
-
-
 async def _anchor(
     conn: AsyncConnection, order: tuple[ColumnElement[Any], ...], after_id: int | None
 ) -> tuple[Any, ...] | None:
