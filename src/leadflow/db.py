@@ -7,12 +7,14 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import event
+from sqlalchemy import Connection, Dialect, Executable, Result, ScalarResult, event
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 
 from leadflow.config import Settings
 
@@ -140,20 +142,62 @@ class PointReader:
 
     aiosqlite runs every call on a helper thread (several hand-offs per query, ~0.5 ms of CPU), while a
     primary-key or unique-index read takes ~10 µs in SQLite itself; in WAL mode a reader never waits
-    for the writer. So the hottest reads (lead status) run synchronously on a read-only connection.
-    Only for short indexed look-ups: scans stay on the async engine.
+    for the writer. So the hottest reads (lead status, the campaign of a capture, a page's session and
+    the lead page's rows) run synchronously on one read-only connection: :meth:`one` for hand-written
+    SQL, :meth:`connect` for the repositories' SQLAlchemy statements. They also stay off the engine's
+    single pooled connection, so a page's reads never queue behind another request's write and its
+    commit. Only for short indexed look-ups: scans stay on the async engine (they would block the
+    event loop).
     """
 
     def __init__(self, path: Path) -> None:
         self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         self._conn.execute("PRAGMA query_only=ON")
+        # The same connection behind a synchronous engine (the pysqlite dialect: the same types and
+        # result processing as the async engine's aiosqlite one). Statements run to completion on
+        # the event loop's thread, so requests interleave only between statements.
+        self._engine = sa_create_engine(
+            "sqlite://", creator=lambda: self._conn, poolclass=StaticPool, hide_parameters=True
+        )
 
     def one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self._conn.execute(sql, params).fetchone()
         return row
 
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A read connection for repository functions (which take an ``AsyncConnection``)."""
+        with self._engine.connect() as conn:
+            yield cast(AsyncConnection, InlineReads(conn))
+
     def close(self) -> None:
+        self._engine.dispose()
         self._conn.close()
+
+
+class InlineReads:
+    """What repository reads use of an ``AsyncConnection`` (``execute``, ``scalar``, ``scalars``,
+    ``dialect``), answered synchronously by a sync SQLAlchemy connection. Results are fetched in full
+    before they are returned, so no statement stays open on the shared connection across an ``await``.
+    A write through it fails (the connection is read-only and ``query_only``)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._conn.dialect
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> Result[Any]:
+        return self._conn.execute(statement, parameters).freeze()()
+
+    async def scalar(self, statement: Executable, parameters: Any = None) -> Any:
+        return self._conn.execute(statement, parameters).scalar()
+
+    async def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult[Any]:
+        return self._conn.execute(statement, parameters).freeze()().scalars()
 
 
 def point_reader(settings: Settings) -> PointReader | None:

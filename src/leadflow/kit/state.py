@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, ParamSpec
 
@@ -78,6 +79,14 @@ class AppState(CoreState):
     audit: AuditBuffer
     writer: CaptureWriter
     wake_worker: Callable[[], None] = lambda: None
+
+    def reads(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for short indexed reads (a session, one lead and its rows): on SQLite the
+        inline :class:`~leadflow.db.PointReader` (no thread hand-offs, and not the engine's one pooled
+        connection, which writes hold until their commit); elsewhere the engine's pool. Scans use
+        ``engine.connect()``: an inline read blocks the event loop while it runs."""
+        reader = self.point_reader
+        return reader.connect() if reader is not None else self.engine.connect()
 
 
 def install(app: FastAPI, state: CoreState) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -108,13 +110,19 @@ async def end(conn: AsyncConnection, token: str | None) -> None:
         await repository.delete_session(conn, digest(token))
 
 
-async def resolve(engine: AsyncEngine, token: str | None, policy: SessionPolicy) -> SessionPrincipal | None:
+async def resolve(
+    engine: AsyncEngine,
+    token: str | None,
+    policy: SessionPolicy,
+    reads: Callable[[], AbstractAsyncContextManager[AsyncConnection]] | None = None,
+) -> SessionPrincipal | None:
     """The signed-in user of a session cookie; None when the session is unknown, expired or the user
-    is deactivated (an expired session is deleted)."""
+    is deactivated (an expired session is deleted). ``reads`` opens the connection of the look-up
+    (``AppState.reads``; default: the engine's)."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
     id_hash = digest(token)
-    async with engine.connect() as conn:
+    async with (reads or engine.connect)() as conn:
         session = await repository.session_by_hash(conn, id_hash)
     if session is None:
         return None

@@ -82,7 +82,9 @@ async def current_user(request: Request) -> SessionPrincipal | None:
         cached = request.state.page_principal
         return cached if isinstance(cached, SessionPrincipal) else None
     state = state_of(request.app)
-    user = await resolve(state.engine, request.cookies.get(COOKIE), SessionPolicy.of(state.settings))
+    user = await resolve(
+        state.engine, request.cookies.get(COOKIE), SessionPolicy.of(state.settings), state.reads
+    )
     request.state.page_principal = user
     if user is not None:
         request.state.principal = user  # refusals are audited under the user's name

@@ -77,7 +77,7 @@ async def lead_page(
     done: str = "",
 ) -> Response:
     scope = service.only_assigned_to(user)
-    async with state.engine.connect() as conn:  # closed before the audit entry (SQLite: one connection)
+    async with state.reads() as conn:  # point reads (SQLite: inline, beside the engine's connection)
         detail = await service.detail(conn, state.cipher, _lead_id(lead_id), only_assigned_to=scope)
         deliveries = await service.deliveries(conn, lead_id)
         members = await routing.members_with_load(conn, active=True)
