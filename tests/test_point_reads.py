@@ -17,7 +17,9 @@ from leadflow.security import repository as security_repo
 from tests.conftest import Harness, example_lead
 
 
-async def _lead(harness: Harness, admin: dict[str, str], campaign: dict[str, Any]) -> str:
+@pytest.fixture
+async def lead_id(harness: Harness, admin: dict[str, str], campaign: dict[str, Any]) -> str:
+    """A captured lead with a note (an activity) and its jobs."""
     body = {**example_lead(), "campaign_id": campaign["id"]}
     response = await harness.client.post("/v1/api/leads", json=body, headers=admin)
     assert response.status_code == 201, response.text
@@ -29,12 +31,9 @@ async def _lead(harness: Harness, admin: dict[str, str], campaign: dict[str, Any
     return public_id
 
 
-async def test_inline_reads_answer_what_the_engine_answers(
-    harness: Harness, admin: dict[str, str], campaign: dict[str, Any]
-) -> None:
-    public_id = await _lead(harness, admin, campaign)
-    state = state_of(harness.app)
-    async with state.reads() as inline:
+async def test_inline_reads_answer_what_the_engine_answers(harness: Harness, lead_id: str) -> None:
+    public_id = lead_id
+    async with state_of(harness.app).reads() as inline:
         assert isinstance(inline, InlineReads)
         row = await repo.get_by_public_id(inline, public_id)
         assert row is not None
@@ -56,12 +55,9 @@ async def test_inline_reads_answer_what_the_engine_answers(
     assert previous == public_id
 
 
-async def test_inline_reads_see_each_commit_and_do_not_write(
-    harness: Harness, admin: dict[str, str], campaign: dict[str, Any]
-) -> None:
-    public_id = await _lead(harness, admin, campaign)
-    state = state_of(harness.app)
-    async with state.reads() as inline:
+async def test_inline_reads_see_each_commit_and_do_not_write(harness: Harness, lead_id: str) -> None:
+    public_id = lead_id
+    async with state_of(harness.app).reads() as inline:
         before = await repo.get_by_public_id(inline, public_id)
         assert before is not None and before.status == "new"
         # A commit made while the inline connection is open is seen by its next statement: no
