@@ -44,8 +44,13 @@ async def insert_activities(conn: AsyncConnection, rows: list[dict[str, Any]]) -
         await conn.execute(insert(activities), rows)
 
 
+# The lead page's statements, built once: each call then skips building the expression and its cache
+# key (a measurable share of a page view's CPU).
+_BY_PUBLIC_ID = select(leads).where(leads.c.public_id == bindparam("public_id"))
+
+
 async def get_by_public_id(conn: AsyncConnection, public_id: str) -> AnyRow | None:
-    return (await conn.execute(select(leads).where(leads.c.public_id == public_id))).first()
+    return (await conn.execute(_BY_PUBLIC_ID, {"public_id": public_id})).first()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +78,13 @@ async def status_row(conn: AsyncConnection, public_id: str) -> StatusRow | None:
     return StatusRow(*row) if row is not None else None
 
 
+_PUBLIC_ID_OF = select(leads.c.public_id).where(leads.c.id == bindparam("lead_id"))
+
+
 async def public_id_of(conn: AsyncConnection, lead_id: int | None) -> str | None:
     if lead_id is None:
         return None
-    return (await conn.execute(select(leads.c.public_id).where(leads.c.id == lead_id))).scalar()
+    return (await conn.execute(_PUBLIC_ID_OF, {"lead_id": lead_id})).scalar()
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,19 +272,21 @@ async def updated_at_of(conn: AsyncConnection, lead_ids: Sequence[int]) -> dict[
     return {int(i): at for i, at in await conn.execute(query)}
 
 
+_JOBS_OF_LEAD = select(jobs).where(jobs.c.lead_id == bindparam("lead_id")).order_by(jobs.c.id)
+_ACTIVITIES_FOR = (
+    select(activities)
+    .where(activities.c.lead_id == bindparam("lead_id"))
+    .order_by(activities.c.created_at, activities.c.id)
+)
+
+
 async def jobs_of_lead(conn: AsyncConnection, lead_id: int) -> Sequence[AnyRow]:
     """A lead's jobs (deliveries and processing), oldest first."""
-    query = select(jobs).where(jobs.c.lead_id == lead_id).order_by(jobs.c.id)
-    return (await conn.execute(query)).all()
+    return (await conn.execute(_JOBS_OF_LEAD, {"lead_id": lead_id})).all()
 
 
 async def activities_for(conn: AsyncConnection, lead_id: int) -> Sequence[AnyRow]:
-    query = (
-        select(activities)
-        .where(activities.c.lead_id == lead_id)
-        .order_by(activities.c.created_at, activities.c.id)
-    )
-    return (await conn.execute(query)).all()
+    return (await conn.execute(_ACTIVITIES_FOR, {"lead_id": lead_id})).all()
 
 
 async def lock_for_update(conn: AsyncConnection, public_id: str) -> AnyRow | None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.kit.models import columns_of, rows_as, table_of
@@ -61,10 +62,13 @@ def _one(rows: list[Any]) -> Any:
     return rows[0] if rows else None
 
 
+_MEMBERS = select(*MEMBER).order_by(members.c.id)
+# Built once per filter (the lead page's assignment menu reads them on every view).
+_MEMBERS_BY_ACTIVE = {flag: _MEMBERS.where(members.c.active == flag) for flag in (True, False)}
+
+
 async def list_members(conn: AsyncConnection, active: bool | None = None) -> list[MemberRow]:
-    query = select(*MEMBER).order_by(members.c.id)
-    if active is not None:
-        query = query.where(members.c.active == active)
+    query = _MEMBERS if active is None else _MEMBERS_BY_ACTIVE[active]
     return rows_as(MemberRow, await conn.execute(query))
 
 
@@ -159,19 +163,27 @@ async def open_lead_counts_upto(conn: AsyncConnection, member_ids: Sequence[int]
     range per member and open status, so a member with 100 000 leads costs no more than one with 1 000."""
     if not member_ids:
         return {}
+    params = {f"m{i}": m for i, m in enumerate(member_ids)}
+    row = (await conn.execute(_capped_counts(len(member_ids), cap), params)).one()
+    return {m: int(n) for m, n in zip(member_ids, row, strict=True)}
+
+
+@functools.lru_cache(maxsize=64)
+def _capped_counts(members_count: int, cap: int) -> Select[Any]:
+    """The statement of :func:`open_lead_counts_upto` for ``members_count`` members (``:m0`` ...),
+    built once per team size."""
     open_statuses = [s for s in STATUSES if s not in CLOSED_STATUSES]
 
-    def capped(member_id: int) -> Any:
+    def capped(i: int) -> Any:
         inner = (
             select(leads.c.id)
-            .where(leads.c.assigned_member_id == member_id, leads.c.status.in_(open_statuses))
+            .where(leads.c.assigned_member_id == bindparam(f"m{i}"), leads.c.status.in_(open_statuses))
             .limit(cap + 1)
             .subquery()
         )
         return select(func.count()).select_from(inner).scalar_subquery()
 
-    row = (await conn.execute(select(*(capped(m) for m in member_ids)))).one()
-    return {m: int(n) for m, n in zip(member_ids, row, strict=True)}
+    return select(*(capped(i) for i in range(members_count)))
 
 
 async def has_open_leads(conn: AsyncConnection, member_id: int) -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.kit.models import columns_of, rows_as, table_of
@@ -359,20 +359,23 @@ async def insert_session(
     )
 
 
-async def session_by_hash(conn: AsyncConnection, id_hash: str) -> SessionRow | None:
-    query = (
-        select(
-            sessions.c.id_hash,
-            sessions.c.csrf_secret,
-            sessions.c.created_at.label("session_created_at"),
-            sessions.c.last_seen_at,
-            sessions.c.expires_at,
-            *_USER_COLUMNS,
-        )
-        .select_from(sessions.join(_FROM, users.c.id == sessions.c.user_id))
-        .where(sessions.c.id_hash == id_hash)
+# Every signed-in page runs it: built once (no expression or cache key to build per request).
+_SESSION_BY_HASH = (
+    select(
+        sessions.c.id_hash,
+        sessions.c.csrf_secret,
+        sessions.c.created_at.label("session_created_at"),
+        sessions.c.last_seen_at,
+        sessions.c.expires_at,
+        *_USER_COLUMNS,
     )
-    row = (await conn.execute(query)).first()
+    .select_from(sessions.join(_FROM, users.c.id == sessions.c.user_id))
+    .where(sessions.c.id_hash == bindparam("id_hash"))
+)
+
+
+async def session_by_hash(conn: AsyncConnection, id_hash: str) -> SessionRow | None:
+    row = (await conn.execute(_SESSION_BY_HASH, {"id_hash": id_hash})).first()
     if row is None:
         return None
     m = row._mapping
