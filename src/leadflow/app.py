@@ -24,7 +24,7 @@ from leadflow.campaigns.api import dashboard_router
 from leadflow.campaigns.api import router as campaigns_router
 from leadflow.campaigns.service import CampaignCache
 from leadflow.config import Settings, load_settings
-from leadflow.db import create_engine, point_reader
+from leadflow.db import checkpointer, create_engine, point_reader
 from leadflow.errors import install_error_handlers
 from leadflow.forms.api import router as forms_router
 from leadflow.kit.process import settle_gc
@@ -171,6 +171,9 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         reader = point_reader(settings)
+        checkpoints = checkpointer(settings)
+        if checkpoints is not None:
+            checkpoints.start()
         state = AppState(
             settings=settings,
             engine=engine,
@@ -235,6 +238,8 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
                 close_smtp_pools()  # the alert e-mails' connections
             if reader is not None:
                 reader.close()
+            if checkpoints is not None:
+                checkpoints.stop()
             await engine.dispose()
             metrics.mark_process_dead()
             log.info("stopped")

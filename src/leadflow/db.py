@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,7 +33,70 @@ def apply_sqlite_pragmas(dbapi_connection: Any, _record: Any = None) -> None:
     # Deleted and overwritten content is zeroed, not just unlinked: an erased person's bytes do not
     # linger in free pages or cell gaps (see scrub_after_erase for the WAL).
     cursor.execute("PRAGMA secure_delete=ON")
+    # SQLite's own checkpoint runs inside the commit that takes the WAL past this many pages, on the
+    # connection that commits. A served process checkpoints from its own thread instead (Checkpointer,
+    # every second), so this is only the bound for a process without one (a CLI command, a worker alone).
+    cursor.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
     cursor.close()
+
+
+AUTOCHECKPOINT_PAGES = 10_000  # 40 MB of WAL with 4 KiB pages (SQLite's default: 1 000)
+
+
+class Checkpointer:
+    """SQLite: WAL checkpoints off the request path, in a thread of the served process.
+
+    SQLite's automatic checkpoint copies the WAL into the database file and fsyncs it inside the commit
+    that crosses its threshold, on whichever connection commits: the engine's one pooled connection
+    (every request that writes, e.g. a page view's audit entry, then waits behind it for tens to
+    hundreds of milliseconds) or the capture writer (every lead of its batch waits). This thread runs
+    ``PRAGMA wal_checkpoint(PASSIVE)`` on its own connection every ``interval`` seconds instead: a
+    passive checkpoint waits for no reader or writer, and copies what no reader still needs. The next
+    writer restarts the WAL from its start once a checkpoint has copied all of it. Connections keep an
+    automatic checkpoint at :data:`AUTOCHECKPOINT_PAGES` as a bound should this thread fall behind.
+    """
+
+    def __init__(self, path: Path, interval: float = 1.0) -> None:
+        self._path = path
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="leadflow-checkpoint", daemon=True)
+        self.last: tuple[int, int, int] | None = None  # (busy, WAL pages, pages checkpointed)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+        except sqlite3.Error as exc:
+            log.warning("sqlite_checkpointer_failed", exc_type=type(exc).__name__)
+            return
+        try:
+            db.execute("PRAGMA busy_timeout=1000")
+            while not self._stop.wait(self._interval):
+                self.checkpoint(db)
+        finally:
+            db.close()
+
+    def checkpoint(self, db: sqlite3.Connection) -> None:
+        try:
+            row = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:  # e.g. the file is being replaced (restore): try again next time
+            log.warning("sqlite_checkpoint_failed", exc_type=type(exc).__name__)
+            return
+        if row is not None:
+            self.last = (int(row[0]), int(row[1]), int(row[2]))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+
+def checkpointer(settings: Settings) -> Checkpointer | None:
+    path = settings.sqlite_path()
+    return Checkpointer(path) if path is not None and path.exists() else None
 
 
 def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
@@ -191,13 +255,18 @@ class InlineReads:
         return self._conn.dialect
 
     async def execute(self, statement: Executable, parameters: Any = None) -> Result[Any]:
-        return self._conn.execute(statement, parameters).freeze()()
+        return self._conn.execute(statement, parameters, execution_options=_PREBUFFER)
 
     async def scalar(self, statement: Executable, parameters: Any = None) -> Any:
-        return self._conn.execute(statement, parameters).scalar()
+        return self._conn.execute(statement, parameters, execution_options=_PREBUFFER).scalar()
 
     async def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult[Any]:
-        return self._conn.execute(statement, parameters).freeze()().scalars()
+        return self._conn.execute(statement, parameters, execution_options=_PREBUFFER).scalars()
+
+
+# Every row fetched before ``execute`` returns (what the async engine's results are), so the cursor is
+# done with before the next ``await``.
+_PREBUFFER = {"prebuffer_rows": True}
 
 
 def point_reader(settings: Settings) -> PointReader | None:
