@@ -28,16 +28,15 @@ def test_connections_leave_checkpoints_to_the_thread_below_a_bound(tmp_path: Pat
 def test_a_passive_checkpoint_copies_the_whole_wal(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     writer = _wal_database(path, 2000)  # ~250 pages, far below the automatic checkpoint
-    checkpointer = Checkpointer(path)
     db = sqlite3.connect(path, isolation_level=None)
-    checkpointer.checkpoint(db)
-    assert checkpointer.last is not None
-    busy, pages, copied = checkpointer.last
+    first = Checkpointer.checkpoint(db)
+    assert first is not None
+    busy, pages, copied = first
     assert busy == 0 and pages > 200 and copied == pages
     # Once all of it is copied the next writer starts the WAL again from its beginning.
     writer.executemany("INSERT INTO t VALUES (?)", [("y" * 500,)] * 10)
-    checkpointer.checkpoint(db)
-    assert checkpointer.last is not None and checkpointer.last[1] < pages
+    again = Checkpointer.checkpoint(db)
+    assert again is not None and again[1] < pages
     db.close()
     writer.close()
 

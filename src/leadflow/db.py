@@ -61,7 +61,6 @@ class Checkpointer:
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="leadflow-checkpoint", daemon=True)
-        self.last: tuple[int, int, int] | None = None  # (busy, WAL pages, pages checkpointed)
 
     def start(self) -> None:
         self._thread.start()
@@ -79,14 +78,15 @@ class Checkpointer:
         finally:
             db.close()
 
-    def checkpoint(self, db: sqlite3.Connection) -> None:
+    @staticmethod
+    def checkpoint(db: sqlite3.Connection) -> tuple[int, int, int] | None:
+        """One passive checkpoint: (busy, WAL pages, pages copied), or None when it failed."""
         try:
             row = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:  # e.g. the file is being replaced (restore): try again next time
             log.warning("sqlite_checkpoint_failed", exc_type=type(exc).__name__)
-            return
-        if row is not None:
-            self.last = (int(row[0]), int(row[1]), int(row[2]))
+            return None
+        return (int(row[0]), int(row[1]), int(row[2])) if row is not None else None
 
     def stop(self) -> None:
         self._stop.set()
