@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Dialect, Executable, Result, ScalarResult, ev
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, StaticPool
 
 from leadflow.config import Settings
 
@@ -99,6 +99,30 @@ def checkpointer(settings: Settings) -> Checkpointer | None:
     return Checkpointer(path) if path is not None and path.exists() else None
 
 
+class SqlitePool(AsyncAdaptedQueuePool):
+    """The SQLite file engine's pool (one connection) that counts who is waiting for it.
+
+    The capture writer holds the connection for a lease of several batches; it ends the lease early
+    only when :attr:`waiting` says another user of the engine (the in-process worker, a page's write)
+    is queued for the connection, and otherwise keeps writing without a trip through the event loop.
+    """
+
+    waiting = 0  # checkouts queued for the connection now (read from the capture writer's thread)
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        self.waiting += 1
+        try:
+            return super()._do_get()
+        finally:
+            self.waiting -= 1
+
+
+def pool_waiting(engine: AsyncEngine) -> bool:
+    """Whether someone is queued for ``engine``'s connections (always true when the pool cannot say)."""
+    pool = engine.sync_engine.pool
+    return not isinstance(pool, SqlitePool) or pool.waiting > 0
+
+
 def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     url = settings.database_url
     options: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": not settings.is_sqlite}
@@ -109,6 +133,8 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
         # One connection: SQLite has one writer at a time, and writers racing for its lock sleep in
         # its busy handler (tens of ms each). Queuing for the connection in asyncio costs nothing.
         options.update(pool_size=1, max_overflow=0, pool_timeout=60)
+        if path is not None:
+            options["poolclass"] = SqlitePool
     else:
         # Each process holds at most DB_POOL_SIZE + DB_MAX_OVERFLOW connections (default 20): two API
         # processes and two workers stay well inside PostgreSQL's default max_connections of 100.

@@ -13,6 +13,7 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from leadflow.campaigns.service import CaptureCampaign
+from leadflow.db import SqlitePool, pool_waiting
 from leadflow.leads import repository as repo
 from leadflow.leads.capture import CaptureOutcome, CaptureWriter, PreparedLead, prepare
 from leadflow.leads.capture.store import CoreStore, JsonText, SqliteInserter, SqliteStore, make_store
@@ -190,8 +191,67 @@ async def test_other_pool_users_get_the_connection_during_a_stream_of_captures(
     stop.set()
     count = await streaming
     await writer.close()
-    assert waited < 2.0
+    # A waiter ends the lease after lease_seconds (not only at the writer's MAX_LEASE_SECONDS).
+    assert waited < SqliteStore.MAX_LEASE_SECONDS / 2
     assert count > 0 and writer.leads_written == count
+
+
+async def test_a_lease_goes_on_while_nobody_else_waits_for_the_connection(
+    harness: Harness, campaign: dict[str, Any]
+) -> None:
+    """Under a stream of captures one lease covers many batches: the writer thread does not go back to
+    the event loop every lease_seconds when no other user of the pool is queued."""
+    writer = CaptureWriter(
+        harness.engine,
+        dedup_window=timedelta(hours=24),
+        qualifying_grades=("A",),
+        lease_seconds=0.02,
+        linger_seconds=0.2,
+    )
+    store = writer.store
+    assert isinstance(store, SqliteStore)
+    leases = 0
+    stream = store.stream
+
+    async def counted(*args: Any) -> Any:
+        nonlocal leases
+        leases += 1
+        return await stream(*args)
+
+    store.stream = counted  # type: ignore[method-assign,assignment]
+    stop = asyncio.Event()
+
+    async def submitter(n: int) -> int:
+        count = 0
+        while not stop.is_set():
+            await writer.submit(_item(f"lease{n}-{count}@company.com"))
+            count += 1
+        return count
+
+    tasks = [asyncio.create_task(submitter(n)) for n in range(4)]
+    await asyncio.sleep(0.4)  # 20 x lease_seconds
+    stop.set()
+    counts = await asyncio.gather(*tasks)
+    await writer.close()
+    assert writer.batches > 4 and writer.leads_written == sum(counts)
+    assert leases <= 2, f"{leases} leases for {writer.batches} batches"
+
+
+async def test_pool_waiting_sees_who_is_queued_for_the_connection(harness: Harness) -> None:
+    engine = harness.engine
+    assert isinstance(engine.sync_engine.pool, SqlitePool)
+    assert not pool_waiting(engine)
+    async with engine.connect():
+        queued = asyncio.create_task(harness.scalar("SELECT 1"))
+        while not pool_waiting(engine):
+            await asyncio.sleep(0.005)
+    assert await queued == 1
+    assert not pool_waiting(engine)
+    other = create_async_engine("sqlite+aiosqlite://")  # a pool that does not count: always "waiting"
+    try:
+        assert pool_waiting(other)
+    finally:
+        await other.dispose()
 
 
 async def test_a_failing_batch_is_retried_lead_by_lead(harness: Harness, campaign: dict[str, Any]) -> None:
