@@ -160,9 +160,10 @@ def lead_document(lead: LeadView) -> dict[str, Any]:
 def delivery_id(lead_uuid: str, event: str = EVENT) -> str:
     """The id of one event about one lead: ``uuid5(namespace=<the lead's UUID>, name=<event>)``.
 
-    The lead's UUID is random (uuid4), so ids from two Leadflow databases feeding one receiver never
-    collide (the internal row ids they used before did: ``deliver:webhook:42`` existed in both, and the
-    receiver dropped the second as a repeat). Derived, not stored: every retry and replay of the
+    The lead's UUID has 74 random bits (version 7: time-ordered, ``kit.ids.uuid7``; version 4 for
+    leads stored before), so ids from two Leadflow databases feeding one receiver never collide (the
+    internal row ids they used before did: ``deliver:webhook:42`` existed in both, and the receiver
+    dropped the second as a repeat). Derived, not stored: every retry and replay of the
     delivery sends the same id.
     """
     return str(uuid.uuid5(uuid.UUID(lead_uuid), event))
