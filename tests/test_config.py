@@ -77,6 +77,31 @@ async def test_start_up_objects_are_frozen_out_of_full_collections(settings_fact
         gc.set_threshold(*thresholds)
 
 
+async def test_serve_sets_the_gil_switch_interval(settings_factory: Any) -> None:
+    import sys
+
+    from leadflow.app import create_app
+
+    interval = sys.getswitchinterval()
+    app = create_app(settings_factory(gil_switch_interval_ms=0.5))
+    try:
+        async with app.router.lifespan_context(app):
+            assert sys.getswitchinterval() == 0.0005
+    finally:
+        sys.setswitchinterval(interval)
+    assert Settings().gil_switch_interval_ms == 0.5  # the default
+
+
+def test_switch_interval_zero_keeps_pythons() -> None:
+    import sys
+
+    from leadflow.kit.process import settle_threads
+
+    interval = sys.getswitchinterval()
+    settle_threads(switch_interval_ms=0)
+    assert sys.getswitchinterval() == interval
+
+
 def test_gc_threshold_zero_keeps_pythons() -> None:
     import gc
 

@@ -27,7 +27,7 @@ from leadflow.config import Settings, load_settings
 from leadflow.db import checkpointer, create_engine, point_reader
 from leadflow.errors import install_error_handlers
 from leadflow.forms.api import router as forms_router
-from leadflow.kit.process import settle_gc
+from leadflow.kit.process import settle_gc, settle_threads
 from leadflow.kit.state import AppState
 from leadflow.kit.state import install as install_state
 from leadflow.leads.api import extra_schemas
@@ -210,6 +210,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
         monitor = start_monitor(engine, settings, stop)
         spool_task = _start_spool(state.writer, engine, settings, keys, stop)
         settle_gc(freeze=settings.gc_freeze, young_threshold=settings.gc_young_threshold)
+        settle_threads(switch_interval_ms=settings.gil_switch_interval_ms)
         log.info(
             "started",
             version=__version__,

@@ -80,7 +80,7 @@ def worker(
     """Run a background worker: enrichment, routing, notifications and integrations."""
     from leadflow.cli import _settings
     from leadflow.db import create_engine
-    from leadflow.kit.process import settle_gc
+    from leadflow.kit.process import settle_gc, settle_threads
     from leadflow.observability import metrics
     from leadflow.observability.alerts import start_monitor
     from leadflow.observability.health import preflight
@@ -115,6 +115,7 @@ def worker(
                 return
             await ensure_periodic(engine)
             settle_gc(freeze=settings.gc_freeze, young_threshold=settings.gc_young_threshold)  # as serve
+            settle_threads(switch_interval_ms=settings.gil_switch_interval_ms)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
