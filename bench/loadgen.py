@@ -60,13 +60,25 @@ def machine_busy_seconds() -> float:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads)."""
+    """User + system CPU seconds of a process (all its threads) and of the processes it runs now
+    (`leadflow serve`'s capture writer process on SQLite): the server's CPU is theirs together."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0.0
     fields = raw.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    own = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return own + sum(process_cpu_seconds(child) for child in _child_pids(pid))
+
+
+def _child_pids(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return found
 
 
 def _children_cpu_seconds() -> float:
@@ -88,7 +100,7 @@ class LoadResult:
     p95_ms: float
     p99_ms: float
     max_ms: float
-    server_cpu: float  # share of one core used by the server process over the run
+    server_cpu: float  # share of one core used by the server process (and its writer process) over the run
     client_cpu: float  # share of one core used by wrk
     other_cpu: float  # share of one core used by everything else on the machine
     profiled: bool = False

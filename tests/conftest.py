@@ -219,6 +219,7 @@ def settings_factory(database_url: str, tmp_path: Path) -> Callable[..., Setting
             "gc_freeze": False,  # hundreds of app start-ups: no full collection + freeze each time
             "gc_young_threshold": 0,  # and the test process keeps Python's collection thresholds
             "gil_switch_interval_ms": 0,  # and its switch interval
+            "capture_writer_process": False,  # no child process per app start-up (tests of it opt in)
             "capture_spool_dir": tmp_path / "spool",  # PostgreSQL/MySQL runs: never the repo's var/
         }
         values.update(overrides)

@@ -197,6 +197,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
                 dedup_window=timedelta(hours=settings.dedup_window_hours),
                 qualifying_grades=settings.qualifying_grades,
                 batch_max=settings.capture_batch_max,
+                writer_process=settings.capture_writer_process,
             ),
         )
         install_state(app, state)
@@ -207,6 +208,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
         if settings.run_worker:
             worker_task, state.wake_worker = await _start_worker(engine, settings, stop)
         state.writer.on_commit = lambda: state.wake_worker()
+        await state.writer.start()  # SQLite: its writer process starts now, not at the first lead
         monitor = start_monitor(engine, settings, stop)
         spool_task = _start_spool(state.writer, engine, settings, keys, stop)
         settle_gc(freeze=settings.gc_freeze, young_threshold=settings.gc_young_threshold)

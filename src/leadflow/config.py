@@ -337,6 +337,8 @@ class Settings(BaseSettings):
     campaign_cache_seconds: float = 2.0
     analytics_cache_seconds: float = Field(10.0, ge=0, le=30)  # the spec's 30 s analytics budget
     capture_batch_max: int = 256
+    # File SQLite: commit captured leads in a process of their own (leads/capture/writer_process.py).
+    capture_writer_process: bool = True
     # PostgreSQL/MySQL: captures the database cannot take are spooled here (fsync'd, encrypted) and
     # answered 202, then replayed when it is back (leads/spool.py). Off: such captures answer 503.
     capture_spool_enabled: bool = True

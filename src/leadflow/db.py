@@ -108,6 +108,8 @@ class SqlitePool(AsyncAdaptedQueuePool):
     """
 
     waiting = 0  # checkouts queued for the connection now (read from the capture writer's thread)
+    # SQLAlchemy names a pool's logger after its class: keep it under "sqlalchemy" (quiet), not ours.
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.SqlitePool"
 
     def _do_get(self) -> ConnectionPoolEntry:
         self.waiting += 1

@@ -206,14 +206,19 @@ class CaptureWriter:
         batch_max: int = 256,
         direct_sqlite: bool = True,
         lease_seconds: float = 0.1,
-        linger_seconds: float = 0.003,
+        linger_seconds: float = 0.25,
+        writer_process: bool = False,
         store: CaptureStore | None = None,
     ) -> None:
         self._window = dedup_window
         self._rules = Rules(dedup_window, frozenset(qualifying_grades))
         self._batch_max = batch_max
         self._store = store or make_store(
-            engine, direct_sqlite=direct_sqlite, lease_seconds=lease_seconds, linger_seconds=linger_seconds
+            engine,
+            direct_sqlite=direct_sqlite,
+            lease_seconds=lease_seconds,
+            linger_seconds=linger_seconds,
+            process_rules=self._rules if writer_process else None,
         )
         self._queue: deque[tuple[PreparedLead, asyncio.Future[CaptureOutcome]]] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -249,8 +254,13 @@ class CaptureWriter:
         # stored; a cancelled future is skipped when the batch is answered), so no shield is needed.
         return await future
 
+    async def start(self) -> None:
+        """Start what the store needs before the first lead (the SQLite writer process)."""
+        await self._store.start()
+
     async def close(self) -> None:
         self._closed = True
+        self._store.wake(closing=True)  # a writer waiting for more leads stops waiting
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         await self._store.close()

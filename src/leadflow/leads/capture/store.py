@@ -26,6 +26,7 @@ import operator
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,7 @@ from leadflow.leads.capture.policy import (
     KeyedLead,
     Plan,
     PreparedLead,
+    Rules,
     Stored,
     claim_keys,
     follow_up_rows,
@@ -100,12 +102,16 @@ class CaptureStore(Protocol):
         """Write what ``take`` gives, batch by batch, each in its transaction, ``deliver``-ing each;
         return the batches that failed (nothing of them is stored), for the service to retry."""
 
-    def wake(self) -> None:
-        """A lead was queued (a store waiting for more may go on at once)."""
+    def wake(self, *, closing: bool = False) -> None:
+        """A lead was queued (a store waiting for more may go on at once); ``closing``: no more will
+        come (stop waiting)."""
 
     async def stored_public_ids(self, public_ids: Sequence[str]) -> set[str]: ...
 
     async def prune_claims(self, before: datetime) -> None: ...
+
+    async def start(self) -> None:
+        """Get ready for the first batch (the writer process starts; nothing waits for it)."""
 
     async def close(self) -> None: ...
 
@@ -115,14 +121,26 @@ def make_store(
     *,
     direct_sqlite: bool = True,
     lease_seconds: float = 0.1,
-    linger_seconds: float = 0.003,
+    linger_seconds: float = 0.25,
+    process_rules: Rules | None = None,
 ) -> CaptureStore:
     """The store for ``engine``: :class:`SqliteStore` for a file SQLite database, else :class:`CoreStore`
-    (``direct_sqlite=False`` forces the Core store on SQLite too, e.g. to compare the two in tests)."""
+    (``direct_sqlite=False`` forces the Core store on SQLite too, e.g. to compare the two in tests).
+
+    ``process_rules``: a file SQLite store writes its streamed batches in the writer process
+    (:mod:`.writer_process`), planned with these rules (the capture writer's own).
+    """
     path = engine.url.database
     in_memory = not path or path == ":memory:" or path.startswith("file:")
     if direct_sqlite and engine.dialect.name == "sqlite" and path and not in_memory:
-        return SqliteStore(engine, path, lease_seconds=lease_seconds, linger_seconds=linger_seconds)
+        remote: RemoteWriter | None = None
+        if process_rules is not None:
+            from leadflow.leads.capture.writer_process import WriterProcess
+
+            remote = WriterProcess(path, process_rules)
+        return SqliteStore(
+            engine, path, lease_seconds=lease_seconds, linger_seconds=linger_seconds, remote=remote
+        )
     return CoreStore(engine)
 
 
@@ -233,7 +251,10 @@ class CoreStore:
         deliver(batch, written)
         return []
 
-    def wake(self) -> None:
+    def wake(self, *, closing: bool = False) -> None:
+        pass
+
+    async def start(self) -> None:
         pass
 
     async def stored_public_ids(self, public_ids: Sequence[str]) -> set[str]:
@@ -405,82 +426,23 @@ def next_lead_id_sqlite(db: sqlite3.Connection) -> int:
     return int(row[0] or 0) + 1
 
 
-class SqliteStore:
-    """Group commit on a file SQLite database by one writer thread (see the module docstring).
+class SqliteBatchWriter:
+    """Writes planned batches on its own ``sqlite3`` connection: the writer thread's, or the writer
+    process's (:mod:`.writer_process`). One batch is one ``BEGIN IMMEDIATE`` ... ``COMMIT``."""
 
-    :meth:`stream` checks out the engine's pooled connection for a *lease*: while leads keep arriving
-    the thread commits batch after batch without waiting for the event loop in between, and hands each
-    batch's answers back to the loop in one callback. A lease ends when no lead has arrived for
-    ``linger_seconds``; after ``lease_seconds`` when another user of the pool (worker, API writes) is
-    waiting for the connection (:func:`~leadflow.db.pool_waiting`), so that it gets its turn; and
-    after :attr:`MAX_LEASE_SECONDS` in any case (the writer's housekeeping runs between leases).
-    Ending a lease under load is not free: the next one starts only once the loop has worked through
-    everything queued before it (at 1 000 connections, 0.1-0.25 s during which the thread sits idle).
-    """
-
-    MAX_LEASE_SECONDS = 2.0
-
-    def __init__(
-        self, engine: AsyncEngine, path: str, *, lease_seconds: float = 0.1, linger_seconds: float = 0.003
-    ) -> None:
-        self._engine = engine
+    def __init__(self, path: str, dialect: Dialect) -> None:
         self._path = path
-        self._lease_seconds = lease_seconds
-        self._linger_seconds = linger_seconds
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="leadflow-capture")
-        self._db: sqlite3.Connection | None = None  # opened in (and used only by) the writer thread
-        self._wakeup = threading.Event()  # set by wake() while the writer thread lingers
-        self._lingering = False
-        dialect = engine.dialect
+        self._db: sqlite3.Connection | None = None  # opened in (and used only by) the writing thread
         self._leads_in = SqliteInserter(leads, dialect)
         self._activities_in = SqliteInserter(activities, dialect)
         self._jobs_in = SqliteInserter(jobs, dialect)
         self._breakdowns: dict[rules.Score, JsonText] = {}
-        self._core = CoreStore(engine)
 
-    # -- on the event loop
-    async def write(self, items: list[PreparedLead], planner: Planner) -> Written:
-        async with self._engine.connect():  # the pool's one connection: no other writer of this process
-            written: Written = await self._in_thread(self._write, items, planner)
-        return written
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
-    async def stream(self, take: Take, planner: Planner, deliver: Deliver) -> list[tuple[Batch, Exception]]:
-        loop = asyncio.get_running_loop()
-        async with self._engine.connect():
-            failed: list[tuple[Batch, Exception]] = await self._in_thread(
-                self._lease, take, planner, deliver, loop
-            )
-        return failed
-
-    def wake(self) -> None:
-        if self._lingering:
-            self._wakeup.set()
-
-    async def stored_public_ids(self, public_ids: Sequence[str]) -> set[str]:
-        return await self._core.stored_public_ids(public_ids)
-
-    async def prune_claims(self, before: datetime) -> None:
-        await self._core.prune_claims(before)
-
-    async def close(self) -> None:
-        def shut() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        await asyncio.wrap_future(self._thread.submit(shut))
-        self._thread.shutdown(wait=True)
-
-    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        done = self._thread.submit(fn, *args)
-        try:
-            return await asyncio.wrap_future(done)
-        except asyncio.CancelledError:
-            # The pooled connection goes back only once the thread has finished with the database.
-            futures.wait([done])
-            raise
-
-    # -- in the writer thread
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
@@ -488,46 +450,7 @@ class SqliteStore:
             self._db = db
         return self._db
 
-    def _lease(
-        self, take: Take, planner: Planner, deliver: Deliver, loop: asyncio.AbstractEventLoop
-    ) -> list[tuple[Batch, Exception]]:
-        """Commit batch after batch while leads wait, within one lease."""
-        failed: list[tuple[Batch, Exception]] = []
-        started = time.monotonic()
-        while True:
-            batch = take() or self._linger(take)
-            if batch is None:
-                return failed
-            try:
-                written = self._write(batch.items, planner)
-            except Exception as exc:
-                failed.append((batch, exc))  # the service retries it lead by lead
-            else:
-                loop.call_soon_threadsafe(deliver, batch, written)
-            held = time.monotonic() - started
-            if failed or held >= self.MAX_LEASE_SECONDS:
-                return failed
-            if held >= self._lease_seconds and pool_waiting(self._engine):
-                return failed
-
-    def _linger(self, take: Take) -> Batch | None:
-        """Wait (up to linger_seconds) for the next lead rather than end the lease at once.
-
-        Going back to the loop to end a lease and take a new one waits behind everything the loop has
-        to do (under load: answering the batch just committed). Waiting here instead lets the next
-        batch start while the loop is still busy, so committing and answering overlap.
-        """
-        self._wakeup.clear()
-        self._lingering = True
-        try:
-            batch = take()  # queued in between: no wait (wake() saw _lingering still False)
-            if batch is None and self._wakeup.wait(self._linger_seconds):
-                batch = take()
-            return batch
-        finally:
-            self._lingering = False
-
-    def _write(self, items: list[PreparedLead], planner: Planner) -> Written:
+    def write(self, items: list[PreparedLead], planner: Planner) -> Written:
         """One batch in BEGIN IMMEDIATE ... COMMIT (durable: synchronous=FULL); the loop stays free,
         also while SQLite waits for fsync or for another process's write lock (busy_timeout)."""
         from leadflow.kit.clock import utcnow
@@ -566,6 +489,218 @@ class SqliteStore:
                 self._breakdowns.clear()
             text = self._breakdowns[score] = self._leads_in.json_text("score_breakdown", score.breakdown())
         return text
+
+
+class RemoteWriterLost(Exception):
+    """The remote writer ended with batches sent and not answered (their fate is unknown)."""
+
+
+class RemoteWriter(Protocol):
+    """Where :class:`SqliteStore` sends its streamed batches when it has one (the writer process).
+
+    Batches are answered in the order sent; several may be in flight.
+    """
+
+    def send(self, items: list[PreparedLead]) -> bool:
+        """Hand over a batch; False when it cannot take one now (write it here instead)."""
+
+    def receive(self) -> Written:
+        """The answer to the oldest batch sent: raises what writing it raised, or
+        :class:`RemoteWriterLost` when the writer ended before answering."""
+
+    def ready(self, timeout: float) -> bool:
+        """Whether it can take batches, waiting up to ``timeout`` seconds (starting it when due)."""
+
+    def close(self) -> None: ...
+
+
+class SqliteStore:
+    """Group commit on a file SQLite database by one writer thread (see the module docstring).
+
+    :meth:`stream` checks out the engine's pooled connection for a *lease*: while leads keep arriving
+    the thread commits batch after batch without waiting for the event loop in between, and hands each
+    batch's answers back to the loop in one callback. A lease ends when no lead has arrived for
+    ``linger_seconds``; after ``lease_seconds`` when another user of the pool (worker, API writes) is
+    waiting for the connection (:func:`~leadflow.db.pool_waiting`), so that it gets its turn; and
+    after :attr:`MAX_LEASE_SECONDS` in any case (the writer's housekeeping runs between leases).
+    Ending a lease under load is not free: the next one starts only once the loop has worked through
+    everything queued before it (at 1 000 connections, 0.1-0.25 s during which the thread sits idle).
+
+    With a ``remote`` writer (the writer process, :mod:`.writer_process`) the thread hands streamed
+    batches to it, up to :attr:`PIPELINE` at a time (so the process finds the next batch waiting when
+    it commits one), and waits for the answers without holding the GIL; single writes (a lead retried
+    alone, spool replay) and batches the process cannot take are written in the thread.
+    """
+
+    MAX_LEASE_SECONDS = 2.0
+    PIPELINE = 2
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        path: str,
+        *,
+        lease_seconds: float = 0.1,
+        linger_seconds: float = 0.25,
+        remote: RemoteWriter | None = None,
+    ) -> None:
+        self._engine = engine
+        self._lease_seconds = lease_seconds
+        self._linger_seconds = linger_seconds
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="leadflow-capture")
+        self._local = SqliteBatchWriter(path, engine.dialect)  # used only in the writer thread
+        self._remote = remote
+        self._wakeup = threading.Event()  # set by wake() while the writer thread lingers
+        self._lingering = False
+        self._closing = False
+        self._core = CoreStore(engine)
+        self.remote_batches = 0  # streamed batches the remote writer wrote
+
+    # -- on the event loop
+    async def write(self, items: list[PreparedLead], planner: Planner) -> Written:
+        async with self._engine.connect():  # the pool's one connection: no other writer of this process
+            written: Written = await self._in_thread(self._local.write, items, planner)
+        return written
+
+    async def stream(self, take: Take, planner: Planner, deliver: Deliver) -> list[tuple[Batch, Exception]]:
+        loop = asyncio.get_running_loop()
+        async with self._engine.connect():
+            failed: list[tuple[Batch, Exception]] = await self._in_thread(
+                self._lease, take, planner, deliver, loop
+            )
+        return failed
+
+    def wake(self, *, closing: bool = False) -> None:
+        if closing:
+            self._closing = True
+            self._wakeup.set()
+        elif self._lingering:
+            self._wakeup.set()
+
+    async def stored_public_ids(self, public_ids: Sequence[str]) -> set[str]:
+        return await self._core.stored_public_ids(public_ids)
+
+    async def prune_claims(self, before: datetime) -> None:
+        await self._core.prune_claims(before)
+
+    async def start(self) -> None:
+        if self._remote is not None:
+            await self.remote_ready(wait_seconds=0)
+
+    async def remote_ready(self, *, wait_seconds: float) -> bool:
+        """Whether the remote writer takes batches, waiting up to ``wait_seconds`` for it (asked in
+        the writer thread, after whatever the thread is doing)."""
+        if self._remote is None:
+            return False
+        ready: bool = await asyncio.wrap_future(self._thread.submit(self._remote.ready, wait_seconds))
+        return ready
+
+    async def close(self) -> None:
+        def shut() -> None:
+            self._local.close()
+            if self._remote is not None:
+                self._remote.close()
+
+        await asyncio.wrap_future(self._thread.submit(shut))
+        self._thread.shutdown(wait=True)
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        done = self._thread.submit(fn, *args)
+        try:
+            return await asyncio.wrap_future(done)
+        except asyncio.CancelledError:
+            # The pooled connection goes back only once the thread has finished with the database.
+            futures.wait([done])
+            raise
+
+    # -- in the writer thread
+    def _lease(
+        self, take: Take, planner: Planner, deliver: Deliver, loop: asyncio.AbstractEventLoop
+    ) -> list[tuple[Batch, Exception]]:
+        """Commit batch after batch while leads wait, within one lease; failed batches are returned
+        (the service retries them lead by lead)."""
+        failed: list[tuple[Batch, Exception]] = []
+        pending: deque[Batch] = deque()  # sent to the remote writer, answers due in this order
+        started = time.monotonic()
+        taking = True
+        while True:
+            while taking and len(pending) < self.PIPELINE:
+                batch = take() if pending else (take() or self._linger(take))
+                if batch is None:
+                    taking = bool(pending)  # only answers to collect (and what comes meanwhile)
+                    break
+                if self._remote is not None and self._remote.send(batch.items):
+                    pending.append(batch)
+                    continue
+                try:
+                    written = self._local.write(batch.items, planner)
+                except Exception as exc:
+                    failed.append((batch, exc))
+                else:
+                    loop.call_soon_threadsafe(deliver, batch, written)
+                taking = not self._lease_over(started, failed)
+            if not pending:
+                if not taking:
+                    return failed
+                continue
+            self._collect(pending, deliver, loop, failed)
+            taking = taking and not self._lease_over(started, failed)
+
+    def _lease_over(self, started: float, failed: list[tuple[Batch, Exception]]) -> bool:
+        held = time.monotonic() - started
+        if failed or held >= self.MAX_LEASE_SECONDS:
+            return True
+        return held >= self._lease_seconds and pool_waiting(self._engine)
+
+    def _collect(
+        self,
+        pending: deque[Batch],
+        deliver: Deliver,
+        loop: asyncio.AbstractEventLoop,
+        failed: list[tuple[Batch, Exception]],
+    ) -> None:
+        """The remote writer's answer to the oldest pending batch."""
+        assert self._remote is not None
+        batch = pending.popleft()
+        try:
+            written = self._remote.receive()
+        except RemoteWriterLost as exc:
+            failed.append((batch, exc))
+            failed.extend((other, exc) for other in pending)
+            pending.clear()
+        except Exception as exc:
+            failed.append((batch, exc))
+        else:
+            self.remote_batches += 1
+            loop.call_soon_threadsafe(deliver, batch, written)
+
+    LINGER_SLICE_SECONDS = 0.005
+
+    def _linger(self, take: Take) -> Batch | None:
+        """Wait (up to linger_seconds) for the next lead rather than end the lease at once.
+
+        Going back to the loop to end a lease and take a new one waits behind everything the loop has
+        to do: under load, answering the batch just committed and reading the next requests, which at
+        256 connections left the writer idle ~170 ms per batch with a 3 ms linger. Waiting here instead
+        lets the next batch start while the loop is still busy, so committing and answering overlap.
+        The wait ends as soon as another user of the engine is queued for the connection (checked
+        every :attr:`LINGER_SLICE_SECONDS`) or the writer is closing.
+        """
+        self._wakeup.clear()
+        self._lingering = True
+        try:
+            deadline = time.monotonic() + self._linger_seconds
+            while True:
+                batch = take()  # queued in between: no wait (wake() saw _lingering still False)
+                if batch is not None or self._closing or pool_waiting(self._engine):
+                    return batch
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._wakeup.wait(min(left, self.LINGER_SLICE_SECONDS))
+                self._wakeup.clear()
+        finally:
+            self._lingering = False
 
 
 # -- Point reads on SQLite (the capture path's campaign, the status endpoint) ---------------------------

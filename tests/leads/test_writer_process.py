@@ -1,0 +1,166 @@
+"""The SQLite capture writer's own process: it writes the batches, and losing it loses no lead.
+
+In-process tests drive :class:`~leadflow.leads.capture.CaptureWriter` with ``writer_process=True``;
+one test runs a real ``leadflow serve`` (its default: the writer process on) and kills the writer
+process under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadflow.config import Settings
+from leadflow.leads.capture import CaptureWriter
+from leadflow.leads.capture.store import SqliteStore
+from leadflow.leads.capture.writer_process import WriterProcess
+from tests.conftest import Harness, example_lead
+from tests.leads.test_capture_writer import _item
+from tests.test_shutdown import BIN, _env, _free_port, _wait_until_up
+
+
+async def _writer(engine: AsyncEngine) -> tuple[CaptureWriter, SqliteStore, WriterProcess]:
+    writer = CaptureWriter(
+        engine, dedup_window=timedelta(hours=24), qualifying_grades=("A", "B"), writer_process=True
+    )
+    store = writer.store
+    assert isinstance(store, SqliteStore)
+    assert await store.remote_ready(wait_seconds=60), "the writer process did not start"
+    remote = store._remote
+    assert isinstance(remote, WriterProcess) and remote.pid is not None
+    return writer, store, remote
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_batches_go_to_the_writer_process(harness: Harness, campaign: dict[str, Any]) -> None:
+    writer, store, remote = await _writer(harness.engine)
+    pid = remote.pid
+    assert pid is not None and pid != os.getpid()
+    outcomes = await asyncio.gather(*(writer.submit(_item(f"p{i}@company.com")) for i in range(40)))
+    assert {o.kind for o in outcomes} == {"created"}
+    assert store.remote_batches >= 1
+    await writer.close()
+    assert not _alive(pid)  # it ends with the writer
+    assert await harness.scalar("SELECT count(*) FROM leads") == 40
+    assert await harness.scalar("SELECT count(*) FROM jobs") == 40
+
+
+async def test_a_writer_process_killed_with_a_batch_loses_no_lead(
+    harness: Harness, campaign: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch it held fails as a whole and is written lead by lead in the thread; a new process
+    takes over (here at once: RESTART_SECONDS = 0)."""
+    monkeypatch.setattr(WriterProcess, "RESTART_SECONDS", 0.0)
+    writer, store, remote = await _writer(harness.engine)
+    first = remote.pid
+    assert first is not None
+    os.kill(first, signal.SIGSTOP)  # it takes the batch off the pipe only once resumed: never
+    try:
+        submitted = [asyncio.ensure_future(writer.submit(_item(f"k{i}@company.com"))) for i in range(20)]
+        await asyncio.sleep(0.3)
+        assert not any(s.done() for s in submitted)  # the batch is with the stopped process
+        os.kill(first, signal.SIGKILL)
+        outcomes = await asyncio.wait_for(asyncio.gather(*submitted), 30)
+    finally:
+        if _alive(first):
+            os.kill(first, signal.SIGKILL)
+    assert [o.kind for o in outcomes] == ["created"] * 20
+    assert await harness.scalar("SELECT count(*) FROM leads") == 20
+    # A new writer process starts and takes the next batches.
+    assert await store.remote_ready(wait_seconds=60)
+    assert remote.pid not in (None, first) and remote.starts == 2
+    before = store.remote_batches
+    again = await asyncio.gather(*(writer.submit(_item(f"n{i}@company.com")) for i in range(5)))
+    assert {o.kind for o in again} == {"created"} and store.remote_batches > before
+    await writer.close()
+    assert await harness.scalar("SELECT count(*) FROM leads") == 25
+
+
+def _children(pid: int) -> list[int]:
+    """The writer processes of ``pid`` (multiprocessing's resource tracker, also a child, is not)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return [c for c in found if b"spawn_main" in _cmdline(c)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_served_capture_survives_its_writer_process_being_killed(
+    harness: Harness, campaign: dict[str, Any], settings: Settings, tmp_path: Path
+) -> None:
+    """A real ``leadflow serve``: the writer process is its child; SIGKILL to it under load, and every
+    201 is stored; SIGTERM to the server, and the writer process is gone too."""
+    port = _free_port()
+    log_file = tmp_path / "server.log"  # a file, not a pipe nobody reads while the load runs
+    with log_file.open("w") as log_out:
+        server = subprocess.Popen(
+            [str(BIN), "serve", "--port", str(port), "--no-worker"],
+            env=_env(settings),
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=log_out,
+            text=True,
+        )
+    acknowledged: list[str] = []
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = await _wait_until_up(client, server)
+            while not (children := _children(server.pid)):
+                assert time.monotonic() < deadline, "no writer process"
+                await asyncio.sleep(0.05)
+            [child] = children
+
+            async def load(n: int, count: int) -> None:
+                for i in range(count):
+                    answer = await client.post(
+                        "/v1/api/leads", json=example_lead(email=f"s{n}-{i}@company.com")
+                    )
+                    assert answer.status_code == 201, answer.text
+                    acknowledged.append(answer.json()["lead_id"])
+
+            clients = [asyncio.create_task(load(n, 60)) for n in range(8)]
+            while len(acknowledged) < 100:
+                assert time.monotonic() < deadline, "no load got through"
+                await asyncio.sleep(0.01)
+            os.kill(child, signal.SIGKILL)
+            await asyncio.gather(*clients)
+            await load(99, 5)  # after the loss too
+        writers = [child, *_children(server.pid)]  # a new one, if it has started already
+        server.send_signal(signal.SIGTERM)
+        await asyncio.get_running_loop().run_in_executor(None, server.wait, 60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+    log = log_file.read_text()
+    assert server.returncode in (0, -signal.SIGTERM), log[-2000:]
+    assert "capture_writer_process_ended" in log and "Traceback" not in log
+    assert len(acknowledged) == 8 * 60 + 5 == len(set(acknowledged))
+    stored = await harness.scalar("SELECT count(*) FROM leads")
+    assert stored == len(acknowledged)
+    await asyncio.sleep(0.2)
+    assert not any(_alive(pid) for pid in writers)
