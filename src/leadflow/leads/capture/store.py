@@ -11,8 +11,10 @@ one transaction (:meth:`~CaptureStore.write`), write batch after batch while lea
   ``sqlite3`` connection (the same pragmas as the engine's: WAL, ``synchronous=FULL``, foreign keys),
   in ``BEGIN IMMEDIATE`` ... ``COMMIT``, which already serialises every writer of the file. While it
   writes, the writer holds the engine's single pooled connection, so no other writer of this process
-  waits in SQLite's busy handler. All of Leadflow's raw SQL for SQLite is in this file, the point reads
-  of the capture path included (:func:`capture_campaign`, :func:`lead_status`).
+  waits in SQLite's busy handler. Served, the thread hands its batches to the writer process
+  (:mod:`.writer_process`: the same :class:`SqliteBatchWriter` with a GIL of its own) and writes them
+  itself only while that process is starting or gone. All of Leadflow's raw SQL for SQLite is in this
+  file, the point reads of the capture path included (:func:`capture_campaign`, :func:`lead_status`).
 
 The rules (what to write) are :mod:`leadflow.leads.capture.policy`'s; a store only reads what the plan
 needs (:class:`~leadflow.leads.capture.policy.Stored`) and writes the plan's rows.
