@@ -51,6 +51,13 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
     )
 
 
+def _reap(process: subprocess.Popen[str]) -> None:
+    """Kill a process the test did not manage to stop (the ``finally`` of every test here)."""
+    if process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
 async def _wait_until_up(client: httpx.AsyncClient, server: subprocess.Popen[str]) -> float:
     """Wait (at most a minute) for ``/healthz`` to answer 200; returns that minute's deadline."""
     deadline = time.monotonic() + 60
@@ -112,9 +119,7 @@ async def test_sigterm_during_capture_load_loses_no_acknowledged_lead(
             stop_load.set()
             await asyncio.gather(*clients)
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(10)
+        _reap(server)
     log = server.stderr.read() if server.stderr else ""
     # uvicorn re-raises the SIGTERM it handled once its shutdown is complete (so supervisors see it).
     assert server.returncode in (0, -signal.SIGTERM), log[-2000:]
@@ -180,9 +185,7 @@ async def test_sigterm_to_a_busy_worker_gives_back_what_it_cannot_finish(
             worker.send_signal(signal.SIGTERM)
             await asyncio.get_running_loop().run_in_executor(None, worker.wait, 30)
         finally:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait(10)
+            _reap(worker)
         log = worker.stderr.read() if worker.stderr else ""
     assert worker.returncode == 0, log[-2000:]
     assert "Traceback" not in log and '"event":"jobs_released"' in log
@@ -231,7 +234,5 @@ async def test_no_grace_means_no_wait_for_a_stalled_request(
     finally:
         if stalled is not None:
             stalled.close()
-        if server.poll() is None:
-            server.kill()
-            server.wait(10)
+        _reap(server)
     assert server.returncode in (0, -signal.SIGTERM)

@@ -350,8 +350,9 @@ class Settings(BaseSettings):
     gc_freeze: bool = True  # freeze start-up objects out of the garbage collector's full collections
     # A young-generation collection every this many net allocations (Python: 700; 0 keeps Python's).
     gc_young_threshold: int = Field(20_000, ge=0, le=10_000_000)
-    # How long a thread may hold the GIL while another waits for it (Python: 5 ms; 0 keeps Python's).
-    gil_switch_interval_ms: float = Field(0.5, ge=0, le=100)
+    # How long a thread may hold the GIL while another waits for it (0 keeps Python's 5 ms). 0.5 helps
+    # the capture writer when it runs as a thread (CAPTURE_WRITER_PROCESS=false), docs/architecture.md §9.
+    gil_switch_interval_ms: float = Field(0.0, ge=0, le=100)
     # --- the workspace (web/): staff sign-in sessions, docs/workspace.md -------------------------
     session_idle_minutes: float = Field(60.0, gt=0, le=7 * 24 * 60)  # signed out after this long idle
     session_max_hours: float = Field(12.0, gt=0, le=30 * 24)  # absolute: signed out this long after sign-in

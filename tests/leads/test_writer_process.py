@@ -26,7 +26,7 @@ from leadflow.leads.capture.store import SqliteStore
 from leadflow.leads.capture.writer_process import WriterProcess
 from tests.conftest import Harness, example_lead
 from tests.leads.test_capture_writer import _item
-from tests.test_shutdown import BIN, _env, _free_port, _wait_until_up
+from tests.test_shutdown import BIN, _env, _free_port, _reap, _wait_until_up
 
 
 async def _writer(engine: AsyncEngine) -> tuple[CaptureWriter, SqliteStore, WriterProcess]:
@@ -153,9 +153,7 @@ async def test_served_capture_survives_its_writer_process_being_killed(
         server.send_signal(signal.SIGTERM)
         await asyncio.get_running_loop().run_in_executor(None, server.wait, 60)
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(10)
+        _reap(server)
     log = log_file.read_text()
     assert server.returncode in (0, -signal.SIGTERM), log[-2000:]
     assert "capture_writer_process_ended" in log and "Traceback" not in log
