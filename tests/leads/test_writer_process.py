@@ -62,6 +62,40 @@ async def test_batches_go_to_the_writer_process(harness: Harness, campaign: dict
     assert await harness.scalar("SELECT count(*) FROM jobs") == 40
 
 
+async def test_what_is_queued_is_shared_between_the_pipelines_places(
+    harness: Harness, campaign: dict[str, Any]
+) -> None:
+    """40 leads waiting and an idle process: two batches of 20 (the process writes one while the
+    loop answers the other), not one batch that keeps every request in step."""
+    writer, store, _ = await _writer(harness.engine)
+    outcomes = await asyncio.gather(*(writer.submit(_item(f"q{i}@company.com")) for i in range(40)))
+    assert {o.kind for o in outcomes} == {"created"}
+    assert store.remote_batches == 2 and writer.batches == 2 and writer.leads_written == 40
+    await writer.close()
+    assert await harness.scalar("SELECT count(*) FROM leads") == 40
+
+
+async def test_take_shares_what_is_queued(harness: Harness) -> None:
+    """``_take(share)``: the queue's ``1/share`` part rounded up, never more than ``batch_max``."""
+    writer = CaptureWriter(
+        harness.engine, dedup_window=timedelta(hours=24), qualifying_grades=("A",), batch_max=8
+    )
+    loop = asyncio.get_running_loop()
+    item = _item("t@company.com")
+
+    def sizes(share: int) -> list[int]:
+        writer._queue.extend((item, loop.create_future()) for _ in range(11))
+        taken: list[int] = []
+        while (batch := writer._take(share)) is not None:
+            taken.append(len(batch.items))
+        return taken
+
+    assert sizes(2) == [6, 3, 1, 1]  # half of 11, of 5, of 2 (rounded up), then the last one
+    assert sizes(1) == [8, 3]  # all of it, in batches of at most batch_max
+    assert sizes(3) == [4, 3, 2, 1, 1]
+    await writer.close()
+
+
 async def test_a_writer_process_killed_with_a_batch_loses_no_lead(
     harness: Harness, campaign: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -133,6 +167,10 @@ async def test_served_capture_survives_its_writer_process_being_killed(
                 assert time.monotonic() < deadline, "no writer process"
                 await asyncio.sleep(0.05)
             [child] = children
+            # Ready: after READY it starts the thread that reads batches off the pipe.
+            while len(list(Path(f"/proc/{child}/task").iterdir())) < 2:
+                assert time.monotonic() < deadline, "the writer process did not get ready"
+                await asyncio.sleep(0.05)
 
             async def load(n: int, count: int) -> None:
                 for i in range(count):

@@ -266,12 +266,14 @@ class CaptureWriter:
         await self._store.close()
         log.info("capture_writer_closed", batches=self.batches, leads=self.leads_written)
 
-    def _take(self) -> Batch | None:
-        """The next batch from the queue (called on the loop or in the store's writer thread)."""
+    def _take(self, share: int = 1) -> Batch | None:
+        """The next batch from the queue (called on the loop or in the store's writer thread): what is
+        queued, or its ``1/share`` part rounded up, at most ``batch_max`` leads."""
         items: list[PreparedLead] = []
         waiters: list[asyncio.Future[CaptureOutcome]] = []
         queue = self._queue
-        while queue and len(items) < self._batch_max:
+        size = min(self._batch_max, -(-len(queue) // share))
+        while queue and len(items) < size:
             item, future = queue.popleft()
             items.append(item)
             waiters.append(future)

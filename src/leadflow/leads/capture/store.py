@@ -11,9 +11,9 @@ one transaction (:meth:`~CaptureStore.write`), write batch after batch while lea
   ``sqlite3`` connection (the same pragmas as the engine's: WAL, ``synchronous=FULL``, foreign keys),
   in ``BEGIN IMMEDIATE`` ... ``COMMIT``, which already serialises every writer of the file. While it
   writes, the writer holds the engine's single pooled connection, so no other writer of this process
-  waits in SQLite's busy handler. Served, the thread hands its batches to the writer process
-  (:mod:`.writer_process`: the same :class:`SqliteBatchWriter` with a GIL of its own) and writes them
-  itself only while that process is starting or gone. All of Leadflow's raw SQL for SQLite is in this
+  waits in SQLite's busy handler. Served, the event loop hands the batches to the writer process
+  (:mod:`.writer_process`: the same :class:`SqliteBatchWriter` with a GIL of its own); the thread
+  writes them only while that process is starting or gone. All of Leadflow's raw SQL for SQLite is in this
   file, the point reads of the capture path included (:func:`capture_campaign`, :func:`lead_status`).
 
 The rules (what to write) are :mod:`leadflow.leads.capture.policy`'s; a store only reads what the plan
@@ -92,7 +92,12 @@ class Written:
     leads: int  # how many leads were inserted
 
 
-Take = Callable[[], Batch | None]
+class Take(Protocol):
+    def __call__(self, share: int = 1) -> Batch | None:
+        """The next batch: what is queued, or its ``1/share`` part (rounded up), at most the batch cap;
+        None when nothing is queued."""
+
+
 Deliver = Callable[[Batch, Written], None]  # called on the event loop
 
 
@@ -500,42 +505,53 @@ class RemoteWriterLost(Exception):
 class RemoteWriter(Protocol):
     """Where :class:`SqliteStore` sends its streamed batches when it has one (the writer process).
 
-    Batches are answered in the order sent; several may be in flight.
+    Used on the event loop. Batches are answered in the order sent; several may be in flight.
     """
 
-    def send(self, items: list[PreparedLead]) -> bool:
-        """Hand over a batch; False when it cannot take one now (write it here instead)."""
+    on_answer: Callable[[], None]  # called on the loop when an answer (or the writer's end) arrives
 
-    def receive(self) -> Written:
-        """The answer to the oldest batch sent: raises what writing it raised, or
-        :class:`RemoteWriterLost` when the writer ended before answering."""
+    @property
+    def wants_loop(self) -> bool:
+        """Whether the loop should look at it: it became ready, it ended, or a restart is due (flags
+        only: read from the store's thread, which then ends its lease)."""
 
-    def ready(self, timeout: float) -> bool:
-        """Whether it can take batches, waiting up to ``timeout`` seconds (starting it when due)."""
+    def available(self) -> bool:
+        """Whether it takes batches now (starting it when due)."""
 
-    def close(self) -> None: ...
+    def send(self, items: list[PreparedLead]) -> asyncio.Future[Written]:
+        """Hand over a batch; the future raises what writing it raised, or :class:`RemoteWriterLost`
+        when the writer ended before answering. Raises :class:`RemoteWriterLost` when not available."""
+
+    async def ready(self, wait_seconds: float) -> bool:
+        """Whether it takes batches, waiting up to ``wait_seconds`` (starting it when due)."""
+
+    async def close(self) -> None: ...
 
 
 class SqliteStore:
-    """Group commit on a file SQLite database by one writer thread (see the module docstring).
+    """Group commit on a file SQLite database (see the module docstring).
 
-    :meth:`stream` checks out the engine's pooled connection for a *lease*: while leads keep arriving
-    the thread commits batch after batch without waiting for the event loop in between, and hands each
-    batch's answers back to the loop in one callback. A lease ends when no lead has arrived for
+    :meth:`stream` checks out the engine's pooled connection for a *lease*: while leads keep arriving,
+    batch after batch is committed without giving the connection back, so no other writer of this
+    process waits in SQLite's busy handler meanwhile. A lease ends when no lead has arrived for
     ``linger_seconds``; after ``lease_seconds`` when another user of the pool (worker, API writes) is
     waiting for the connection (:func:`~leadflow.db.pool_waiting`), so that it gets its turn; and
     after :attr:`MAX_LEASE_SECONDS` in any case (the writer's housekeeping runs between leases).
-    Ending a lease under load is not free: the next one starts only once the loop has worked through
-    everything queued before it (at 1 000 connections, 0.1-0.25 s during which the thread sits idle).
 
-    With a ``remote`` writer (the writer process, :mod:`.writer_process`) the thread hands streamed
-    batches to it, up to :attr:`PIPELINE` at a time (so the process finds the next batch waiting when
-    it commits one), and waits for the answers without holding the GIL; single writes (a lead retried
-    alone, spool replay) and batches the process cannot take are written in the thread.
+    With a ``remote`` writer (the writer process, :mod:`.writer_process`) the lease runs on the event
+    loop: each batch is taken from the queue and sent to the process as soon as one of the
+    :attr:`PIPELINE` places is free (so the process finds the next batch waiting when it commits one),
+    and answered when the process's answer arrives, with no thread in between. A thread woken by the
+    loop waits for the GIL, and the loop, which gives the GIL up and takes it back around every
+    system call it makes, starved it: at 256 connections the old writer thread took each batch only
+    once the loop had read every request, so the loop and the process took turns instead of working
+    side by side. Without a ready process (starting, or gone) the batches are written by one writer
+    thread on its own ``sqlite3`` connection, as are single writes (a lead retried alone, spool replay).
     """
 
     MAX_LEASE_SECONDS = 2.0
     PIPELINE = 2
+    LINGER_SLICE_SECONDS = 0.005
 
     def __init__(
         self,
@@ -554,9 +570,13 @@ class SqliteStore:
         self._remote = remote
         self._wakeup = threading.Event()  # set by wake() while the writer thread lingers
         self._lingering = False
+        self._kick = asyncio.Event()  # set by wake() and by answers while the loop's lease wants them
+        self._want_leads = False  # the loop's lease has a free place in the pipeline
         self._closing = False
         self._core = CoreStore(engine)
         self.remote_batches = 0  # streamed batches the remote writer wrote
+        if remote is not None:
+            remote.on_answer = self._kick.set
 
     # -- on the event loop
     async def write(self, items: list[PreparedLead], planner: Planner) -> Written:
@@ -565,6 +585,9 @@ class SqliteStore:
         return written
 
     async def stream(self, take: Take, planner: Planner, deliver: Deliver) -> list[tuple[Batch, Exception]]:
+        remote = self._remote
+        if remote is not None and remote.available():
+            return await self._stream_remote(remote, take, deliver)
         loop = asyncio.get_running_loop()
         async with self._engine.connect():
             failed: list[tuple[Batch, Exception]] = await self._in_thread(
@@ -576,6 +599,9 @@ class SqliteStore:
         if closing:
             self._closing = True
             self._wakeup.set()
+            self._kick.set()
+        elif self._want_leads:
+            self._kick.set()
         elif self._lingering:
             self._wakeup.set()
 
@@ -590,20 +616,13 @@ class SqliteStore:
             await self.remote_ready(wait_seconds=0)
 
     async def remote_ready(self, *, wait_seconds: float) -> bool:
-        """Whether the remote writer takes batches, waiting up to ``wait_seconds`` for it (asked in
-        the writer thread, after whatever the thread is doing)."""
-        if self._remote is None:
-            return False
-        ready: bool = await asyncio.wrap_future(self._thread.submit(self._remote.ready, wait_seconds))
-        return ready
+        """Whether the remote writer takes batches, waiting up to ``wait_seconds`` for it."""
+        return await self._remote.ready(wait_seconds) if self._remote is not None else False
 
     async def close(self) -> None:
-        def shut() -> None:
-            self._local.close()
-            if self._remote is not None:
-                self._remote.close()
-
-        await asyncio.wrap_future(self._thread.submit(shut))
+        if self._remote is not None:
+            await self._remote.close()
+        await asyncio.wrap_future(self._thread.submit(self._local.close))
         self._thread.shutdown(wait=True)
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -615,38 +634,91 @@ class SqliteStore:
             futures.wait([done])
             raise
 
-    # -- in the writer thread
+    async def _stream_remote(
+        self, remote: RemoteWriter, take: Take, deliver: Deliver
+    ) -> list[tuple[Batch, Exception]]:
+        """One lease on the loop: batches to the remote writer, answers to ``deliver``, in order."""
+        failed: list[tuple[Batch, Exception]] = []
+        pending: deque[tuple[Batch, asyncio.Future[Written]]] = deque()
+        async with self._engine.connect():
+            started = time.monotonic()
+            over = False
+            try:
+                while True:
+                    while pending and pending[0][1].done():
+                        batch, answer = pending.popleft()
+                        try:
+                            written = answer.result()
+                        except Exception as exc:
+                            failed.append((batch, exc))
+                        else:
+                            self.remote_batches += 1
+                            deliver(batch, written)
+                    over = over or self._lease_over(started, failed)
+                    while not over and len(pending) < self.PIPELINE:
+                        # What is queued is shared among the free places: one batch that takes every
+                        # waiting request keeps them in step (the loop idles while the process writes,
+                        # then the process idles while the loop answers and reads them all again).
+                        share = self.PIPELINE - len(pending)
+                        next_batch = take(share) or (None if pending else await self._linger_on_loop(take))
+                        if next_batch is None:
+                            break
+                        try:
+                            pending.append((next_batch, remote.send(next_batch.items)))
+                        except Exception as exc:  # RemoteWriterLost: it ended since available()
+                            failed.append((next_batch, exc))
+                            over = True
+                    if not pending:  # the lease is over, or no lead came while it lingered
+                        return failed
+                    self._want_leads = not over and len(pending) < self.PIPELINE
+                    self._kick.clear()
+                    await self._kick.wait()
+            finally:
+                self._want_leads = False
+
+    async def _linger_on_loop(self, take: Take) -> Batch | None:
+        """Wait (up to linger_seconds) for the next lead rather than end the lease at once; the wait
+        ends when a lead comes, another user of the engine is queued for the connection (checked every
+        :attr:`LINGER_SLICE_SECONDS`) or the writer is closing."""
+        deadline = time.monotonic() + self._linger_seconds
+        self._want_leads = True
+        try:
+            while True:
+                batch = take()
+                if batch is not None or self._closing or pool_waiting(self._engine):
+                    return batch
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._kick.clear()
+                try:
+                    async with asyncio.timeout(min(left, self.LINGER_SLICE_SECONDS)):
+                        await self._kick.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            self._want_leads = False
+
+    # -- in the writer thread (no remote writer ready)
     def _lease(
         self, take: Take, planner: Planner, deliver: Deliver, loop: asyncio.AbstractEventLoop
     ) -> list[tuple[Batch, Exception]]:
         """Commit batch after batch while leads wait, within one lease; failed batches are returned
         (the service retries them lead by lead)."""
         failed: list[tuple[Batch, Exception]] = []
-        pending: deque[Batch] = deque()  # sent to the remote writer, answers due in this order
         started = time.monotonic()
-        taking = True
         while True:
-            while taking and len(pending) < self.PIPELINE:
-                batch = take() if pending else (take() or self._linger(take))
-                if batch is None:
-                    taking = bool(pending)  # only answers to collect (and what comes meanwhile)
-                    break
-                if self._remote is not None and self._remote.send(batch.items):
-                    pending.append(batch)
-                    continue
-                try:
-                    written = self._local.write(batch.items, planner)
-                except Exception as exc:
-                    failed.append((batch, exc))
-                else:
-                    loop.call_soon_threadsafe(deliver, batch, written)
-                taking = not self._lease_over(started, failed)
-            if not pending:
-                if not taking:
-                    return failed
-                continue
-            self._collect(pending, deliver, loop, failed)
-            taking = taking and not self._lease_over(started, failed)
+            batch = take() or self._linger(take)
+            if batch is None:
+                return failed
+            try:
+                written = self._local.write(batch.items, planner)
+            except Exception as exc:
+                failed.append((batch, exc))
+            else:
+                loop.call_soon_threadsafe(deliver, batch, written)
+            if self._lease_over(started, failed) or (self._remote is not None and self._remote.wants_loop):
+                return failed  # the loop starts, takes back or gives up the remote writer
 
     def _lease_over(self, started: float, failed: list[tuple[Batch, Exception]]) -> bool:
         held = time.monotonic() - started
@@ -654,39 +726,14 @@ class SqliteStore:
             return True
         return held >= self._lease_seconds and pool_waiting(self._engine)
 
-    def _collect(
-        self,
-        pending: deque[Batch],
-        deliver: Deliver,
-        loop: asyncio.AbstractEventLoop,
-        failed: list[tuple[Batch, Exception]],
-    ) -> None:
-        """The remote writer's answer to the oldest pending batch."""
-        assert self._remote is not None
-        batch = pending.popleft()
-        try:
-            written = self._remote.receive()
-        except RemoteWriterLost as exc:
-            failed.append((batch, exc))
-            failed.extend((other, exc) for other in pending)
-            pending.clear()
-        except Exception as exc:
-            failed.append((batch, exc))
-        else:
-            self.remote_batches += 1
-            loop.call_soon_threadsafe(deliver, batch, written)
-
-    LINGER_SLICE_SECONDS = 0.005
-
     def _linger(self, take: Take) -> Batch | None:
         """Wait (up to linger_seconds) for the next lead rather than end the lease at once.
 
         Going back to the loop to end a lease and take a new one waits behind everything the loop has
-        to do: under load, answering the batch just committed and reading the next requests, which at
-        256 connections left the writer idle ~170 ms per batch with a 3 ms linger. Waiting here instead
-        lets the next batch start while the loop is still busy, so committing and answering overlap.
-        The wait ends as soon as another user of the engine is queued for the connection (checked
-        every :attr:`LINGER_SLICE_SECONDS`) or the writer is closing.
+        to do: under load, answering the batch just committed and reading the next requests. Waiting
+        here instead lets the next batch start while the loop is still busy. The wait ends as soon as
+        another user of the engine is queued for the connection (checked every
+        :attr:`LINGER_SLICE_SECONDS`) or the writer is closing.
         """
         self._wakeup.clear()
         self._lingering = True

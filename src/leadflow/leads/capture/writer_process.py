@@ -1,36 +1,44 @@
 """The capture writer's own process (file SQLite): group commits without sharing the server's GIL.
 
-In one ``leadflow serve`` process the event loop (HTTP, validation, encryption) and the SQLite writer
+In one ``leadflow serve`` process the event loop (HTTP, validation, encryption) and a SQLite writer
 thread (plan, rows, ``INSERT`` ... ``COMMIT``) share one GIL. At 1000 connections the writer is what
 requests wait for, and it spent about two thirds of each batch waiting for the GIL rather than
 writing. :class:`WriterProcess` runs the same batch writer
 (:class:`~leadflow.leads.capture.store.SqliteBatchWriter`, the same plan, rows and transaction) in a
 child process, started with ``spawn`` (no state inherited from the server) when the app starts. The
-writer thread of :class:`~leadflow.leads.capture.store.SqliteStore` sends it batches over a pipe (up
-to two in flight, answered in order) and waits for the answers without the GIL. Durability is unchanged: the child answers after ``COMMIT``
-(``synchronous=FULL``), and the server answers the clients after that.
+event loop sends it batches over a socket pair (:class:`_Channel`, an asyncio protocol speaking
+:class:`~multiprocessing.connection.Connection`'s framing; up to two batches in flight, answered in
+order) and reads the answers as they come: no thread of the server is involved. Durability is
+unchanged: the child answers after ``COMMIT`` (``synchronous=FULL``), and the server answers the
+clients after that.
 
 Failure: until the child has said it is ready, and after it is gone, batches are written in the
-thread as before, and a new child is started (at most every :attr:`WriterProcess.RESTART_SECONDS`).
-A batch the child took and never answered fails as a whole: the capture service retries it lead by
-lead in the thread. A lead the child had already committed is then found by de-duplication (the same
-person, campaign and window): its client gets 409 ``DUPLICATE_SUBMISSION`` with the lead's id, or,
-with its ``Idempotency-Key``, the replay of it. Nothing acknowledged is lost, nothing stored twice.
-The child ignores SIGINT and SIGTERM (a terminal's Ctrl+C reaches the whole process group) and ends
-when the server closes the pipe, or when the server is gone.
+store's writer thread as before, and a new child is started (at most every
+:attr:`WriterProcess.RESTART_SECONDS`). A batch the child took and never answered fails as a whole
+(the socket's end fails every batch in flight): the capture service retries it lead by lead in the
+thread. A lead the child had already committed is then found by de-duplication (the same person,
+campaign and window): its client gets 409 ``DUPLICATE_SUBMISSION`` with the lead's id, or, with its
+``Idempotency-Key``, the replay of it. Nothing acknowledged is lost, nothing stored twice. The child
+ignores SIGINT and SIGTERM (a terminal's Ctrl+C reaches the whole process group) and ends when the
+server closes its end, or when the server is gone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
+import pickle
 import queue
 import signal
+import socket
+import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -40,6 +48,8 @@ from leadflow.leads.capture.store import RemoteWriterLost, SqliteBatchWriter, Wr
 log = structlog.get_logger("leadflow.capture")
 
 READY = "ready"
+_HEAD = struct.Struct("!i")  # multiprocessing.connection's frame header
+_LONG = struct.Struct("!Q")
 
 
 def _serve(path: str, window_seconds: float, grades: tuple[str, ...], conn: Connection) -> None:
@@ -90,8 +100,74 @@ def _serve(path: str, window_seconds: float, grades: tuple[str, ...], conn: Conn
         writer.close()
 
 
+class _Channel(asyncio.Protocol):
+    """The server's end of the pipe, on the event loop: frames as :class:`Connection` writes them
+    (a 4-byte big-endian length, or -1 and an 8-byte one, then the pickle), answers in order."""
+
+    def __init__(self, on_answer: Callable[[], None]) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.ready = False  # the child said READY
+        self.lost = False
+        self.waiting: deque[asyncio.Future[Written]] = deque()
+        self._buffer = bytearray()
+        self._on_answer = on_answer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        at = 0
+        answered = False
+        while len(buffer) - at >= 4:
+            (size,) = _HEAD.unpack_from(buffer, at)
+            head = 4
+            if size == -1:
+                if len(buffer) - at < 12:
+                    break
+                (size,) = _LONG.unpack_from(buffer, at + 4)
+                head = 12
+            if len(buffer) - at - head < size:
+                break
+            kind, value = pickle.loads(buffer[at + head : at + head + size])  # noqa: S301 - our own child
+            at += head + size
+            if kind == READY:
+                self.ready = True
+            elif self.waiting:
+                future = self.waiting.popleft()
+                if kind == "ok":
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+            answered = True
+        del buffer[:at]
+        if answered:
+            self._on_answer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        while self.waiting:
+            self.waiting.popleft().set_exception(
+                RemoteWriterLost("the capture writer process ended during a batch")
+            )
+        self._on_answer()
+
+    def send(self, payload: bytes) -> asyncio.Future[Written]:
+        assert self.transport is not None
+        future: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
+        head = (
+            _HEAD.pack(len(payload))
+            if len(payload) < 0x7FFFFFFF
+            else _HEAD.pack(-1) + _LONG.pack(len(payload))
+        )
+        self.transport.writelines((head, payload))
+        self.waiting.append(future)
+        return future
+
+
 class WriterProcess:
-    """The server's end of the writer process (used only by the store's writer thread)."""
+    """The server's end of the writer process, on the event loop (:class:`SqliteStore`'s remote)."""
 
     RESTART_SECONDS = 5.0
 
@@ -99,93 +175,76 @@ class WriterProcess:
         self._path = path
         self._rules = rules
         self._process: Any = None  # multiprocessing's SpawnProcess
-        self._conn: Connection | None = None
-        self._ready = False
+        self._channel: _Channel | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()  # connecting the pipe, reaping an ended child
         self._started_at = float("-inf")
         self.starts = 0
+        self.on_answer: Callable[[], None] = lambda: None  # set by the store: an answer (or the end) came
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
-    def ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._available() is not None:
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0 or self._conn is None:
-                return False
-            self._conn.poll(min(left, 0.05))
+    @property
+    def wants_loop(self) -> bool:
+        """It became ready, it ended, or a restart is due (flags only: read from the store's thread)."""
+        channel = self._channel
+        if channel is None:
+            return self._process is None and time.monotonic() - self._started_at >= self.RESTART_SECONDS
+        return channel.ready or channel.lost
 
-    def send(self, items: list[PreparedLead]) -> bool:
-        conn = self._available()
-        if conn is None:
-            return False
-        try:
-            conn.send(items)
-        except (EOFError, OSError):
-            self._lost()  # gone before it had this batch: it can be written here
-            return False
+    def available(self) -> bool:
+        """Whether the child takes batches now; starts one when none runs and one is due."""
+        channel = self._channel
+        if channel is not None:
+            if channel.ready and not channel.lost:
+                return True
+            if not channel.lost and self._process is not None and self._process.is_alive():
+                return False  # starting
+            self._lost()
+        if self._process is None and time.monotonic() - self._started_at >= self.RESTART_SECONDS:
+            self._start()
+        return False
+
+    async def ready(self, wait_seconds: float) -> bool:
+        """Whether the child takes batches, waiting up to ``wait_seconds`` (starting it when due)."""
+        deadline = time.monotonic() + wait_seconds
+        while not self.available():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(left, 0.02))
         return True
 
-    def receive(self) -> Written:
-        conn = self._conn
-        if conn is None:
-            raise RemoteWriterLost("the capture writer process has ended")
-        try:
-            kind, value = conn.recv()
-        except (EOFError, OSError) as exc:
-            self._lost()
-            raise RemoteWriterLost("the capture writer process ended during a batch") from exc
-        if kind == "ok":
-            written: Written = value
-            return written
-        raise value
+    def send(self, items: list[PreparedLead]) -> asyncio.Future[Written]:
+        """Hand a batch to the child; the future is its answer (:class:`RemoteWriterLost` if it ends)."""
+        channel = self._channel
+        if channel is None or not channel.ready or channel.lost:
+            raise RemoteWriterLost("the capture writer process is not running")
+        return channel.send(pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
 
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()  # the child ends at EOF
-            self._conn = None
+    async def close(self) -> None:
+        """Close the pipe (the child ends at EOF) and wait for the child."""
+        for task in list(self._tasks):
+            task.cancel()
+        channel, self._channel = self._channel, None
+        if channel is not None and channel.transport is not None:
+            channel.transport.close()
         process, self._process = self._process, None
         if process is not None:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=5)
-        self._ready = False
+            await asyncio.to_thread(_join, process, 10)
 
     # -- inside
-    def _available(self) -> Connection | None:
-        """The pipe of a ready child; else None (starting one when due)."""
-        if self._process is not None and not self._process.is_alive():
-            self._lost()
-        if self._process is None:
-            if time.monotonic() - self._started_at >= self.RESTART_SECONDS:
-                self._start()
-            return None
-        conn = self._conn
-        assert conn is not None
-        if not self._ready:
-            try:
-                if not conn.poll(0):
-                    return None
-                kind, _ = conn.recv()
-            except (EOFError, OSError):
-                self._lost()
-                return None
-            self._ready = kind == READY
-        return conn if self._ready else None
-
     def _start(self) -> None:
         self._started_at = time.monotonic()
         context = multiprocessing.get_context("spawn")
-        mine, theirs = context.Pipe()
+        mine, theirs = socket.socketpair()
+        child_end = Connection(theirs.detach())
         window = self._rules.dedup_window.total_seconds()
         grades = tuple(sorted(self._rules.qualifying_grades))
         process = context.Process(
             target=_serve,
-            args=(self._path, window, grades, theirs),
+            args=(self._path, window, grades, child_end),
             name="leadflow-capture-writer",
             daemon=True,
         )
@@ -196,18 +255,36 @@ class WriterProcess:
             mine.close()
             return
         finally:
-            theirs.close()
-        self._process, self._conn, self._ready = process, mine, False
+            child_end.close()
+        channel = _Channel(lambda: self.on_answer())
+        self._process, self._channel = process, channel
         self.starts += 1
         if self.starts > 1:
             log.warning("capture_writer_process_restarted", starts=self.starts)
+        mine.setblocking(False)
+        loop = asyncio.get_running_loop()
+        self._track(loop.create_task(loop.create_unix_connection(lambda: channel, sock=mine)))
 
     def _lost(self) -> None:
         process, self._process = self._process, None
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        self._ready = False
+        channel, self._channel = self._channel, None
+        if channel is not None and channel.transport is not None:
+            channel.transport.close()
         if process is not None:
-            process.join(timeout=1)
-            log.warning("capture_writer_process_ended", exitcode=process.exitcode)
+            self._track(asyncio.get_running_loop().create_task(_reap(process)))
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _join(process: Any, timeout: float) -> None:
+    process.join(timeout=timeout)
+    if process.is_alive():
+        process.kill()
+        process.join(timeout=5)
+
+
+async def _reap(process: Any) -> None:
+    await asyncio.to_thread(_join, process, 5)
+    log.warning("capture_writer_process_ended", exitcode=process.exitcode)
