@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
 import subprocess
 import time
-from datetime import timedelta
+from dataclasses import fields, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow.config import Settings
 from leadflow.leads.capture import CaptureWriter
+from leadflow.leads.capture.policy import CaptureOutcome
 from leadflow.leads.capture.store import SqliteStore
 from leadflow.leads.capture.writer_process import WriterProcess
+from leadflow.scoring.rules import ScoreInput
 from tests.conftest import Harness, example_lead
 from tests.leads.test_capture_writer import _item
 from tests.test_shutdown import BIN, _env, _free_port, _reap, _wait_until_up
@@ -73,6 +77,36 @@ async def test_what_is_queued_is_shared_between_the_pipelines_places(
     assert store.remote_batches == 2 and writer.batches == 2 and writer.leads_written == 40
     await writer.close()
     assert await harness.scalar("SELECT count(*) FROM leads") == 40
+
+
+def test_what_crosses_the_pipe_pickles_every_field() -> None:
+    """PreparedLead, ScoreInput and CaptureOutcome pickle their fields in order (``__reduce__``): a
+    field added to one of them and left out there would not reach the writer process."""
+    item = replace(
+        _item("pickle@company.com", key="k-pickle", visitor="vis_p"),
+        created_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC),
+        lead_ids=("0190d9a8-0000-7000-8000-000000000000", "lead_0123456789ab"),
+        returning_hint=True,
+    )
+    outcome = CaptureOutcome("created", "lead_0123456789ab", "A", True)
+    score_input = ScoreInput(
+        email_kind="business",
+        phone=True,
+        company=True,
+        service_interest="Nextcloud Installation",
+        urgency="High",
+        budget_range="$5000-$10000",
+        filled_optional=frozenset({"message"}),
+        time_on_page_seconds=150,
+        returning_visitor=True,
+        channel="Paid Search",
+        service_catalog=frozenset({"nextcloud installation"}),
+    )
+    for value in (item, item.score_input, outcome, score_input):
+        assert len(value.__reduce__()[1]) == len(fields(value))
+        assert pickle.loads(pickle.dumps(value)) == value  # noqa: S301 - our own bytes
+    # Every optional field above differs from its default, so a field dropped in pickling would show.
+    assert all(getattr(score_input, f.name) != f.default for f in fields(ScoreInput)[1:])
 
 
 async def test_take_shares_what_is_queued(harness: Harness) -> None:

@@ -51,6 +51,26 @@ class ScoreInput:
     channel: str = "Unassigned"
     service_catalog: frozenset[str] = frozenset()
 
+    def __reduce__(self) -> tuple[type[ScoreInput], tuple[Any, ...]]:
+        """Pickled with every captured lead (to the SQLite writer process): the fields in order, rather
+        than the per-field ``__getstate__``/``__setstate__`` Python runs for a slots dataclass."""
+        return (
+            ScoreInput,
+            (
+                self.email_kind,
+                self.phone,
+                self.company,
+                self.service_interest,
+                self.urgency,
+                self.budget_range,
+                self.filled_optional,
+                self.time_on_page_seconds,
+                self.returning_visitor,
+                self.channel,
+                self.service_catalog,
+            ),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class RuleResult:

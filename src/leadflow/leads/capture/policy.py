@@ -185,6 +185,24 @@ class PreparedLead:
     created_at: datetime | None = None  # only imports and the demo back-date a lead
     lead_ids: tuple[str, str] | None = None  # (uuid, public id) given before storing: spooled leads
 
+    def __reduce__(self) -> tuple[type[PreparedLead], tuple[Any, ...]]:
+        """Pickled on the way to the SQLite writer process: the fields in order (see
+        :meth:`~leadflow.scoring.rules.ScoreInput.__reduce__`)."""
+        return (
+            PreparedLead,
+            (
+                self.campaign,
+                self.values,
+                self.email_hash,
+                self.score_input,
+                self.returning_hint,
+                self.idempotency_key,
+                self.tracking_enabled,
+                self.created_at,
+                self.lead_ids,
+            ),
+        )
+
     def scored(self, returning: bool) -> rules.Score:
         """The lead's score once it is known whether the visitor is returning."""
         return _score_returning(self.score_input) if returning else score(self.score_input)
@@ -196,6 +214,10 @@ class CaptureOutcome:
     public_id: str
     grade: str
     tracking_enabled: bool
+
+    def __reduce__(self) -> tuple[type[CaptureOutcome], tuple[Any, ...]]:
+        """Pickled back from the SQLite writer process, one per lead (see :meth:`PreparedLead.__reduce__`)."""
+        return (CaptureOutcome, (self.kind, self.public_id, self.grade, self.tracking_enabled))
 
 
 def prepare(

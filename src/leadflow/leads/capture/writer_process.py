@@ -225,8 +225,7 @@ class WriterProcess:
 
     async def close(self) -> None:
         """Close the pipe (the child ends at EOF) and wait for the child."""
-        for task in list(self._tasks):
-            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)  # a connect, a reap: both bounded
         channel, self._channel = self._channel, None
         if channel is not None and channel.transport is not None:
             channel.transport.close()
