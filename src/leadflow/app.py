@@ -198,6 +198,7 @@ def create_app(settings: Settings | None = None, *, capture_fast_path: bool = Tr
                 qualifying_grades=settings.qualifying_grades,
                 batch_max=settings.capture_batch_max,
                 writer_process=settings.capture_writer_process,
+                writer_process_gc=(settings.gc_freeze, settings.gc_young_threshold),
             ),
         )
         install_state(app, state)

@@ -45,6 +45,29 @@ async def _writer(engine: AsyncEngine) -> tuple[CaptureWriter, SqliteStore, Writ
     return writer, store, remote
 
 
+@pytest.mark.parametrize("tuning", [(True, 12_345), (False, 0)])
+async def test_the_writer_process_settles_its_garbage_collector(
+    harness: Harness, campaign: dict[str, Any], tuning: tuple[bool, int]
+) -> None:
+    """As the server does (GC_FREEZE, GC_YOUNG_THRESHOLD): what its imports loaded is frozen out of
+    full collections, and young collections come every ``threshold`` allocations (0: Python's 700)."""
+    writer = CaptureWriter(
+        harness.engine,
+        dedup_window=timedelta(hours=24),
+        qualifying_grades=("A", "B"),
+        writer_process=True,
+        writer_process_gc=tuning,
+    )
+    store = writer.store
+    assert isinstance(store, SqliteStore) and await store.remote_ready(wait_seconds=60)
+    assert isinstance(store._remote, WriterProcess)
+    hello = store._remote.hello
+    freeze, threshold = tuning
+    assert hello["gc_threshold"][0] == (threshold or 700)
+    assert (hello["gc_frozen"] > 10_000) if freeze else (hello["gc_frozen"] == 0)
+    await writer.close()
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -208,6 +208,7 @@ class CaptureWriter:
         lease_seconds: float = 0.1,
         linger_seconds: float = 0.25,
         writer_process: bool = False,
+        writer_process_gc: tuple[bool, int] = (True, 20_000),
         store: CaptureStore | None = None,
     ) -> None:
         self._window = dedup_window
@@ -219,6 +220,7 @@ class CaptureWriter:
             lease_seconds=lease_seconds,
             linger_seconds=linger_seconds,
             process_rules=self._rules if writer_process else None,
+            process_gc=writer_process_gc,
         )
         self._queue: deque[tuple[PreparedLead, asyncio.Future[CaptureOutcome]]] = deque()
         self._task: asyncio.Task[None] | None = None

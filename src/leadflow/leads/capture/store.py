@@ -130,12 +130,14 @@ def make_store(
     lease_seconds: float = 0.1,
     linger_seconds: float = 0.25,
     process_rules: Rules | None = None,
+    process_gc: tuple[bool, int] = (True, 20_000),
 ) -> CaptureStore:
     """The store for ``engine``: :class:`SqliteStore` for a file SQLite database, else :class:`CoreStore`
     (``direct_sqlite=False`` forces the Core store on SQLite too, e.g. to compare the two in tests).
 
     ``process_rules``: a file SQLite store writes its streamed batches in the writer process
-    (:mod:`.writer_process`), planned with these rules (the capture writer's own).
+    (:mod:`.writer_process`), planned with these rules (the capture writer's own); ``process_gc`` is
+    its garbage-collector tuning (``GC_FREEZE``, ``GC_YOUNG_THRESHOLD``).
     """
     path = engine.url.database
     in_memory = not path or path == ":memory:" or path.startswith("file:")
@@ -144,7 +146,7 @@ def make_store(
         if process_rules is not None:
             from leadflow.leads.capture.writer_process import WriterProcess
 
-            remote = WriterProcess(path, process_rules)
+            remote = WriterProcess(path, process_rules, process_gc)
         return SqliteStore(
             engine, path, lease_seconds=lease_seconds, linger_seconds=linger_seconds, remote=remote
         )

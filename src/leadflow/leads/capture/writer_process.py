@@ -26,6 +26,7 @@ server closes its end, or when the server is gone.
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import pickle
 import queue
@@ -42,21 +43,27 @@ from typing import Any, cast
 
 import structlog
 
+from leadflow.kit.process import settle_gc
 from leadflow.leads.capture.policy import Plan, PreparedLead, Rules, Stored, plan_batch
 from leadflow.leads.capture.store import RemoteWriterLost, SqliteBatchWriter, Written
 
 log = structlog.get_logger("leadflow.capture")
 
 READY = "ready"
+GcTuning = tuple[bool, int]  # GC_FREEZE, GC_YOUNG_THRESHOLD (kit.process.settle_gc)
 _HEAD = struct.Struct("!i")  # multiprocessing.connection's frame header
 _LONG = struct.Struct("!Q")
 
 
-def _serve(path: str, window_seconds: float, grades: tuple[str, ...], conn: Connection) -> None:
+def _serve(
+    path: str, window_seconds: float, grades: tuple[str, ...], gc_tuning: GcTuning, conn: Connection
+) -> None:
     """The child: write each batch received, in order; answer ("ok", Written) or ("error", exception).
 
     A thread of its own reads the batches off the pipe into a queue: with batches in flight both ways
-    neither side can block the other on a full pipe.
+    neither side can block the other on a full pipe. Before it says READY it settles its garbage
+    collector as the server does (``GC_FREEZE``, ``GC_YOUNG_THRESHOLD``): with Python's defaults its
+    full collections walked everything the imports loaded and held a batch up to ~100 ms.
     """
     from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 
@@ -78,8 +85,9 @@ def _serve(path: str, window_seconds: float, grades: tuple[str, ...], conn: Conn
 
     # SQLAlchemy's aiosqlite dialect binds values with pysqlite's processors: the same rows.
     writer = SqliteBatchWriter(path, SQLiteDialect_pysqlite())
+    settle_gc(freeze=gc_tuning[0], young_threshold=gc_tuning[1])
     try:
-        conn.send((READY, None))
+        conn.send((READY, {"gc_threshold": gc.get_threshold(), "gc_frozen": gc.get_freeze_count()}))
     except OSError:  # the server closed the pipe while this process was starting
         writer.close()
         return
@@ -107,6 +115,7 @@ class _Channel(asyncio.Protocol):
     def __init__(self, on_answer: Callable[[], None]) -> None:
         self.transport: asyncio.Transport | None = None
         self.ready = False  # the child said READY
+        self.hello: dict[str, Any] = {}  # what it said with it (its garbage collector's settings)
         self.lost = False
         self.waiting: deque[asyncio.Future[Written]] = deque()
         self._buffer = bytearray()
@@ -133,7 +142,7 @@ class _Channel(asyncio.Protocol):
             kind, value = pickle.loads(buffer[at + head : at + head + size])  # noqa: S301 - our own child
             at += head + size
             if kind == READY:
-                self.ready = True
+                self.ready, self.hello = True, value
             elif self.waiting:
                 future = self.waiting.popleft()
                 if kind == "ok":
@@ -171,9 +180,10 @@ class WriterProcess:
 
     RESTART_SECONDS = 5.0
 
-    def __init__(self, path: str, rules: Rules) -> None:
+    def __init__(self, path: str, rules: Rules, gc_tuning: GcTuning = (True, 20_000)) -> None:
         self._path = path
         self._rules = rules
+        self._gc_tuning = gc_tuning
         self._process: Any = None  # multiprocessing's SpawnProcess
         self._channel: _Channel | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # connecting the pipe, reaping an ended child
@@ -184,6 +194,11 @@ class WriterProcess:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
+
+    @property
+    def hello(self) -> dict[str, Any]:
+        """What the ready child said of itself (``gc_threshold``, ``gc_frozen``); empty until then."""
+        return self._channel.hello if self._channel is not None else {}
 
     @property
     def wants_loop(self) -> bool:
@@ -243,7 +258,7 @@ class WriterProcess:
         grades = tuple(sorted(self._rules.qualifying_grades))
         process = context.Process(
             target=_serve,
-            args=(self._path, window, grades, child_end),
+            args=(self._path, window, grades, self._gc_tuning, child_end),
             name="leadflow-capture-writer",
             daemon=True,
         )
