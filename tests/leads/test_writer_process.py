@@ -30,6 +30,7 @@ from leadflow.leads.capture.writer_process import WriterProcess
 from leadflow.scoring.rules import ScoreInput
 from tests.conftest import Harness, example_lead
 from tests.leads.test_capture_writer import _item
+from tests.scoring.test_rules import SPEC_EXAMPLE
 from tests.test_shutdown import BIN, _env, _free_port, _reap, _wait_until_up
 
 
@@ -112,19 +113,7 @@ def test_what_crosses_the_pipe_pickles_every_field() -> None:
         returning_hint=True,
     )
     outcome = CaptureOutcome("created", "lead_0123456789ab", "A", True)
-    score_input = ScoreInput(
-        email_kind="business",
-        phone=True,
-        company=True,
-        service_interest="Nextcloud Installation",
-        urgency="High",
-        budget_range="$5000-$10000",
-        filled_optional=frozenset({"message"}),
-        time_on_page_seconds=150,
-        returning_visitor=True,
-        channel="Paid Search",
-        service_catalog=frozenset({"nextcloud installation"}),
-    )
+    score_input = replace(SPEC_EXAMPLE, time_on_page_seconds=150, returning_visitor=True)
     for value in (item, item.score_input, outcome, score_input):
         assert len(value.__reduce__()[1]) == len(fields(value))
         assert pickle.loads(pickle.dumps(value)) == value  # noqa: S301 - our own bytes
