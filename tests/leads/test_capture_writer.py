@@ -6,6 +6,7 @@ import asyncio
 import base64
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from leadflow.campaigns.service import CaptureCampaign
-from leadflow.db import SqlitePool, pool_waiting
+from leadflow.db import AUTOCHECKPOINT_PAGES, WRITER_AUTOCHECKPOINT_PAGES, SqlitePool, pool_waiting
 from leadflow.leads import repository as repo
 from leadflow.leads.capture import CaptureOutcome, CaptureWriter, PreparedLead, prepare
 from leadflow.leads.capture.store import CoreStore, JsonText, SqliteInserter, SqliteStore, make_store
@@ -314,3 +315,34 @@ async def test_the_store_follows_the_database(harness: Harness, campaign: dict[s
     assert [o.kind for o in outcomes] == ["created", "duplicate"]
     assert isinstance(writer.store, CoreStore)
     assert await harness.scalar("SELECT count(*) FROM leads") == 1
+
+
+async def test_the_batch_writer_restarts_its_wal_at_its_own_bound(
+    harness: Harness, campaign: dict[str, Any]
+) -> None:
+    """Its commits checkpoint the WAL at WRITER_AUTOCHECKPOINT_PAGES (smaller, more frequent copies
+    than the engine's AUTOCHECKPOINT_PAGES), so a stream of captures keeps the -wal file about that
+    small without the served process's checkpointer thread."""
+    path = harness.settings.sqlite_path()
+    assert path is not None
+
+    def checkpointed_pages() -> int:
+        db = sqlite3.connect(path)
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return int(db.execute("PRAGMA page_count").fetchone()[0])
+        finally:
+            db.close()
+
+    before = checkpointed_pages()
+    writer = _writer(harness.engine, True)
+    for round_ in range(12):
+        outcomes = await _submit_all(writer, [_item(f"w{round_}-{i}@company.com") for i in range(200)])
+        assert {o.kind for o in outcomes} == {"created"}
+    await writer.close()
+    wal_pages = Path(f"{path}-wal").stat().st_size // (4096 + 24)  # a frame: a page and its header
+    added = checkpointed_pages() - before
+    # Without a restart the WAL would hold every page written (at least the pages added, ~3 000,
+    # far below the engine's bound); it was started over, and never grew far past the writer's bound.
+    assert WRITER_AUTOCHECKPOINT_PAGES < added < AUTOCHECKPOINT_PAGES
+    assert WRITER_AUTOCHECKPOINT_PAGES <= wal_pages < min(added, WRITER_AUTOCHECKPOINT_PAGES + 600)

@@ -43,7 +43,14 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from leadflow.campaigns.service import CaptureCampaign
-from leadflow.db import IN_CHUNK, PointReader, apply_sqlite_pragmas, chunks, pool_waiting
+from leadflow.db import (
+    IN_CHUNK,
+    WRITER_AUTOCHECKPOINT_PAGES,
+    PointReader,
+    apply_sqlite_pragmas,
+    chunks,
+    pool_waiting,
+)
 from leadflow.kit.models import UTCDateTime
 from leadflow.leads import repository as repo
 from leadflow.leads.capture.policy import (
@@ -456,6 +463,7 @@ class SqliteBatchWriter:
         if self._db is None:
             db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
             apply_sqlite_pragmas(db)
+            db.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
             self._db = db
         return self._db
 
