@@ -246,3 +246,34 @@ async def test_served_capture_survives_its_writer_process_being_killed(
     assert stored == len(acknowledged)
     await asyncio.sleep(0.2)
     assert not any(_alive(pid) for pid in writers)
+
+
+async def test_a_pipe_the_loop_cannot_take_gives_the_process_up(
+    harness: Harness, campaign: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the event loop refuse the child's socket, the child is given up (its leads are written in
+    the thread meanwhile) and the next one is started when due."""
+    loop = asyncio.get_running_loop()
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("refused")
+
+    monkeypatch.setattr(loop, "create_unix_connection", refuse)
+    writer = CaptureWriter(
+        harness.engine, dedup_window=timedelta(hours=24), qualifying_grades=("A", "B"), writer_process=True
+    )
+    store = writer.store
+    assert isinstance(store, SqliteStore) and isinstance(store._remote, WriterProcess)
+    assert not await store.remote_ready(wait_seconds=0.5)
+    first = store._remote.starts
+    assert first == 1
+    outcomes = await asyncio.gather(*(writer.submit(_item(f"r{i}@company.com")) for i in range(5)))
+    assert {o.kind for o in outcomes} == {"created"} and store.remote_batches == 0
+    monkeypatch.undo()  # the loop's own method again
+    monkeypatch.setattr(WriterProcess, "RESTART_SECONDS", 0.0)  # the next child at once
+    assert await store.remote_ready(wait_seconds=60)
+    assert store._remote.starts > first
+    again = await asyncio.gather(*(writer.submit(_item(f"s{i}@company.com")) for i in range(5)))
+    assert {o.kind for o in again} == {"created"} and store.remote_batches >= 1
+    await writer.close()
+    assert await harness.scalar("SELECT count(*) FROM leads") == 10

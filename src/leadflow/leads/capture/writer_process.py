@@ -26,6 +26,7 @@ server closes its end, or when the server is gone.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import multiprocessing
 import pickle
@@ -277,7 +278,9 @@ class WriterProcess:
             log.warning("capture_writer_process_restarted", starts=self.starts)
         mine.setblocking(False)
         loop = asyncio.get_running_loop()
-        self._track(loop.create_task(loop.create_unix_connection(lambda: channel, sock=mine)))
+        connecting = loop.create_task(loop.create_unix_connection(lambda: channel, sock=mine))
+        connecting.add_done_callback(functools.partial(_connected, channel))
+        self._track(connecting)
 
     def _lost(self) -> None:
         process, self._process = self._process, None
@@ -290,6 +293,14 @@ class WriterProcess:
     def _track(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _connected(channel: _Channel, task: asyncio.Task[Any]) -> None:
+    """The loop could not take the socket: the child is given up (and a new one started when due)."""
+    if task.cancelled() or task.exception() is not None:
+        exc = None if task.cancelled() else task.exception()
+        log.warning("capture_writer_process_failed", exc_type=type(exc).__name__ if exc else "CancelledError")
+        channel.lost = True
 
 
 def _join(process: Any, timeout: float) -> None:
