@@ -11,6 +11,11 @@ import sys
 MIDDLE_EVERY = 20
 FULL_EVERY = 50
 
+# What settle_gc takes, as one value to hand to another process: (freeze, young_threshold), i.e.
+# GC_FREEZE and GC_YOUNG_THRESHOLD; the default is those settings' defaults.
+GcTuning = tuple[bool, int]
+DEFAULT_GC: GcTuning = (True, 20_000)
+
 
 def settle_gc(*, freeze: bool, young_threshold: int) -> None:
     """Collect once and freeze what start-up loaded (``freeze``), and space the collections out.

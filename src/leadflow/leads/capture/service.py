@@ -26,6 +26,7 @@ from leadflow.db import database_unreachable
 from leadflow.errors import ApiError, validation_error
 from leadflow.kit.clock import utcnow
 from leadflow.kit.ids import new_lead_ids
+from leadflow.kit.process import DEFAULT_GC, GcTuning
 from leadflow.leads.capture import policy
 from leadflow.leads.capture.policy import CaptureOutcome, PreparedLead, Rules, plan_batch
 from leadflow.leads.capture.store import Batch, CaptureStore, Planner, Written, make_store
@@ -208,7 +209,7 @@ class CaptureWriter:
         lease_seconds: float = 0.1,
         linger_seconds: float = 0.25,
         writer_process: bool = False,
-        writer_process_gc: tuple[bool, int] = (True, 20_000),
+        writer_process_gc: GcTuning = DEFAULT_GC,
         store: CaptureStore | None = None,
     ) -> None:
         self._window = dedup_window

@@ -52,6 +52,7 @@ from leadflow.db import (
     pool_waiting,
 )
 from leadflow.kit.models import UTCDateTime
+from leadflow.kit.process import DEFAULT_GC, GcTuning
 from leadflow.leads import repository as repo
 from leadflow.leads.capture.policy import (
     CaptureOutcome,
@@ -137,7 +138,7 @@ def make_store(
     lease_seconds: float = 0.1,
     linger_seconds: float = 0.25,
     process_rules: Rules | None = None,
-    process_gc: tuple[bool, int] = (True, 20_000),
+    process_gc: GcTuning = DEFAULT_GC,
 ) -> CaptureStore:
     """The store for ``engine``: :class:`SqliteStore` for a file SQLite database, else :class:`CoreStore`
     (``direct_sqlite=False`` forces the Core store on SQLite too, e.g. to compare the two in tests).

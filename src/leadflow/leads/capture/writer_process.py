@@ -44,14 +44,13 @@ from typing import Any, cast
 
 import structlog
 
-from leadflow.kit.process import settle_gc
+from leadflow.kit.process import DEFAULT_GC, GcTuning, settle_gc
 from leadflow.leads.capture.policy import Plan, PreparedLead, Rules, Stored, plan_batch
 from leadflow.leads.capture.store import RemoteWriterLost, SqliteBatchWriter, Written
 
 log = structlog.get_logger("leadflow.capture")
 
 READY = "ready"
-GcTuning = tuple[bool, int]  # GC_FREEZE, GC_YOUNG_THRESHOLD (kit.process.settle_gc)
 _HEAD = struct.Struct("!i")  # multiprocessing.connection's frame header
 _LONG = struct.Struct("!Q")
 
@@ -181,7 +180,7 @@ class WriterProcess:
 
     RESTART_SECONDS = 5.0
 
-    def __init__(self, path: str, rules: Rules, gc_tuning: GcTuning = (True, 20_000)) -> None:
+    def __init__(self, path: str, rules: Rules, gc_tuning: GcTuning = DEFAULT_GC) -> None:
         self._path = path
         self._rules = rules
         self._gc_tuning = gc_tuning
